@@ -1,0 +1,23 @@
+//! rdrunner's supervision runtime and data model.
+//!
+//! The actor tree (RootSupervisor → Poller, ExecutionRegistry, StepWorker per
+//! operation, LogShipper) runs on actix and talks to the world only through
+//! the seams defined here: [`ControlPlane`], [`NodeExecutor`], [`Spool`] and
+//! [`Clock`]. This crate knows nothing of HTTP, SSH or TOML.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod control_plane;
+pub mod executor;
+pub mod model;
+pub mod output;
+pub mod spool;
+
+pub use clock::{Clock, SystemClock};
+pub use control_plane::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, LocalFuture};
+pub use executor::{
+    AbortReason, AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink,
+    StepOutcome, StepRequest,
+};
+pub use spool::{MemorySpool, Spool, SpoolError, SpooledOperation};

@@ -1,0 +1,15 @@
+//! The wire data model of protocol v1, shared by the runner and the control
+//! plane: operations, reports and the bodies of every runner API call.
+//!
+//! Field names are camelCase on the wire; unknown fields are ignored so that
+//! either side can add fields without breaking the other.
+
+mod api;
+mod operation;
+mod report;
+mod time;
+
+pub use api::*;
+pub use operation::*;
+pub use report::*;
+pub use time::rfc3339;

@@ -1,0 +1,107 @@
+//! Reports: everything an operation produces, numbered per operation.
+
+use serde::{Deserialize, Serialize};
+
+/// One report of one operation. `seq` starts at 1 and grows by exactly 1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub op_id: String,
+    pub seq: u64,
+    /// RFC 3339 UTC time the report was made on the runner.
+    pub ts: String,
+    #[serde(flatten)]
+    pub body: ReportBody,
+}
+
+impl Report {
+    /// Whether this is the operation's terminal `op` report (always its last).
+    pub fn is_terminal(&self) -> bool {
+        matches!(&self.body, ReportBody::Op(op) if op.state.is_terminal())
+    }
+}
+
+/// What a report says; `kind` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ReportBody {
+    Log(LogReport),
+    Node(NodeReport),
+    Op(OpReport),
+}
+
+/// One line of output (newline stripped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogReport {
+    pub node: String,
+    /// 1-based index of the step in the operation.
+    pub step: u32,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// A node step changed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub node: String,
+    pub step: u32,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The operation changed state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpReport {
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a line of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Messages of the runner itself about the step (connecting, aborting...).
+    System,
+}
+
+/// State of a node step or an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+    Timedout,
+}
+
+impl State {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, State::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Aborted => "aborted",
+            State::Timedout => "timedout",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

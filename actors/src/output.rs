@@ -1,0 +1,119 @@
+//! Turning a byte stream from a process into lines of output: split on `\n`,
+//! a trailing `\r` dropped, invalid UTF-8 replaced, very long lines split.
+//! Shared by every executor so that all nodes report lines the same way.
+
+/// Lines longer than this many bytes are split into several lines.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// Accumulates bytes and yields complete lines.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        Self::new(MAX_LINE_BYTES)
+    }
+}
+
+impl LineSplitter {
+    /// A splitter that cuts lines at `max` bytes (at least 4, so that one
+    /// UTF-8 character always fits).
+    pub fn new(max: usize) -> Self {
+        LineSplitter {
+            buf: Vec::new(),
+            max: max.max(4),
+        }
+    }
+
+    /// Feeds `bytes`, calling `emit` for every complete line.
+    pub fn push(&mut self, mut bytes: &[u8], emit: &mut dyn FnMut(String)) {
+        while !bytes.is_empty() {
+            match bytes.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    self.buf.extend_from_slice(&bytes[..i]);
+                    bytes = &bytes[i + 1..];
+                    if self.buf.last() == Some(&b'\r') {
+                        self.buf.pop();
+                    }
+                    self.drain_long(emit);
+                    emit(decode(&self.buf));
+                    self.buf.clear();
+                }
+                None => {
+                    self.buf.extend_from_slice(bytes);
+                    bytes = &[];
+                    self.drain_long(emit);
+                }
+            }
+        }
+    }
+
+    /// Emits what is left as a last line (output that did not end in `\n`).
+    pub fn finish(&mut self, emit: &mut dyn FnMut(String)) {
+        if !self.buf.is_empty() {
+            self.drain_long(emit);
+            emit(decode(&self.buf));
+            self.buf.clear();
+        }
+    }
+
+    /// Emits `max`-byte pieces while the buffer is longer than `max`, cutting
+    /// on a UTF-8 character boundary when the bytes are valid UTF-8.
+    fn drain_long(&mut self, emit: &mut dyn FnMut(String)) {
+        while self.buf.len() > self.max {
+            let mut cut = self.max;
+            while cut > self.max - 4 && (self.buf[cut] & 0b1100_0000) == 0b1000_0000 {
+                cut -= 1;
+            }
+            if (self.buf[cut] & 0b1100_0000) == 0b1000_0000 {
+                cut = self.max;
+            }
+            emit(decode(&self.buf[..cut]));
+            self.buf.drain(..cut);
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut |l| out.push(l));
+        }
+        s.finish(&mut |l| out.push(l));
+        out
+    }
+
+    #[test]
+    fn splits_across_chunks_and_strips_cr() {
+        assert_eq!(
+            lines(100, &[b"he", b"llo\r\nwor", b"ld\n\nlast"]),
+            vec!["hello", "world", "", "last"]
+        );
+    }
+
+    #[test]
+    fn replaces_invalid_utf8() {
+        assert_eq!(lines(100, &[b"a\xffb\n"]), vec!["a\u{fffd}b"]);
+    }
+
+    #[test]
+    fn splits_long_lines_on_char_boundaries() {
+        let out = lines(4, &[b"abcdefghij\n"]);
+        assert_eq!(out, vec!["abcd", "efgh", "ij"]);
+        let s = "ééééé\n"; // 2 bytes each
+        let out = lines(5, &[s.as_bytes()]);
+        assert_eq!(out, vec!["éé", "éé", "é"]);
+    }
+}

@@ -1,0 +1,193 @@
+//! The `Spool` seam: the durable queue of numbered reports that are not yet
+//! acked by the control plane, so that nothing is lost across a LogShipper
+//! restart, a control plane outage or a process restart.
+//!
+//! The daemon plugs in a file spool; `MemorySpool` serves tests and embedders
+//! that accept losing reports when the process dies.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::model::Report;
+
+/// What the spool knows of one operation after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpooledOperation {
+    pub op_id: String,
+    /// Highest seq appended.
+    pub last_seq: u64,
+    /// Highest seq known to be acked.
+    pub acked: u64,
+    /// Whether the operation's terminal `op` report was appended.
+    pub terminal: bool,
+}
+
+/// Failure of the spool's storage.
+#[derive(Debug, thiserror::Error)]
+#[error("spool {path}: {message}")]
+pub struct SpoolError {
+    /// File or directory concerned.
+    pub path: String,
+    pub message: String,
+}
+
+/// A durable report queue. Reports of one operation are appended in seq
+/// order, without gaps.
+pub trait Spool: Send + 'static {
+    /// Appends reports (seq already assigned).
+    fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError>;
+    /// Makes everything appended so far durable (fsync, by the spool's policy).
+    fn flush(&mut self) -> Result<(), SpoolError>;
+    /// Up to `max` reports of `op_id` with seq > `after`, in seq order.
+    fn read(&mut self, op_id: &str, after: u64, max: usize) -> Result<Vec<Report>, SpoolError>;
+    /// Everything of `op_id` up to `seq` is acked and may be dropped.
+    fn ack(&mut self, op_id: &str, seq: u64) -> Result<(), SpoolError>;
+    /// Operations with anything spooled (acked or not), as found at startup
+    /// or left by a previous LogShipper instance.
+    fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError>;
+    /// Forgets an operation whose terminal report is acked.
+    fn forget(&mut self, op_id: &str) -> Result<(), SpoolError>;
+}
+
+/// A spool in memory: survives a LogShipper restart, not a process restart.
+#[derive(Debug, Default)]
+pub struct MemorySpool {
+    ops: BTreeMap<String, MemOp>,
+}
+
+#[derive(Debug, Default)]
+struct MemOp {
+    reports: VecDeque<Report>,
+    last_seq: u64,
+    acked: u64,
+    terminal: bool,
+}
+
+impl MemorySpool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reports held (not yet acked), across operations.
+    pub fn len(&self) -> usize {
+        self.ops.values().map(|o| o.reports.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Spool for MemorySpool {
+    fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError> {
+        for r in reports {
+            let op = self.ops.entry(r.op_id.clone()).or_default();
+            if r.seq != op.last_seq + 1 {
+                return Err(SpoolError {
+                    path: "memory".into(),
+                    message: format!(
+                        "operation {}: append of seq {} after {}",
+                        r.op_id, r.seq, op.last_seq
+                    ),
+                });
+            }
+            op.last_seq = r.seq;
+            op.terminal |= r.is_terminal();
+            op.reports.push_back(r.clone());
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SpoolError> {
+        Ok(())
+    }
+
+    fn read(&mut self, op_id: &str, after: u64, max: usize) -> Result<Vec<Report>, SpoolError> {
+        Ok(self
+            .ops
+            .get(op_id)
+            .map(|op| {
+                op.reports
+                    .iter()
+                    .filter(|r| r.seq > after)
+                    .take(max)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn ack(&mut self, op_id: &str, seq: u64) -> Result<(), SpoolError> {
+        if let Some(op) = self.ops.get_mut(op_id) {
+            op.acked = op.acked.max(seq.min(op.last_seq));
+            while op.reports.front().is_some_and(|r| r.seq <= op.acked) {
+                op.reports.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError> {
+        Ok(self
+            .ops
+            .iter()
+            .map(|(id, op)| SpooledOperation {
+                op_id: id.clone(),
+                last_seq: op.last_seq,
+                acked: op.acked,
+                terminal: op.terminal,
+            })
+            .collect())
+    }
+
+    fn forget(&mut self, op_id: &str) -> Result<(), SpoolError> {
+        self.ops.remove(op_id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LogReport, OpReport, ReportBody, State, Stream};
+
+    fn log(op: &str, seq: u64) -> Report {
+        Report {
+            op_id: op.into(),
+            seq,
+            ts: "1970-01-01T00:00:00.000Z".into(),
+            body: ReportBody::Log(LogReport {
+                node: "n".into(),
+                step: 1,
+                stream: Stream::Stdout,
+                text: format!("line {seq}"),
+            }),
+        }
+    }
+
+    #[test]
+    fn memory_spool_reads_acks_and_refuses_gaps() {
+        let mut s = MemorySpool::new();
+        s.append(&[log("a", 1), log("a", 2), log("b", 1)]).unwrap();
+        assert!(s.append(&[log("a", 4)]).is_err());
+        assert_eq!(s.read("a", 0, 10).unwrap().len(), 2);
+        s.ack("a", 1).unwrap();
+        let rest = s.read("a", 0, 10).unwrap();
+        assert_eq!(rest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+        let term = Report {
+            body: ReportBody::Op(OpReport {
+                state: State::Succeeded,
+                message: None,
+            }),
+            ..log("a", 3)
+        };
+        s.append(&[term]).unwrap();
+        let ops = s.operations().unwrap();
+        assert_eq!(ops[0].op_id, "a");
+        assert_eq!(
+            (ops[0].last_seq, ops[0].acked, ops[0].terminal),
+            (3, 1, true)
+        );
+        s.forget("a").unwrap();
+        assert_eq!(s.len(), 1);
+    }
+}
