@@ -1,1 +1,245 @@
-fn main() {}
+//! The `rdrunner` command line: `run` (the daemon, default), `check` (one
+//! startup and check-in against the control plane) and `config` (print or
+//! validate the configuration). Exit codes are part of the interface; the
+//! systemd unit in `contrib/` relies on them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rdrunner::config::Config;
+use rdrunner::creds::Credentials;
+use rdrunner::transport::{HttpControlPlane, TransportSettings};
+use rdrunner_actors::model::{CheckinRequest, ShutdownRequest, StartupRequest};
+use rdrunner_actors::{ControlPlane, ControlPlaneError};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  ok
+  2  bad usage or configuration (including an unusable credentials file)
+  3  credentials refused by the control plane (401/403)
+  4  control plane unreachable
+  5  supervision escalated: a part of the runner kept failing (the service
+     manager should restart it; nothing spooled is lost)
+
+Files:
+  ./runner.toml          configuration (see runner.example.toml for every key)
+  ./.rdrunner-creds      credentials from the control plane (must be chmod 600)
+  ./runner/logs/         runner.log and operations.log
+  ./runner/spool/        reports not yet acknowledged by the control plane
+
+Environment:
+  RDRUNNER__SECTION__KEY       overrides a configuration key,
+                               e.g. RDRUNNER__RUNNER__MAXRUNNING=10
+  RUNNER_RUNDECK_CLIENT_ID     overrides RUNDECK_RUNNER_ID of the credentials
+  RUNNER_RUNDECK_SERVER_TOKEN  overrides RUNDECK_RUNNER_TOKEN
+  RUNNER_RUNDECK_SERVER_URL    overrides RUNDECK_SERVER_URL
+  HTTPS_PROXY, NO_PROXY        proxy for the control plane (unless http.proxy is set)
+
+Signals (run): TERM drains running operations then exits; HUP reopens the log files.";
+
+/// rdrunner: checks in with a control plane over HTTPS and runs the node
+/// steps of its operations over SSH or on this host.
+#[derive(Debug, Parser)]
+#[command(name = "rdrunner", version, about, long_about = None, after_help = AFTER_HELP)]
+struct Cli {
+    /// Configuration file [default: ./runner.toml when it exists]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Credentials file
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = ".rdrunner-creds"
+    )]
+    creds: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the runner (the default)
+    Run,
+    /// Start up and check in once, print the round trip, then shut the replica down
+    Check,
+    /// Print the effective configuration (secrets redacted), or validate a file
+    Config {
+        /// Validate FILE instead of printing the configuration
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
+    },
+}
+
+/// An error with the exit code it ends the process with.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+const EXIT_USAGE: u8 = 2;
+const EXIT_CREDENTIALS: u8 = 3;
+const EXIT_UNREACHABLE: u8 = 4;
+
+fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { code, error }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        None | Some(Command::Run) => run(&cli),
+        Some(Command::Check) => check(&cli),
+        Some(Command::Config { check: None }) => print_config(&cli),
+        Some(Command::Config { check: Some(file) }) => check_config(file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("rdrunner: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// The configuration: `--config FILE`, else `./runner.toml` if present.
+fn load_config(cli: &Cli, env: &[(String, String)]) -> Result<Config, Failure> {
+    let default = Path::new("runner.toml");
+    let file = match &cli.config {
+        Some(f) => Some(f.as_path()),
+        None => default.exists().then_some(default),
+    };
+    Config::load(file, env)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_USAGE))
+}
+
+fn load_credentials(
+    cli: &Cli,
+    cfg: &Config,
+    env: &[(String, String)],
+) -> Result<Credentials, Failure> {
+    Credentials::load(&cli.creds, env, cfg.runner.allow_insecure_creds_file)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_USAGE))
+}
+
+fn hostname(cfg: &Config) -> String {
+    cfg.runner.hostname.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
+}
+
+/// The exit code for a failed control plane call.
+fn call_failure(what: &str, url: &str, e: ControlPlaneError) -> Failure {
+    let code = if e.is_auth() {
+        EXIT_CREDENTIALS
+    } else {
+        EXIT_UNREACHABLE
+    };
+    let hint = if e.is_auth() {
+        "check RUNDECK_RUNNER_ID and RUNDECK_RUNNER_TOKEN in the credentials file, or fetch new ones from the control plane"
+    } else {
+        "check the server URL, the network path, the proxy and TLS settings"
+    };
+    Failure {
+        code,
+        error: anyhow::anyhow!("{what} at {url} failed: {e}; {hint}"),
+    }
+}
+
+fn check(cli: &Cli) -> Result<(), Failure> {
+    let env = environment();
+    let cfg = load_config(cli, &env)?;
+    let creds = load_credentials(cli, &cfg, &env)?;
+    let (log, _guard) = rdrunner::logging::stderr_logger(slog::Level::Warning);
+    let cp = HttpControlPlane::new(TransportSettings::new(&creds, &cfg, VERSION), &log)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_USAGE))?;
+    let url = cp.base_url().to_owned();
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let up = cp
+            .startup(StartupRequest {
+                hostname: hostname(&cfg),
+                version: VERSION.to_owned(),
+                pid: std::process::id(),
+                max_running: cfg.runner.max_running,
+                tags: cfg.runner.tags.clone(),
+            })
+            .await
+            .map_err(|e| call_failure("startup", &url, e))?;
+        let started = Instant::now();
+        let checked = cp
+            .checkin(
+                CheckinRequest {
+                    replica_id: up.replica_id.clone(),
+                    running: Vec::new(),
+                    queued: 0,
+                    max_running: cfg.runner.max_running,
+                    uptime_s: 0,
+                    version: VERSION.to_owned(),
+                },
+                Duration::ZERO,
+            )
+            .await;
+        let rtt = started.elapsed();
+        // The replica is shut down whatever the check-in said.
+        let down = cp
+            .shutdown(ShutdownRequest {
+                replica_id: up.replica_id.clone(),
+                reason: "rdrunner check".to_owned(),
+            })
+            .await;
+        checked.map_err(|e| call_failure("check-in", &url, e))?;
+        println!("server:     {}", creds.server_url);
+        println!("runner id:  {}", creds.runner_id);
+        println!("replica id: {}", up.replica_id);
+        println!("round trip: {} ms (check-in, waitMs=0)", rtt.as_millis());
+        down.map_err(|e| call_failure("shutdown", &url, e))?;
+        Ok(())
+    })
+}
+
+fn print_config(cli: &Cli) -> Result<(), Failure> {
+    let env = environment();
+    let cfg = load_config(cli, &env)?;
+    print!("{}", cfg.to_redacted_toml());
+    Ok(())
+}
+
+fn check_config(file: &Path) -> Result<(), Failure> {
+    let env = environment();
+    Config::load(Some(file), &env)
+        .with_context(|| format!("{} is not a valid configuration", file.display()))
+        .map_err(fail(EXIT_USAGE))?;
+    println!("{}: ok", file.display());
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let env = environment();
+    let cfg = load_config(cli, &env)?;
+    let _creds = load_credentials(cli, &cfg, &env)?;
+    Err(Failure {
+        code: EXIT_USAGE,
+        error: anyhow::anyhow!(
+            "`run` needs the supervision runtime of rdrunner-actors, which this build does not include yet"
+        ),
+    })
+}
