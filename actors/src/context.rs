@@ -35,9 +35,7 @@ impl DataContext {
                 node_values.insert(key.to_owned(), v);
             }
         }
-        node_values
-            .entry("username".into())
-            .or_insert_with(String::new);
+        node_values.entry("username".into()).or_default();
         for (key, value) in node_values {
             env.push((format!("RD_NODE_{}", env_name(&key)), value.clone()));
             values.insert(format!("node.{key}"), value);
