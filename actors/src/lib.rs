@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod control_plane;
 pub mod executor;
+pub mod filter;
 pub mod model;
 pub mod output;
 pub mod spool;
