@@ -85,6 +85,15 @@ impl RawRunner {
         body["replicaId"].as_str().unwrap().to_owned()
     }
 
+    /// Startup answering the raw (status, body).
+    pub async fn startup_raw(&self) -> (u16, Value) {
+        self.post(
+            "/startup",
+            json!({"hostname": "test-host", "version": "0.1.0", "pid": 1, "maxRunning": 4}),
+        )
+        .await
+    }
+
     pub async fn checkin(&self, replica: &str, wait_ms: u64) -> (u16, Value) {
         self.post(
             &format!("/checkin?waitMs={wait_ms}"),
