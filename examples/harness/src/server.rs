@@ -85,8 +85,14 @@ type Answer = Result<HttpResponse, ApiError>;
 
 /// Adds every route of [`ROUTES`], grouped by path, to `cfg`.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig, faults: FaultTable) {
-    let mut paths: Vec<&'static str> = ROUTES.iter().map(|r| r.path).collect();
-    paths.dedup();
+    // One resource per distinct path (routes sharing a path need not be
+    // adjacent in the table): actix matches a resource by path first.
+    let mut paths: Vec<&'static str> = Vec::new();
+    for r in ROUTES {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
     for path in paths {
         let mut resource = web::resource(path);
         let mut names = Vec::new();

@@ -707,7 +707,7 @@ impl ControlState {
         let states: Vec<RunState> = operations.iter().map(|o| o.state).collect();
         let any = |s: RunState| states.contains(&s);
         let state = if states.iter().any(|s| !s.is_terminal()) {
-            if any(RunState::Running) {
+            if any(RunState::Running) || states.iter().any(|s| s.is_terminal()) {
                 RunState::Running
             } else {
                 RunState::Queued

@@ -86,7 +86,7 @@ async fn bad_runner_requests_are_refused_and_store_nothing() {
     // Bad query string.
     let (s, b) = runner
         .post(
-            &"/checkin?waitMs=soon".to_string(),
+            "/checkin?waitMs=soon",
             json!({"replicaId": replica, "maxRunning": 1}),
         )
         .await;
