@@ -15,7 +15,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = File::create(&tmp)?;
+        // A stale temp file from a crash would keep its old mode: start afresh.
+        let _ = fs::remove_file(&tmp);
+        // Owner-only: the file holds token hashes and execution output.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?
+        };
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -50,6 +61,9 @@ mod tests {
         write_atomic(&path, b"{}").unwrap();
         write_atomic(&path, br#"{"nextExecution": 7}"#).unwrap();
         assert!(load(&path).unwrap().is_some());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the state file is private");
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
