@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod context;
 pub mod control_plane;
 pub mod executor;
 pub mod filter;

@@ -14,6 +14,7 @@ pub mod admin_api;
 pub mod client;
 pub mod error;
 mod persist;
+pub mod proxy;
 pub mod routes;
 mod server;
 pub mod state;
