@@ -898,6 +898,15 @@ impl ControlState {
             max_running.saturating_sub(busy) as usize
         };
         let lease = Duration::from_millis(self.cadence.lease_ms);
+        // An offer to a replica that has shut down will never be claimed by
+        // it: hand it out again without waiting for the lease.
+        let gone: BTreeSet<String> = self
+            .runner(runner_id)?
+            .replicas
+            .values()
+            .filter(|r| r.shut_down)
+            .map(|r| r.id.clone())
+            .collect();
         let mut operations = Vec::new();
         let mut cancel = Vec::new();
         let mut new_cancel = false;
@@ -908,7 +917,7 @@ impl ControlState {
             }
             if op.claimed_by.is_none() {
                 let offerable = match &op.offer {
-                    Some((_, until)) if *until > now => {
+                    Some((to, until)) if *until > now && !gone.contains(to) => {
                         recheck_at = Some(recheck_at.map_or(*until, |r| r.min(*until)));
                         false
                     }

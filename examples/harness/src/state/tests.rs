@@ -161,6 +161,29 @@ fn an_offer_is_leased_then_offered_again() {
 }
 
 #[test]
+fn an_offer_to_a_replica_that_shut_down_is_offered_again_at_once() {
+    let (mut s, now, op) = setup();
+    replica(&mut s, "r1", "b", now);
+    assert!(matches!(
+        checkin(&mut s, "r1", "a", now),
+        CheckinPoll::Ready(_)
+    ));
+    assert!(matches!(
+        checkin(&mut s, "r1", "b", now),
+        CheckinPoll::Wait { .. }
+    ));
+    let bye = ShutdownRequest {
+        replica_id: "a".into(),
+        reason: "restart".into(),
+    };
+    s.shutdown("r1", &bye, now).unwrap();
+    let CheckinPoll::Ready(answer) = checkin(&mut s, "r1", "b", now) else {
+        panic!("the offer to the stopped replica is handed out again")
+    };
+    assert_eq!(answer.operations[0].id, op);
+}
+
+#[test]
 fn claim_rules() {
     let (mut s, now, op) = setup();
     replica(&mut s, "r1", "b", now);
