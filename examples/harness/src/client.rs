@@ -190,7 +190,7 @@ impl AdminClient {
         self.send::<(), _>("GET", "/runners", None).await
     }
 
-    pub async fn runner(&self, id: &str) -> Result<RunnerInfo, AdminError> {
+    pub async fn get_runner(&self, id: &str) -> Result<RunnerInfo, AdminError> {
         self.send::<(), _>("GET", &format!("/runners/{id}"), None)
             .await
     }

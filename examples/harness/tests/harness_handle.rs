@@ -65,7 +65,7 @@ async fn the_state_file_survives_a_restart() {
     })
     .unwrap();
     let admin = harness.admin();
-    let info = admin.runner(&runner_id).await.unwrap();
+    let info = admin.get_runner(&runner_id).await.unwrap();
     assert_eq!(info.projects["ops"], "tags: web");
     assert_eq!(admin.nodes("ops").await.unwrap().len(), 2);
     let st = admin.execution(exec).await.unwrap();
@@ -127,8 +127,15 @@ async fn serves_https_with_a_private_ca() {
     assert!(harness.base_url().starts_with("https://127.0.0.1:"));
     let admin = harness.admin();
     let (runner_id, _) = web_runner(&admin).await;
-    assert_eq!(admin.runner(&runner_id).await.unwrap().id, runner_id);
+    assert_eq!(admin.get_runner(&runner_id).await.unwrap().id, runner_id);
     // A client that does not trust the private CA is refused.
     let plain = rdrunner_harness::AdminClient::new(harness.base_url(), harness.admin_token());
     assert!(plain.list_runners().await.is_err());
+}
+
+#[test]
+fn the_handle_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Harness>();
+    assert_send_sync::<HarnessConfig>();
 }

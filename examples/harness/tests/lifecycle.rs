@@ -17,7 +17,7 @@ async fn an_execution_runs_from_submit_to_terminal_state() {
     let admin = harness.admin();
     let (runner_id, token) = web_runner(&admin).await;
     assert_eq!(
-        admin.runner(&runner_id).await.unwrap().status,
+        admin.get_runner(&runner_id).await.unwrap().status,
         RunnerStatus::New
     );
 
@@ -35,7 +35,7 @@ async fn an_execution_runs_from_submit_to_terminal_state() {
     let (status, claimed) = runner.claim(&replica, &op).await;
     assert_eq!(status, 200, "{claimed}");
     assert_eq!(claimed["operation"]["id"], op.as_str());
-    let info = admin.runner(&runner_id).await.unwrap();
+    let info = admin.get_runner(&runner_id).await.unwrap();
     assert_eq!(info.status, RunnerStatus::Healthy);
     assert_eq!(info.replicas[0].hostname, "test-host");
     assert_eq!(
@@ -98,7 +98,7 @@ async fn an_execution_runs_from_submit_to_terminal_state() {
         .await;
     assert_eq!(status, 204);
     assert_eq!(
-        admin.runner(&runner_id).await.unwrap().status,
+        admin.get_runner(&runner_id).await.unwrap().status,
         RunnerStatus::Down
     );
 }
@@ -372,7 +372,7 @@ async fn a_silent_replica_loses_its_operation_and_a_late_terminal_report_wins() 
         .unwrap()
         .contains("stopped checking in"));
     assert_eq!(
-        admin.runner(&runner_id).await.unwrap().status,
+        admin.get_runner(&runner_id).await.unwrap().status,
         RunnerStatus::Down
     );
     runner
