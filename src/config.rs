@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rdrunner_actors::filter::NodeFilter;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -297,6 +298,16 @@ pub struct RunnerConfig {
     pub allow_insecure_creds_file: bool,
 }
 
+impl RunnerConfig {
+    /// The parsed `allowedNodes` filter; `None` when every node is allowed.
+    pub fn allowed_nodes_filter(&self) -> Option<NodeFilter> {
+        // Parsed once already in `Config::from_raw`, so it parses again.
+        self.allowed_nodes
+            .as_deref()
+            .and_then(|text| NodeFilter::parse(text).ok())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     pub request_timeout: Duration,
@@ -439,6 +450,7 @@ impl Config {
                 "must be a node filter; use \".*\" to allow every node",
             ));
         }
+        NodeFilter::parse(allowed).map_err(|e| invalid("runner.allowedNodes", e.to_string()))?;
         let runner = RunnerConfig {
             hostname: non_empty(&r.hostname),
             tags: r.tags.clone(),
@@ -956,6 +968,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runner.maxRunning"), "{err}");
+    }
+
+    #[test]
+    fn allowed_nodes_filter_is_parsed_and_matched() {
+        let f = write("[runner]\nallowedNodes = \"tags: web\"\n");
+        let cfg = Config::load(Some(f.path()), &[]).unwrap();
+        let filter = cfg.runner.allowed_nodes_filter().unwrap();
+        let mut web = rdrunner_actors::model::Node::new("web1", "10.0.0.1");
+        web.tags = vec!["web".into()];
+        assert!(filter.matches(&web));
+        assert!(!filter.matches(&rdrunner_actors::model::Node::new("db1", "10.0.0.2")));
+        assert!(Config::default().runner.allowed_nodes_filter().is_none());
     }
 
     #[test]
