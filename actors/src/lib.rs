@@ -11,9 +11,12 @@ pub mod clock;
 pub mod context;
 pub mod control_plane;
 pub mod executor;
+pub mod failpoints;
 pub mod model;
 pub mod output;
 pub mod spool;
+pub mod stats;
+pub mod supervisor;
 
 pub use clock::{Clock, SystemClock};
 pub use control_plane::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, LocalFuture};
