@@ -102,6 +102,21 @@ impl FailPoints {
     }
 }
 
+/// Whether the point `name` is armed to fail (after running a panic or a
+/// delay armed there); always `false` when fail points are compiled out.
+#[inline]
+pub(crate) fn failed(fp: &FailPoints, name: &str) -> bool {
+    #[cfg(any(test, feature = "failpoints"))]
+    {
+        fp.eval(name)
+    }
+    #[cfg(not(any(test, feature = "failpoints")))]
+    {
+        let _ = (fp, name);
+        false
+    }
+}
+
 /// `fail_point!(registry, "name")` panics or stalls when armed;
 /// `fail_point!(registry, "name", expr)` also `return expr` when armed with
 /// [`FailAction::Error`]. Nothing at all is compiled without the

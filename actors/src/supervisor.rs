@@ -242,6 +242,8 @@ pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+type ExitCallback = Box<dyn FnOnce(&ExitReason) + Send>;
+
 /// How to start and supervise one child.
 pub struct ChildSpec {
     pub name: String,
@@ -249,7 +251,7 @@ pub struct ChildSpec {
     /// How long the child gets to stop when asked before it is dropped.
     pub shutdown: Duration,
     start: Box<dyn FnMut() -> RunningChild + Send>,
-    on_exit: Option<Box<dyn FnOnce(&ExitReason) + Send>>,
+    on_exit: Option<ExitCallback>,
 }
 
 impl ChildSpec {
@@ -454,7 +456,13 @@ impl Supervisor {
         if self.restarts.allow(self.clock.now()) {
             self.start_slot(idx, true, ctx);
         } else {
-            self.escalate(ChildExit { child: name, reason }, ctx);
+            self.escalate(
+                ChildExit {
+                    child: name,
+                    reason,
+                },
+                ctx,
+            );
         }
     }
 

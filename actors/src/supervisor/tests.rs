@@ -153,10 +153,9 @@ async fn panics_in_started_and_in_timers_become_typed_exit_reasons() {
     ] {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-        let spec = probe_spec("probe", RestartType::Temporary, mode, tx, None)
-            .on_exit(move |r| {
-                let _ = exit_tx.send(r.clone());
-            });
+        let spec = probe_spec("probe", RestartType::Temporary, mode, tx, None).on_exit(move |r| {
+            let _ = exit_tx.send(r.clone());
+        });
         let sup = Supervisor::new("root", RestartIntensity::default(), test_log()).start();
         sup.do_send(StartChild(spec));
         assert_eq!(next(&mut rx).await, "started probe");
@@ -171,11 +170,9 @@ async fn panics_in_started_and_in_timers_become_typed_exit_reasons() {
             }
         );
         // Temporary: not restarted.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), rx.recv())
-                .await
-                .map_or(true, |e| e.as_deref() != Some("started probe"))
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(100), rx.recv())
+            .await
+            .map_or(true, |e| e.as_deref() != Some("started probe")));
     }
 }
 
@@ -184,14 +181,16 @@ async fn children_stop_in_reverse_order_and_a_stubborn_one_is_dropped() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let sup = Supervisor::new("root", RestartIntensity::default(), test_log()).start();
     let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
-    for (name, mode) in [("a", Mode::Plain), ("b", Mode::IgnoreStop), ("c", Mode::Plain)] {
+    for (name, mode) in [
+        ("a", Mode::Plain),
+        ("b", Mode::IgnoreStop),
+        ("c", Mode::Plain),
+    ] {
         let exit_tx = exit_tx.clone();
         sup.do_send(StartChild(
-            probe_spec(name, RestartType::Permanent, mode, tx.clone(), None).on_exit(
-                move |r| {
-                    let _ = exit_tx.send((name, r.clone()));
-                },
-            ),
+            probe_spec(name, RestartType::Permanent, mode, tx.clone(), None).on_exit(move |r| {
+                let _ = exit_tx.send((name, r.clone()));
+            }),
         ));
     }
     for name in ["a", "b", "c"] {
