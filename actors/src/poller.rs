@@ -293,6 +293,7 @@ async fn run(shared: Arc<Shared>) {
                         debug!(log, "offer already known"; "op" => &op.id);
                         continue;
                     }
+                    shared.refresh_counts();
                     // Claims run beside the check-in loop, each bounded by
                     // the request deadline.
                     actix_rt::spawn(claim(
@@ -313,6 +314,11 @@ async fn run(shared: Arc<Shared>) {
 }
 
 async fn claim(shared: Arc<Shared>, log: Logger, op_id: String, replica_id: String) {
+    claim_once(&shared, &log, &op_id, &replica_id).await;
+    shared.refresh_counts();
+}
+
+async fn claim_once(shared: &Arc<Shared>, log: &Logger, op_id: &str, replica_id: &str) {
     let deadline = shared.config.request_timeout;
     let call = async {
         if failed(&shared.fail_points, "poller::claim") {
@@ -320,31 +326,31 @@ async fn claim(shared: Arc<Shared>, log: Logger, op_id: String, replica_id: Stri
                 "fail point poller::claim".into(),
             ));
         }
-        bounded(deadline, shared.control_plane.claim(&op_id, &replica_id)).await
+        bounded(deadline, shared.control_plane.claim(op_id, replica_id)).await
     };
     let res = AssertUnwindSafe(call).catch_unwind().await;
     match res {
         Ok(Ok(ClaimOutcome::Claimed(op))) => {
-            info!(log, "operation claimed"; "op" => &op_id);
+            info!(log, "operation claimed"; "op" => op_id);
             shared.inbox.push(RegistryCommand::Claimed(op));
         }
         Ok(Ok(ClaimOutcome::Taken)) => {
-            debug!(log, "another replica claimed the operation"; "op" => &op_id);
-            shared.table().claim_failed(&op_id);
+            debug!(log, "another replica claimed the operation"; "op" => op_id);
+            shared.table().claim_failed(op_id);
         }
         Ok(Ok(ClaimOutcome::Cancelled)) => {
-            debug!(log, "the operation was cancelled before the claim"; "op" => &op_id);
-            shared.table().claim_failed(&op_id);
+            debug!(log, "the operation was cancelled before the claim"; "op" => op_id);
+            shared.table().claim_failed(op_id);
         }
         Ok(Err(e)) => {
-            warn!(log, "claim failed; the offer will come again"; "op" => &op_id, "error" => %e);
+            warn!(log, "claim failed; the offer will come again"; "op" => op_id, "error" => %e);
             shared.stats.error(format!("claim {op_id}: {e}"));
-            shared.table().claim_failed(&op_id);
+            shared.table().claim_failed(op_id);
         }
         Err(p) => {
             let msg = crate::supervisor::panic_message(&*p);
-            error!(log, "claim panicked; the offer will come again"; "op" => &op_id, "panic" => &msg);
-            shared.table().claim_failed(&op_id);
+            error!(log, "claim panicked; the offer will come again"; "op" => op_id, "panic" => &msg);
+            shared.table().claim_failed(op_id);
         }
     }
 }

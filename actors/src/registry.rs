@@ -47,6 +47,19 @@ impl<T> Mailbox<T> {
         self.notify.notify_one();
     }
 
+    /// The oldest item, left in place until [`Mailbox::pop`]: a reader
+    /// that dies while handling it leaves it for the next reader.
+    pub fn front(&self) -> Option<T>
+    where
+        T: Clone,
+    {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .front()
+            .cloned()
+    }
+
     pub fn pop(&self) -> Option<T> {
         self.queue
             .lock()
@@ -60,8 +73,10 @@ impl<T> Mailbox<T> {
     }
 }
 
-/// What the registry is asked to do.
-#[derive(Debug)]
+/// What the registry is asked to do. Handling a command twice changes
+/// nothing the second time (the table refuses a second start), so a
+/// registry that died mid-command can safely be handed it again.
+#[derive(Debug, Clone)]
 pub(crate) enum RegistryCommand {
     /// The Poller claimed this operation.
     Claimed(Box<Operation>),
@@ -339,11 +354,11 @@ impl OperationTable {
             .count()
     }
 
-    /// Claimed and not terminal.
+    /// Offered (claim in flight), claimed or running: not terminal.
     pub fn active(&self) -> usize {
         self.entries
             .values()
-            .filter(|e| matches!(e.phase, OpPhase::Queued | OpPhase::Running))
+            .filter(|e| !matches!(e.phase, OpPhase::Done(_)))
             .count()
     }
 }
@@ -404,9 +419,10 @@ impl ExecutionRegistry {
     }
 
     fn process(&mut self, ctx: &mut Context<Self>) {
-        while let Some(cmd) = self.shared.inbox.pop() {
+        while let Some(cmd) = self.shared.inbox.front() {
             fail_point!(self.shared.fail_points, "registry::command");
             self.handle_command(cmd, ctx);
+            self.shared.inbox.pop();
         }
         self.shared.refresh_counts();
     }
@@ -595,6 +611,8 @@ mod tests {
         assert!(matches!(t.claimed(op("b")), Admission::Queued));
         assert!(matches!(t.claimed(op("c")), Admission::Queued));
         assert_eq!((t.running_count(), t.queued_count(), t.active()), (1, 2, 3));
+        t.offer("d");
+        assert_eq!(t.active(), 4);
         assert!(t.next_to_start().is_none());
         t.finished("a", State::Succeeded);
         assert_eq!(t.next_to_start().unwrap().id, "b");

@@ -24,7 +24,9 @@ pub struct RuntimeStats {
     pub reports_sent: u64,
     /// Reports the control plane acknowledged.
     pub reports_acked: u64,
-    /// Starts per supervised child name (first start included).
+    /// Starts per supervised child name (first start included); dynamic
+    /// children such as `step_worker[op-1]` count under their kind
+    /// (`step_worker`).
     pub starts: BTreeMap<String, u64>,
     /// Restarts per supervised child name.
     pub restarts: BTreeMap<String, u64>,

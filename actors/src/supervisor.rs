@@ -410,10 +410,13 @@ impl Supervisor {
         } else {
             info!(self.log, "child started"; "child" => &name, "instance" => instance);
         }
+        // Dynamic children (`step_worker[op-1]`) are counted under their kind
+        // so that the counters stay bounded.
+        let kind = name.split('[').next().unwrap_or(&name).to_owned();
         self.count(|s| {
-            *s.starts.entry(name.clone()).or_default() += 1;
+            *s.starts.entry(kind.clone()).or_default() += 1;
             if restarted {
-                *s.restarts.entry(name.clone()).or_default() += 1;
+                *s.restarts.entry(kind).or_default() += 1;
             }
         });
         ctx.spawn(

@@ -712,3 +712,26 @@ async fn start_refuses_a_builder_without_a_control_plane() {
         Some(RuntimeError::MissingControlPlane)
     );
 }
+
+#[actix_rt::test]
+async fn a_registry_panic_loses_no_command_and_runs_nothing_twice() {
+    let rig = start(test_config());
+    rig.handle
+        .fail_points()
+        .set_times("registry::command", FailAction::Panic, 1);
+    rig.cp.offer(operation("op", vec![fake_node("n", "ok")]));
+    wait_complete(&rig.cp, &["op"]).await;
+    assert_eq!(terminal(&rig.cp, "op").state, State::Succeeded);
+    assert_well_formed(&rig.cp, "op");
+    assert_eq!(rig.exec.state().started.len(), 1);
+    let s = rig.handle.stats();
+    assert_eq!(s.restarts.get("registry"), Some(&1));
+    assert_eq!(s.starts.get("step_worker"), Some(&1));
+    finish(&rig).await;
+}
+
+#[test]
+fn the_handle_can_be_shared_across_threads() {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<RuntimeHandle>();
+}
