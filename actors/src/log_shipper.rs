@@ -3,7 +3,7 @@
 //! failure or gap, so that every report arrives exactly once and in order.
 //!
 //! Producers (StepWorkers' node-step threads, the registry) hand reports to
-//! the [`ReportIntake`], which numbers them and appends them to the spool at
+//! the `ReportIntake`, which numbers them and appends them to the spool at
 //! once; the actor only reads the spool. So memory stays bounded by the
 //! spool whatever the output volume, a producer never waits on the network,
 //! and a restarted LogShipper (panic) or process (spool on disk) resumes

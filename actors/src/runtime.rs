@@ -6,7 +6,7 @@
 //! that order, stopped in reverse), plus one temporary StepWorker per running
 //! operation. The state that must outlive an actor instance (the operation
 //! table, the registry's inbox, the report intake and spool, the counters)
-//! lives in [`Shared`], handed to every factory, so a restarted actor picks
+//! lives in `Shared`, handed to every factory, so a restarted actor picks
 //! up where the dead one stopped and no hand-over is lost in a dead mailbox.
 
 use std::collections::HashMap;

@@ -386,6 +386,8 @@ impl NodeJob {
     }
 
     fn report(&self, step: u32, r: NodeStepResult) {
+        // An executor's error text may quote the command, secrets included.
+        let message = r.message.map(|m| self.masker.mask(m));
         self.shared.intake.push(
             &self.op.id,
             ReportBody::Node(NodeReport {
@@ -393,7 +395,7 @@ impl NodeJob {
                 step,
                 state: r.state,
                 exit_code: r.exit_code,
-                message: r.message,
+                message,
             }),
         );
     }
