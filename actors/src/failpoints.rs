@@ -167,5 +167,16 @@ mod tests {
         );
         fp.remove("test::point");
         assert_eq!(guarded(&fp), Ok(7));
+        fp.set_times(
+            "test::point",
+            FailAction::Delay(Duration::from_millis(30)),
+            1,
+        );
+        let t = std::time::Instant::now();
+        assert_eq!(guarded(&fp), Ok(7));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        fp.set("test::point", FailAction::Error);
+        fp.clear();
+        assert_eq!(guarded(&fp), Ok(7));
     }
 }

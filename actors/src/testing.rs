@@ -40,6 +40,11 @@ pub struct FakeState {
     /// duplicates dropped, gaps refused.
     pub stored: BTreeMap<String, Vec<Report>>,
     pub report_calls: u32,
+    /// The largest `POST /reports` batch seen.
+    pub max_batch: usize,
+    /// Cancels for the `POST /reports` answer to the first request that
+    /// carries reports of that operation.
+    pub report_cancels: Vec<String>,
     /// Reports that arrived again (seq at or below what was stored).
     pub duplicates: u64,
     /// Reports refused because of a gap.
@@ -81,6 +86,8 @@ impl FakeControlPlane {
                 claimed: HashSet::new(),
                 stored: BTreeMap::new(),
                 report_calls: 0,
+                max_batch: 0,
+                report_cancels: Vec::new(),
                 duplicates: 0,
                 gaps: 0,
                 fail_reports: 0,
@@ -222,6 +229,7 @@ impl ControlPlane for FakeControlPlane {
         let answer = {
             let mut s = self.state();
             s.report_calls += 1;
+            s.max_batch = s.max_batch.max(req.reports.len());
             if s.fail_reports > 0 {
                 s.fail_reports -= 1;
                 Err(ControlPlaneError::Throttled {
@@ -230,6 +238,11 @@ impl ControlPlane for FakeControlPlane {
                 })
             } else {
                 let mut acks = BTreeMap::new();
+                let (cancel, keep): (Vec<String>, Vec<String>) =
+                    std::mem::take(&mut s.report_cancels)
+                        .into_iter()
+                        .partition(|id| req.reports.iter().any(|r| &r.op_id == id));
+                s.report_cancels = keep;
                 for r in req.reports {
                     let stored = s.stored.entry(r.op_id.clone()).or_default();
                     let have = stored.len() as u64;
@@ -244,10 +257,7 @@ impl ControlPlane for FakeControlPlane {
                     let len = s.stored.get(&op_id).map_or(0, |v| v.len()) as u64;
                     acks.insert(op_id, len);
                 }
-                Ok(ReportsResponse {
-                    acks,
-                    cancel: Vec::new(),
-                })
+                Ok(ReportsResponse { acks, cancel })
             }
         };
         self.bump();

@@ -264,6 +264,8 @@ async fn a_log_shipper_panic_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(op_state(stored.last().unwrap()), Some(State::Succeeded));
     let s = rig.handle.stats();
     assert_eq!(s.restarts.get("log_shipper"), Some(&3));
+    // Never more than the server's reportBatchMax in one request.
+    assert_eq!(rig.cp.state().max_batch, 100);
     // The restarted shipper resent what it had not seen acked; the server
     // dropped those as duplicates.
     assert!(rig.cp.state().duplicates > 0);
@@ -324,6 +326,18 @@ async fn a_cancel_reaches_a_running_step_within_one_check_in() {
     let nodes = node_reports(&rig.cp, "op");
     assert_eq!(nodes.last().unwrap().state, State::Aborted);
     assert_well_formed(&rig.cp, "op");
+    // A cancel in a /reports answer is routed to the registry as well.
+    rig.cp.state().report_cancels.push("second".into());
+    rig.cp
+        .offer(operation("second", vec![fake_node("n", "hang")]));
+    wait_complete(&rig.cp, &["second"]).await;
+    assert_eq!(
+        terminal(&rig.cp, "second"),
+        OpReport {
+            state: State::Aborted,
+            message: Some("cancelled".into())
+        }
+    );
     finish(&rig).await;
 }
 

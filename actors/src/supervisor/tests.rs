@@ -55,6 +55,17 @@ impl Handler<Boom> for Probe {
     }
 }
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Quit;
+
+impl Handler<Quit> for Probe {
+    type Result = ();
+    fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 impl Handler<StopChild> for Probe {
     type Result = ();
     fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
@@ -291,4 +302,50 @@ fn restart_log_counts_only_restarts_inside_the_window() {
     assert!(!log.allow(t + Duration::from_secs(2)));
     // Long after, the old restarts have left the window.
     assert!(log.allow(t + Duration::from_secs(30)));
+}
+
+#[actix_rt::test]
+async fn a_transient_child_is_restarted_after_a_panic_but_not_after_a_normal_exit() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (addr_tx, mut addr_rx) = mpsc::unbounded_channel::<Addr<Probe>>();
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+    let stats = StatsCell::default();
+    let events = tx.clone();
+    let spec = ChildSpec::new(
+        "t",
+        RestartType::Transient,
+        Duration::from_secs(1),
+        move || {
+            let events = events.clone();
+            let (child, addr) = spawn_actor_with_addr(None, move || Probe {
+                name: "t",
+                mode: Mode::Plain,
+                seen: 0,
+                events,
+            });
+            let _ = addr_tx.send(addr);
+            child
+        },
+    )
+    .on_exit(move |r| {
+        let _ = exit_tx.send(r.clone());
+    });
+    let sup = Supervisor::new("root", RestartIntensity::default(), test_log())
+        .stats(stats.clone())
+        .start();
+    sup.do_send(StartChild(spec));
+    assert_eq!(next(&mut rx).await, "started t");
+    addr_rx.recv().await.unwrap().do_send(Boom);
+    assert_eq!(next(&mut rx).await, "t saw 1");
+    assert_eq!(next(&mut rx).await, "stopped t");
+    assert_eq!(next(&mut rx).await, "started t");
+    addr_rx.recv().await.unwrap().do_send(Quit);
+    assert_eq!(next(&mut rx).await, "stopped t");
+    let reason = tokio::time::timeout(Duration::from_secs(5), exit_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reason, ExitReason::Normal);
+    assert_eq!(stats.snapshot().restarts.get("t"), Some(&1));
+    assert_eq!(stats.snapshot().starts.get("t"), Some(&2));
 }
