@@ -12,6 +12,7 @@ pub mod context;
 pub mod control_plane;
 pub mod executor;
 pub mod failpoints;
+pub mod filter;
 pub mod log_shipper;
 pub mod model;
 pub mod output;
