@@ -177,12 +177,24 @@ impl ReportIntake {
     /// The next batch to send (flushing the spool first), starting the round
     /// at operation `cursor` so that a flooding operation cannot starve the
     /// others.
-    fn next_batch(&self, batch_max: usize, cursor: usize) -> Result<Vec<Report>, SpoolError> {
+    ///
+    /// With `single_op`, the batch holds reports of one operation only (to
+    /// find which one the control plane refuses).
+    fn next_batch(
+        &self,
+        batch_max: usize,
+        cursor: usize,
+        single_op: bool,
+    ) -> Result<Vec<Report>, SpoolError> {
         let mut g = self.lock();
         g.batch_max = batch_max;
         g.waiting = 0;
         g.spool.flush()?;
         let mut ops = g.spool.operations()?;
+        if single_op {
+            ops.retain(|o| o.last_seq > o.acked);
+            ops.truncate(1);
+        }
         if !ops.is_empty() {
             let k = cursor % ops.len();
             ops.rotate_left(k);
@@ -199,6 +211,31 @@ impl ReportIntake {
             Some(e) => Err(e),
             None => Ok(batch),
         }
+    }
+
+    /// Drops everything spooled for an operation the control plane refuses
+    /// to take reports for; later reports of it are refused too. Returns how
+    /// many unacked reports were dropped.
+    fn drop_operation(&self, op_id: &str) -> Result<u64, SpoolError> {
+        let mut g = self.lock();
+        let unacked = g
+            .spool
+            .operations()?
+            .into_iter()
+            .find(|o| o.op_id == op_id)
+            .map_or(0, |o| o.last_seq.saturating_sub(o.acked));
+        g.spool.forget(op_id)?;
+        g.next_seq.remove(op_id);
+        g.closed.insert(op_id.to_owned());
+        g.forgotten.push_back(op_id.to_owned());
+        if g.forgotten.len() > FORGOTTEN_MEMORY {
+            if let Some(old) = g.forgotten.pop_front() {
+                g.closed.remove(&old);
+            }
+        }
+        drop(g);
+        self.acked.send_modify(|n| *n += 1);
+        Ok(unacked)
     }
 
     /// Applies the control plane's acks; returns how many reports they newly
@@ -315,14 +352,20 @@ async fn ship(shared: Arc<Shared>) {
     let log = shared.log.new(slog::o!("actor" => "log_shipper"));
     let mut retry = RetryPolicy::new(cfg.backoff_initial, cfg.backoff_max);
     let mut cursor = 0usize;
+    // After a refused batch: send one operation at a time to find the
+    // operation the control plane refuses.
+    let mut single_op = false;
+    // Lowered when the control plane says a batch was too large (413).
+    let mut limit = usize::MAX;
     loop {
         let (interval, batch_max) = shared.report_cadence();
+        let batch_max = batch_max.min(limit);
         let Some(replica_id) = shared.replica_id() else {
             idle(&shared, interval).await;
             continue;
         };
         cursor = cursor.wrapping_add(1);
-        let batch = match shared.intake.next_batch(batch_max, cursor) {
+        let batch = match shared.intake.next_batch(batch_max, cursor, single_op) {
             Ok(b) => b,
             Err(e) => {
                 error!(log, "could not read the spool"; "error" => %e);
@@ -336,6 +379,8 @@ async fn ship(shared: Arc<Shared>) {
             continue;
         }
         let n = batch.len();
+        let mut ops_in_batch: Vec<String> = batch.iter().map(|r| r.op_id.clone()).collect();
+        ops_in_batch.dedup();
         shared.stats.update(|s| s.reports_sent += n as u64);
         let req = ReportsRequest {
             replica_id,
@@ -355,6 +400,7 @@ async fn ship(shared: Arc<Shared>) {
         match answer {
             Ok(resp) => {
                 retry.reset();
+                single_op = false;
                 fail_point!(shared.fail_points, "log_shipper::acked");
                 if let Err(e) = shared.intake.apply_acks(&resp.acks) {
                     error!(log, "could not record acks in the spool"; "error" => %e);
@@ -366,6 +412,32 @@ async fn ship(shared: Arc<Shared>) {
                 if n < batch_max {
                     idle(&shared, interval).await;
                 }
+            }
+            Err(ControlPlaneError::Rejected { status: 413, .. }) if n > 1 => {
+                limit = (n / 2).max(1);
+                warn!(log, "the control plane found a batch of reports too large; sending smaller ones";
+                    "batch" => n, "now" => limit);
+            }
+            Err(ControlPlaneError::Rejected {
+                status,
+                code,
+                message,
+            }) if ops_in_batch.len() == 1 => {
+                // Retrying as is cannot help, and holding these reports
+                // would block every other operation's: drop them, loudly.
+                let op_id = &ops_in_batch[0];
+                let dropped = shared.intake.drop_operation(op_id).unwrap_or(0);
+                let text = format!(
+                    "the control plane refuses the reports of operation {op_id} ({status} {code}: {message}); {dropped} unsent report(s) of it were dropped"
+                );
+                error!(log, "{}", text);
+                shared.stats.error(text);
+                single_op = false;
+            }
+            Err(ControlPlaneError::Rejected { status, code, .. }) => {
+                warn!(log, "the control plane refused a batch of reports; sending one operation at a time to find out which";
+                    "status" => status, "code" => code);
+                single_op = true;
             }
             Err(e) => {
                 let delay = retry.next_delay(Some(&e));
@@ -505,12 +577,12 @@ mod tests {
             })
         ));
         assert!(intake.push("new", report("x", 0, false).body));
-        let batch = intake.next_batch(10, 0).unwrap();
+        let batch = intake.next_batch(10, 0, false).unwrap();
         let got: Vec<_> = batch.iter().map(|r| (r.op_id.as_str(), r.seq)).collect();
         assert_eq!(got, vec![("new", 1), ("old", 1), ("old", 2)]);
         let acks: BTreeMap<String, u64> = [("old".into(), 2)].into();
         intake.apply_acks(&acks).unwrap();
-        let batch = intake.next_batch(10, 0).unwrap();
+        let batch = intake.next_batch(10, 0, false).unwrap();
         let last = batch.iter().find(|r| r.op_id == "old").unwrap();
         assert_eq!(last.seq, 3);
         assert_eq!(

@@ -243,7 +243,7 @@ async fn run(shared: Arc<Shared>) {
         Some(s) => s,
         None => startup(&shared, &log, &mut retry).await,
     };
-    let replica_id = startup_resp.replica_id.clone();
+    let mut replica_id = startup_resp.replica_id.clone();
     let mut pacer = CheckinPacer::new(cfg, &startup_resp);
     loop {
         let at = pacer.next_start(shared.clock.now());
@@ -303,6 +303,18 @@ async fn run(shared: Arc<Shared>) {
                         replica_id.clone(),
                     ));
                 }
+            }
+            Err(ControlPlaneError::Rejected {
+                status: 404, code, ..
+            }) if code == "unknown_replica" => {
+                // The control plane forgot this replica (it restarted, or
+                // declared the replica down): register again. Spooled
+                // reports go out under the new replica id.
+                warn!(log, "the control plane no longer knows this replica; registering again";
+                    "replica" => &replica_id);
+                let resp = startup(&shared, &log, &mut retry).await;
+                replica_id = resp.replica_id.clone();
+                pacer = CheckinPacer::new(cfg, &resp);
             }
             Err(e) => {
                 let delay = retry.next_delay(Some(&e));

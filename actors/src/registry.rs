@@ -452,10 +452,13 @@ impl ExecutionRegistry {
             RegistryCommand::Cancel(id) => {
                 let action = shared.table().cancel(&id);
                 match action {
-                    CancelAction::Abort(abort) => {
+                    // The control plane repeats a cancel until the operation
+                    // ends; the first one is the news.
+                    CancelAction::Abort(abort) if abort.reason().is_none() => {
                         info!(shared.log, "cancel routed to the running operation"; "op" => &id);
                         abort.abort(AbortReason::Cancelled);
                     }
+                    CancelAction::Abort(_) => {}
                     CancelAction::DropQueued => finish_operation(
                         shared,
                         &id,

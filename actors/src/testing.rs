@@ -51,6 +51,9 @@ pub struct FakeState {
     pub gaps: u64,
     /// The next `n` `POST /reports` fail with a 503.
     pub fail_reports: u32,
+    /// Operations the control plane does not know: a `POST /reports` that
+    /// carries any of their reports is refused whole (404).
+    pub unknown_ops: HashSet<String>,
     /// The next `n` check-ins fail with this error.
     pub fail_checkins: Option<(u32, ControlPlaneError)>,
     pub shutdowns: Vec<ShutdownRequest>,
@@ -92,6 +95,7 @@ impl FakeControlPlane {
                 gaps: 0,
                 fail_reports: 0,
                 fail_checkins: None,
+                unknown_ops: HashSet::new(),
                 shutdowns: Vec::new(),
             })),
             work: Arc::new(Notify::new()),
@@ -171,7 +175,9 @@ impl ControlPlane for FakeControlPlane {
         let resp = {
             let mut s = self.state();
             s.startups += 1;
-            s.startup.clone()
+            let mut resp = s.startup.clone();
+            resp.replica_id = format!("replica-{}", s.startups);
+            resp
         };
         self.bump();
         Box::pin(async move { Ok(resp) })
@@ -230,11 +236,22 @@ impl ControlPlane for FakeControlPlane {
             let mut s = self.state();
             s.report_calls += 1;
             s.max_batch = s.max_batch.max(req.reports.len());
+            let unknown = req
+                .reports
+                .iter()
+                .find(|r| s.unknown_ops.contains(&r.op_id))
+                .map(|r| r.op_id.clone());
             if s.fail_reports > 0 {
                 s.fail_reports -= 1;
                 Err(ControlPlaneError::Throttled {
                     status: 503,
                     retry_after: None,
+                })
+            } else if let Some(op_id) = unknown {
+                Err(ControlPlaneError::Rejected {
+                    status: 404,
+                    code: "unknown_operation".into(),
+                    message: format!("no operation {op_id}"),
                 })
             } else {
                 let mut acks = BTreeMap::new();

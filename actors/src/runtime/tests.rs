@@ -749,3 +749,53 @@ fn the_handle_can_be_shared_across_threads() {
     fn check<T: Send + Sync + Clone + 'static>() {}
     check::<RuntimeHandle>();
 }
+
+#[actix_rt::test]
+async fn a_forgotten_replica_registers_again_and_work_goes_on() {
+    let cp = FakeControlPlane::new(300, 250);
+    cp.state().fail_checkins = Some((
+        1,
+        crate::control_plane::ControlPlaneError::Rejected {
+            status: 404,
+            code: "unknown_replica".into(),
+            message: "no such replica".into(),
+        },
+    ));
+    let rig = start_with(test_config(), cp, None);
+    assert!(rig.cp.wait_until(WAIT, |s| s.startups == 2).await);
+    rig.cp.offer(operation("op", vec![fake_node("n", "ok")]));
+    wait_complete(&rig.cp, &["op"]).await;
+    let last = rig.cp.state().checkins.last().unwrap().1.replica_id.clone();
+    assert_eq!(last, "replica-2");
+    assert_eq!(rig.handle.stats().replica_id.as_deref(), Some("replica-2"));
+    finish(&rig).await;
+}
+
+#[actix_rt::test]
+async fn reports_the_control_plane_refuses_do_not_block_other_operations() {
+    let mut spool = MemorySpool::new();
+    spool
+        .append(&[spooled(
+            "alien",
+            1,
+            ReportBody::Op(OpReport {
+                state: State::Running,
+                message: None,
+            }),
+        )])
+        .unwrap();
+    let cp = FakeControlPlane::new(300, 250);
+    cp.state().unknown_ops.insert("alien".into());
+    let rig = start_with(test_config(), cp, Some(spool));
+    rig.cp
+        .offer(operation("mine", vec![fake_node("n", "print:20")]));
+    wait_complete(&rig.cp, &["mine"]).await;
+    assert_well_formed(&rig.cp, "mine");
+    assert!(rig.cp.stored("alien").is_empty());
+    let err = rig.handle.stats().last_error.unwrap_or_default();
+    assert!(
+        err.contains("refuses the reports of operation alien (404 unknown_operation"),
+        "{err}"
+    );
+    finish(&rig).await;
+}
