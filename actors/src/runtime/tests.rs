@@ -799,3 +799,21 @@ async fn reports_the_control_plane_refuses_do_not_block_other_operations() {
     );
     finish(&rig).await;
 }
+
+#[actix_rt::test]
+async fn a_second_signal_aborts_a_long_drain_at_once() {
+    let rig = start(test_config());
+    rig.cp
+        .offer(operation("stuck", vec![fake_node("n", "hang")]));
+    assert!(rig.exec.wait_until(WAIT, |s| s.running == 1).await);
+    let drained = rig.handle.drain(Duration::from_secs(60));
+    let t0 = Instant::now();
+    rig.handle.abort_all();
+    tokio::time::timeout(WAIT, drained)
+        .await
+        .expect("drain ends");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(rig.handle.wait().await, Ok(()));
+    assert_eq!(terminal(&rig.cp, "stuck").state, State::Aborted);
+    assert_eq!(rig.exec.state().aborts[0].reason, AbortReason::Shutdown);
+}
