@@ -54,6 +54,9 @@ pub struct FakeState {
     /// Operations the control plane does not know: a `POST /reports` that
     /// carries any of their reports is refused whole (404).
     pub unknown_ops: HashSet<String>,
+    /// The next `n` check-ins never answer (the runner's deadline must end
+    /// them).
+    pub hang_checkins: u32,
     /// The next `n` check-ins fail with this error.
     pub fail_checkins: Option<(u32, ControlPlaneError)>,
     pub shutdowns: Vec<ShutdownRequest>,
@@ -96,6 +99,7 @@ impl FakeControlPlane {
                 fail_reports: 0,
                 fail_checkins: None,
                 unknown_ops: HashSet::new(),
+                hang_checkins: 0,
                 shutdowns: Vec::new(),
             })),
             work: Arc::new(Notify::new()),
@@ -184,22 +188,28 @@ impl ControlPlane for FakeControlPlane {
     }
 
     fn checkin(&self, req: CheckinRequest, wait: Duration) -> CallResult<CheckinResponse> {
-        let failure = {
+        let (failure, hang) = {
             let mut s = self.state();
             s.checkins.push((Instant::now(), req));
-            match s.fail_checkins.as_mut() {
+            let hang = s.hang_checkins > 0;
+            s.hang_checkins = s.hang_checkins.saturating_sub(1);
+            let failure = match s.fail_checkins.as_mut() {
                 Some((n, e)) if *n > 0 => {
                     *n -= 1;
                     Some(e.clone())
                 }
                 _ => None,
-            }
+            };
+            (failure, hang)
         };
         self.bump();
         let (state, work) = (self.state.clone(), self.work.clone());
         Box::pin(async move {
             if let Some(e) = failure {
                 return Err(e);
+            }
+            if hang {
+                std::future::pending::<()>().await;
             }
             let has_work = |s: &FakeState| !s.offers.is_empty() || !s.cancels.is_empty();
             let idle = !has_work(&state.lock().unwrap_or_else(|e| e.into_inner()));

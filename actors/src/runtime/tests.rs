@@ -817,3 +817,73 @@ async fn a_second_signal_aborts_a_long_drain_at_once() {
     assert_eq!(terminal(&rig.cp, "stuck").state, State::Aborted);
     assert_eq!(rig.exec.state().aborts[0].reason, AbortReason::Shutdown);
 }
+
+#[actix_rt::test]
+async fn startup_is_retried_and_a_silent_check_in_ends_at_its_deadline() {
+    let config = RuntimeConfig {
+        request_timeout: Duration::from_millis(200),
+        ..test_config()
+    };
+    let fp = FailPoints::new();
+    fp.set_times("poller::startup", FailAction::Error, 2);
+    let cp = FakeControlPlane::new(300, 100);
+    cp.state().hang_checkins = 2;
+    let handle = Runtime::builder()
+        .config(config)
+        .control_plane(cp.clone())
+        .fail_points(fp)
+        .logger(test_log())
+        .start()
+        .unwrap();
+    // Two hanging check-ins, each cut at hold + deadline, then normal ones.
+    assert!(cp.wait_until(WAIT, |s| s.checkins.len() >= 4).await);
+    let gap = cp.max_checkin_gap();
+    assert!(gap >= Duration::from_millis(300), "{gap:?}");
+    assert!(gap < Duration::from_secs(2), "{gap:?}");
+    assert_eq!(cp.state().startups, 1);
+    let err = handle.stats().last_error.unwrap_or_default();
+    assert!(err.contains("did not answer within 300 ms"), "{err}");
+    tokio::time::timeout(WAIT, handle.drain(Duration::ZERO))
+        .await
+        .unwrap();
+}
+
+#[actix_rt::test]
+async fn thread_count_and_keep_going_shape_node_dispatch() {
+    let rig = start(test_config());
+    let mut wide = operation(
+        "wide",
+        (0..4)
+            .map(|i| fake_node(&format!("w{i}"), "sleep:100"))
+            .collect(),
+    );
+    wide.dispatch.thread_count = 2;
+    rig.cp.offer(wide);
+    wait_complete(&rig.cp, &["wide"]).await;
+    assert_eq!(rig.exec.state().max_running, 2);
+    assert_eq!(terminal(&rig.cp, "wide").state, State::Succeeded);
+    // keepGoing off: the first failed node stops dispatch to the next ones.
+    let stop = operation(
+        "stop",
+        vec![
+            fake_node("a", "fail:3"),
+            fake_node("b", "ok"),
+            fake_node("c", "ok"),
+        ],
+    );
+    rig.cp.offer(stop);
+    wait_complete(&rig.cp, &["stop"]).await;
+    let t = terminal(&rig.cp, "stop");
+    assert_eq!(t.state, State::Failed);
+    assert_eq!(t.message.as_deref(), Some("1 node(s) failed: a"));
+    let nodes = node_reports(&rig.cp, "stop");
+    assert!(nodes.iter().all(|n| n.node == "a"));
+    assert_eq!(nodes.last().unwrap().exit_code, Some(3));
+    assert!(!rig
+        .exec
+        .state()
+        .started
+        .iter()
+        .any(|s| s.0 == "stop" && s.1 != "a"));
+    finish(&rig).await;
+}
