@@ -252,6 +252,8 @@ impl Runner<'_> {
             k.exec(&remote::terminate_group(pgid, tenths))?;
             let mut said = String::new();
             let _ = k.read_to_string(&mut said);
+            k.wait_eof()?;
+            k.close()?;
             k.wait_close()?;
             Ok(said)
         })();
@@ -280,6 +282,8 @@ impl Runner<'_> {
             let mut out = String::new();
             let _ = ch.read_to_string(&mut out);
             let _ = ch.stderr().read_to_string(&mut out);
+            ch.wait_eof()?;
+            ch.close()?;
             ch.wait_close()?;
             Ok((ch.exit_status()?, out))
         };

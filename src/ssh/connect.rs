@@ -203,6 +203,16 @@ mod tests {
     }
 
     #[test]
+    fn an_unresolvable_name_is_a_name_resolution_error() {
+        // A NUL byte fails before any DNS query is sent.
+        let e = connect(&node("bad\0host", Some(22)), &SshSettings::default())
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ExecutorErrorKind::NameResolution);
+        assert!(e.message.contains("node 'n1'"), "{}", e.message);
+    }
+
+    #[test]
     fn targets() {
         assert_eq!(target(&node("h", None), 22).unwrap(), ("h".into(), 22));
         assert_eq!(

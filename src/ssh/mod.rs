@@ -63,7 +63,8 @@ pub struct SshSettings {
     pub connect_timeout: Duration,
     /// Bound on every blocking libssh2 call after the handshake.
     pub call_timeout: Duration,
-    /// How often a keepalive is sent while a step runs.
+    /// How often a keepalive is sent while a step runs (libssh2 sends at
+    /// most one every 2 s).
     pub keepalive_interval: Duration,
     /// Whether the SSH agent (`SSH_AUTH_SOCK`) is tried; every identity is.
     pub use_agent: bool,

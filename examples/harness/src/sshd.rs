@@ -27,8 +27,10 @@ pub struct SshdOptions {
     /// then log in with their system password; see
     /// [`TestSshd::ensure_password_user`].
     pub password_auth: bool,
-    /// Extra `sshd_config` lines, appended verbatim (e.g.
-    /// `ChannelTimeout session=1s`).
+    /// Extra `sshd_config` lines, written verbatim before the defaults, so
+    /// they override them (sshd keeps the first value of a keyword), e.g.
+    /// `ChannelTimeout session:command=1s` or `LogLevel DEBUG`. No `Match`
+    /// blocks.
     pub extra_config: Vec<String>,
 }
 
@@ -229,6 +231,11 @@ impl TestSshd {
 
     fn write_config(&self) -> io::Result<PathBuf> {
         let mut c = String::new();
+        // sshd keeps the first value it reads for a keyword: the caller's
+        // lines go first so that they override the defaults below.
+        for line in &self.options.extra_config {
+            let _ = writeln!(c, "{line}");
+        }
         let d = self.dir.display();
         let _ = writeln!(c, "ListenAddress 127.0.0.1:{}", self.port);
         let _ = writeln!(c, "HostKey {d}/host_ed25519");
@@ -250,9 +257,6 @@ impl TestSshd {
         let _ = writeln!(c, "MaxAuthTries 50");
         let _ = writeln!(c, "LogLevel VERBOSE");
         let _ = writeln!(c, "Subsystem sftp internal-sftp");
-        for line in &self.options.extra_config {
-            let _ = writeln!(c, "{line}");
-        }
         let path = self.dir.join("sshd_config");
         fs::write(&path, c)?;
         Ok(path)
