@@ -48,6 +48,41 @@ fn cancel_terminates_the_whole_process_group() {
 }
 
 #[test]
+fn abort_is_noticed_while_output_floods_in() {
+    let f = Fixture::new();
+    let marker = unique_marker("flood");
+    let cmd = format!("yes {marker} flooding the runner");
+    let abort = abort_when_running(&marker, AbortReason::Cancelled);
+    let exec = f.executor();
+    let req = request(f.node(), command_step(&cmd));
+    let started = Instant::now();
+    // On a thread, so that an abort that is never noticed fails the test
+    // instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = 0u64;
+        let mut sink = |_: rdrunner_actors::model::Stream, _: String| lines += 1;
+        let result = rdrunner_actors::NodeExecutor::execute(&exec, &req, &mut sink, &abort);
+        let _ = tx.send((result, lines));
+    });
+    let Ok((result, lines)) = rx.recv_timeout(Duration::from_secs(20)) else {
+        for pid in processes_with(&marker) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+        }
+        panic!("the step did not stop within 20 s of the abort");
+    };
+    let o = result.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(8), "abort was slow");
+    assert!(!o.succeeded());
+    assert!(o.message.unwrap_or_default().starts_with("cancelled"));
+    assert!(lines > 0);
+    let left = wait_no_processes(&marker, Duration::from_secs(5));
+    assert!(left.is_empty(), "processes left on the node: {left:?}");
+}
+
+#[test]
 fn step_timeout_kills_what_ignores_term_after_the_grace() {
     let f = Fixture::new();
     let marker = unique_marker("timeout");

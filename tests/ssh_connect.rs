@@ -207,12 +207,69 @@ fn strict_refuses_a_changed_key_from_known_hosts() {
 }
 
 #[test]
-fn off_connects_to_any_key() {
+fn off_connects_to_any_key_with_a_warning_every_time() {
     let mut f = Fixture::new();
     fs::write(&f.settings.known_hosts_file, "").unwrap();
     f.settings.known_hosts_policy = KnownHostsPolicy::Off;
-    assert_eq!(f.run_command("true").outcome(), &StepOutcome::exited(0));
+    let (log, records) = capturing_logger();
+    let exec = rdrunner::ssh::SshExecutor::new(f.settings.clone(), log);
+    for _ in 0..2 {
+        let run = run_with(
+            &exec,
+            &request(f.node(), command_step("true")),
+            &rdrunner_actors::AbortSignal::new(),
+        );
+        assert_eq!(run.outcome(), &StepOutcome::exited(0));
+    }
+    let warnings = records
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.starts_with("WARN") && r.contains("host key checking is off"))
+        .count();
+    assert_eq!(warnings, 2);
     assert!(!f.settings.accepted_hosts_file.exists());
+}
+
+#[test]
+fn agent_identities_are_all_tried() {
+    let mut f = Fixture::new();
+    let sock = f.dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A key the server refuses first, the authorized one second.
+    let stranger = f.sshd.new_client_key("stranger", None, false).unwrap();
+    for key in [stranger, f.sshd.client_key()] {
+        let st = std::process::Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    // The only test that sets it; the others run with use_agent off.
+    std::env::set_var("SSH_AUTH_SOCK", &sock);
+    f.settings.use_agent = true;
+    let mut node = f.node();
+    node.attributes.clear();
+    let run = f.run(
+        request(node, command_step("echo via agent")),
+        &rdrunner_actors::AbortSignal::new(),
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(run.outcome(), &StepOutcome::exited(0));
+    assert_eq!(run.stdout(), vec!["via agent"]);
 }
 
 #[test]

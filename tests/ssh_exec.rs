@@ -145,9 +145,14 @@ fn large_output_is_streamed_through() {
     let mut lines = 0usize;
     let mut bad = 0usize;
     let mut err = Vec::new();
+    let rss_before = rss_bytes();
+    let mut rss_max = rss_before;
     let mut sink = |stream: Stream, text: String| match stream {
         Stream::Stdout => {
             lines += 1;
+            if lines % 20_000 == 0 {
+                rss_max = rss_max.max(rss_bytes());
+            }
             bytes += text.len() + 1;
             if text.len() != 99 {
                 bad += 1;
@@ -162,6 +167,16 @@ fn large_output_is_streamed_through() {
     assert_eq!(bytes, 50_000_000);
     assert_eq!(bad, 0);
     assert_eq!(err, vec!["done"]);
+    // Nothing accumulates: the process grew far less than the 50 MB moved.
+    let grown = rss_max.saturating_sub(rss_before);
+    assert!(grown < 20 << 20, "resident memory grew by {grown} bytes");
+}
+
+/// Resident set size of this process, from /proc.
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
 }
 
 #[test]

@@ -25,6 +25,8 @@ use super::{reason_text, SshSettings};
 
 /// How long one wait on the socket lasts at most: the abort latency.
 const POLL_TICK: Duration = Duration::from_millis(50);
+/// libssh2's "would block" code, which keepalive_send may return.
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 /// Read buffer per call; memory per step stays near this plus a line.
 const CHUNK: usize = 32 * 1024;
 
@@ -113,17 +115,13 @@ impl Runner<'_> {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => return Err(self.fail_read(session, "stderr", e, pgid, kill_grace)),
             }
-            if progressed {
-                continue;
-            }
-            if ch.eof() {
-                break true;
-            }
+            // Keepalives and the abort signal are looked at on every turn,
+            // also while output floods in.
             let now = Instant::now();
             if now >= next_keepalive {
                 match session.keepalive_send() {
                     Ok(secs) => next_keepalive = now + Duration::from_secs(u64::from(secs.max(1))),
-                    Err(e) if e.code() == ssh2::ErrorCode::Session(-37) => {}
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
                     Err(e) => return Err(self.protocol("keepalive failed", e)),
                 }
             }
@@ -152,6 +150,12 @@ impl Runner<'_> {
                 if a.since.elapsed() >= self.settings.call_timeout {
                     break false;
                 }
+            }
+            if progressed {
+                continue;
+            }
+            if ch.eof() {
+                break true;
             }
             self.wait_socket(POLL_TICK);
         };

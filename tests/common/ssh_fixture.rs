@@ -170,6 +170,25 @@ pub fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
 }
 
+/// A logger that keeps `LEVEL message` of every record, for assertions.
+pub fn capturing_logger() -> (slog::Logger, Arc<Mutex<Vec<String>>>) {
+    struct Capture(Arc<Mutex<Vec<String>>>);
+    impl slog::Drain for Capture {
+        type Ok = ();
+        type Err = slog::Never;
+        fn log(&self, r: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", r.level().as_short_str(), r.msg()));
+            Ok(())
+        }
+    }
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let log = slog::Logger::root(slog::Drain::fuse(Capture(records.clone())), slog::o!());
+    (log, records)
+}
+
 /// A marker no other test uses, for finding this test's processes.
 pub fn unique_marker(tag: &str) -> String {
     format!("rdm{tag}{:x}", rand::random::<u64>())
