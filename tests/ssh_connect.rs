@@ -198,6 +198,37 @@ fn accept_new_records_then_refuses_a_changed_key() {
 }
 
 #[test]
+fn a_node_known_by_its_ecdsa_key_is_asked_for_that_key() {
+    // libssh2 would pick the server's ed25519 key first; only the ECDSA key
+    // is known, so the executor must ask for that one.
+    let mut f = Fixture::new();
+    let line = f
+        .sshd
+        .known_hosts_line_for(&f.sshd.ecdsa_host_public_key().unwrap())
+        .unwrap();
+    fs::write(&f.settings.known_hosts_file, format!("# comment\n{line}\n")).unwrap();
+    f.settings.known_hosts_policy = KnownHostsPolicy::Strict;
+    assert_eq!(f.run_command("true").outcome(), &StepOutcome::exited(0));
+}
+
+#[test]
+fn hashed_known_hosts_entries_match() {
+    let f = Fixture::new();
+    let status = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&f.settings.known_hosts_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let hashed = fs::read_to_string(&f.settings.known_hosts_file).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    assert_eq!(f.run_command("true").outcome(), &StepOutcome::exited(0));
+}
+
+#[test]
 fn strict_refuses_a_changed_key_from_known_hosts() {
     let mut f = Fixture::new();
     f.sshd.regenerate_host_key().unwrap();

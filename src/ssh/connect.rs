@@ -100,6 +100,7 @@ pub(crate) fn connect(node: &Node, settings: &SshSettings) -> Result<Connection,
     })?;
     // The handshake is part of connecting: bounded by the connect timeout.
     session.set_timeout(millis(settings.connect_timeout));
+    super::host_key::prefer_known_types(&session, settings, &host, port);
     session.set_tcp_stream(tcp);
     session.handshake().map_err(|e| {
         if e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {

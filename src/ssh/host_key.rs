@@ -17,7 +17,7 @@ use base64::Engine;
 use rdrunner_actors::{ExecutorError, ExecutorErrorKind};
 use sha2::{Digest, Sha256};
 use slog::{info, warn, Logger};
-use ssh2::{CheckResult, KnownHostFileKind};
+use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 
 use super::connect::Connection;
 use super::{expand_home, KnownHostsPolicy, SshSettings};
@@ -98,17 +98,89 @@ fn read_lines(files: &[&Path]) -> Vec<String> {
 }
 
 fn check(conn: &Connection, lines: &[String], blob: &[u8]) -> Result<CheckResult, ExecutorError> {
-    let mut kh = conn.session.known_hosts().map_err(|e| {
+    check_key(&conn.session, &conn.host, conn.port, lines, blob).map_err(|e| {
         ExecutorError::new(
             ExecutorErrorKind::HostKey,
             format!("cannot check the host key of {}: {e}", conn.target),
         )
-    })?;
+    })
+}
+
+fn check_key(
+    session: &Session,
+    host: &str,
+    port: u16,
+    lines: &[String],
+    blob: &[u8],
+) -> Result<CheckResult, ssh2::Error> {
+    let mut kh = session.known_hosts()?;
     for line in lines {
         // A line libssh2 cannot parse is skipped, as OpenSSH skips it.
         let _ = kh.read_str(line, KnownHostFileKind::OpenSSH);
     }
-    Ok(kh.check_port(&conn.host, conn.port, blob))
+    Ok(kh.check_port(host, port, blob))
+}
+
+/// The key blob of a known_hosts line (the field that decodes to a key).
+fn line_key(line: &str) -> Option<Vec<u8>> {
+    line.split_whitespace().find_map(|w| {
+        base64::engine::general_purpose::STANDARD
+            .decode(w)
+            .ok()
+            .filter(|b| key_type(b).is_some())
+    })
+}
+
+/// Before the handshake: asks the server for a host key type that is
+/// already known for this host, so that a node recorded with its ECDSA or
+/// RSA key is not refused because libssh2 would pick ed25519 first (what
+/// OpenSSH's client does too). Other types stay allowed, after those.
+pub(crate) fn prefer_known_types(session: &Session, settings: &SshSettings, host: &str, port: u16) {
+    if settings.known_hosts_policy == KnownHostsPolicy::Off {
+        return;
+    }
+    let known = expand_home(&settings.known_hosts_file);
+    let accepted = expand_home(&settings.accepted_hosts_file);
+    let mut wanted: Vec<String> = Vec::new();
+    for line in read_lines(&[&known, &accepted]) {
+        let Some(blob) = line_key(&line) else {
+            continue;
+        };
+        let matched = check_key(session, host, port, std::slice::from_ref(&line), &blob);
+        if let (Ok(CheckResult::Match), Some(kind)) = (matched, key_type(&blob)) {
+            let algs: Vec<String> = if kind == "ssh-rsa" {
+                vec![
+                    "rsa-sha2-512".into(),
+                    "rsa-sha2-256".into(),
+                    "ssh-rsa".into(),
+                ]
+            } else {
+                vec![kind.to_owned()]
+            };
+            for a in algs {
+                if !wanted.contains(&a) {
+                    wanted.push(a);
+                }
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return;
+    }
+    let supported = session
+        .supported_algs(MethodType::HostKey)
+        .unwrap_or_default();
+    let mut prefs: Vec<&str> = wanted
+        .iter()
+        .map(String::as_str)
+        .filter(|a| supported.contains(a))
+        .collect();
+    for a in supported {
+        if !prefs.contains(&a) {
+            prefs.push(a);
+        }
+    }
+    let _ = session.method_pref(MethodType::HostKey, &prefs.join(","));
 }
 
 fn mismatch(conn: &Connection, lines: &[String], blob: &[u8], fp: &str) -> ExecutorError {
@@ -116,13 +188,7 @@ fn mismatch(conn: &Connection, lines: &[String], blob: &[u8], fp: &str) -> Execu
     let mut known_fps = Vec::new();
     for line in lines {
         if let Ok(CheckResult::Mismatch) = check(conn, std::slice::from_ref(line), blob) {
-            let stored = line.split_whitespace().find_map(|w| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(w)
-                    .ok()
-                    .filter(|b| key_type(b).is_some())
-            });
-            if let Some(stored) = stored {
+            if let Some(stored) = line_key(line) {
                 known_fps.push(fingerprint(&stored));
             }
         }

@@ -76,6 +76,9 @@ impl TestSshd {
         if !sshd.host_key_path().exists() {
             keygen(&sshd.host_key_path(), None)?;
         }
+        if !sshd.ecdsa_host_key_path().exists() {
+            keygen_typed(&sshd.ecdsa_host_key_path(), "ecdsa", None)?;
+        }
         if !sshd.client_key().exists() {
             keygen(&sshd.client_key(), None)?;
         }
@@ -124,16 +127,33 @@ impl TestSshd {
         self.dir.join("client_ed25519")
     }
 
-    /// The server's public host key, as in a `.pub` file (`ssh-ed25519 AAAA... comment`).
+    /// The server's public ed25519 host key, as in a `.pub` file
+    /// (`ssh-ed25519 AAAA... comment`). The server also has an ECDSA host
+    /// key ([`TestSshd::ecdsa_host_public_key`]), which clients such as
+    /// libssh2 prefer by default: a client that knows only the ed25519 key
+    /// (as OpenSSH's client records it) must ask for that one.
     pub fn host_public_key(&self) -> io::Result<String> {
         Ok(fs::read_to_string(pub_path(&self.host_key_path()))?
             .trim()
             .to_owned())
     }
 
-    /// A `known_hosts` line for this server: `[127.0.0.1]:PORT TYPE BASE64`.
+    /// The server's public ECDSA (nistp256) host key, as in a `.pub` file.
+    pub fn ecdsa_host_public_key(&self) -> io::Result<String> {
+        Ok(fs::read_to_string(pub_path(&self.ecdsa_host_key_path()))?
+            .trim()
+            .to_owned())
+    }
+
+    /// A `known_hosts` line for this server's ed25519 key:
+    /// `[127.0.0.1]:PORT ssh-ed25519 BASE64`.
     pub fn known_hosts_line(&self) -> io::Result<String> {
-        let key = self.host_public_key()?;
+        self.known_hosts_line_for(&self.host_public_key()?)
+    }
+
+    /// A `known_hosts` line for this server and `public_key` (a `.pub` line).
+    pub fn known_hosts_line_for(&self, public_key: &str) -> io::Result<String> {
+        let key = public_key;
         let mut parts = key.split_whitespace();
         let (kind, blob) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         Ok(format!("[{}]:{} {} {}", self.host(), self.port, kind, blob))
@@ -161,13 +181,17 @@ impl TestSshd {
         Ok(path)
     }
 
-    /// Replaces the host key with a new one and restarts the server on the
+    /// Replaces the host keys with new ones and restarts the server on the
     /// same port (what a reinstalled or impersonated node looks like).
     pub fn regenerate_host_key(&mut self) -> io::Result<()> {
-        let key = self.host_key_path();
-        let _ = fs::remove_file(&key);
-        let _ = fs::remove_file(pub_path(&key));
-        keygen(&key, None)?;
+        for (key, kind) in [
+            (self.host_key_path(), "ed25519"),
+            (self.ecdsa_host_key_path(), "ecdsa"),
+        ] {
+            let _ = fs::remove_file(&key);
+            let _ = fs::remove_file(pub_path(&key));
+            keygen_typed(&key, kind, None)?;
+        }
         self.restart()
     }
 
@@ -229,6 +253,10 @@ impl TestSshd {
         self.dir.join("host_ed25519")
     }
 
+    fn ecdsa_host_key_path(&self) -> PathBuf {
+        self.dir.join("host_ecdsa")
+    }
+
     fn write_config(&self) -> io::Result<PathBuf> {
         let mut c = String::new();
         // sshd keeps the first value it reads for a keyword: the caller's
@@ -239,6 +267,7 @@ impl TestSshd {
         let d = self.dir.display();
         let _ = writeln!(c, "ListenAddress 127.0.0.1:{}", self.port);
         let _ = writeln!(c, "HostKey {d}/host_ed25519");
+        let _ = writeln!(c, "HostKey {d}/host_ecdsa");
         let _ = writeln!(c, "PidFile {d}/sshd.pid");
         let _ = writeln!(c, "AuthorizedKeysFile {d}/authorized_keys");
         let _ = writeln!(c, "PermitRootLogin yes");
@@ -323,8 +352,12 @@ fn pub_path(key: &Path) -> PathBuf {
 }
 
 fn keygen(path: &Path, passphrase: Option<&str>) -> io::Result<()> {
+    keygen_typed(path, "ed25519", passphrase)
+}
+
+fn keygen_typed(path: &Path, kind: &str, passphrase: Option<&str>) -> io::Result<()> {
     run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-C", "rdrunner-test", "-N"])
+        .args(["-q", "-t", kind, "-C", "rdrunner-test", "-N"])
         .arg(passphrase.unwrap_or(""))
         .arg("-f")
         .arg(path))
