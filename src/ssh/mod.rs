@@ -127,6 +127,11 @@ impl NodeExecutor for SshExecutor {
             .unwrap_or_else(|| self.settings.default_user.clone());
         auth::authenticate(&conn, &self.settings, &req.node, &user)?;
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
+        // Connecting is bounded but not abortable: look again before starting.
+        if let Some(reason) = abort.reason() {
+            conn.disconnect();
+            return Ok(aborted_before_start(reason));
+        }
         let run = channel::Runner {
             conn: &conn,
             settings: &self.settings,

@@ -398,3 +398,45 @@ fn current_user() -> io::Result<String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn banner(port: u16) -> io::Result<String> {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[test]
+    fn starts_restarts_with_new_keys_and_stops_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sshd = TestSshd::start(dir.path()).unwrap();
+        let port = sshd.port();
+        assert!(banner(port).unwrap().starts_with("SSH-2.0-OpenSSH"));
+        let line = sshd.known_hosts_line().unwrap();
+        assert!(
+            line.starts_with(&format!("[127.0.0.1]:{port} ssh-ed25519 AAAA")),
+            "{line}"
+        );
+        assert!(sshd.client_key().is_file());
+        assert!(!sshd.user().is_empty());
+
+        let old = sshd.host_public_key().unwrap();
+        sshd.regenerate_host_key().unwrap();
+        assert_eq!(sshd.port(), port);
+        assert_ne!(sshd.host_public_key().unwrap(), old);
+        assert!(banner(port).unwrap().starts_with("SSH-2.0-OpenSSH"));
+
+        drop(sshd);
+        let refused = TcpStream::connect((Ipv4Addr::LOCALHOST, port));
+        assert_eq!(
+            refused.err().map(|e| e.kind()),
+            Some(io::ErrorKind::ConnectionRefused)
+        );
+    }
+}
