@@ -200,3 +200,18 @@ fn a_channel_closed_without_exit_status_is_a_failure() {
     let left = wait_no_processes(&marker, Duration::from_secs(5));
     assert!(left.is_empty(), "processes left: {left:?}");
 }
+
+#[test]
+fn a_connection_lost_mid_step_is_a_protocol_error() {
+    let f = Fixture::new();
+    // The wrapper's parent is the server's process for this connection:
+    // killing it drops the connection under the running step.
+    let run = f.run_command("echo started; kill -KILL $(ps -o ppid= -p $PPID); sleep 5");
+    let e = run.error();
+    assert_eq!(e.kind, ExecutorErrorKind::Protocol, "{e}");
+    assert!(
+        e.message.contains("lost the connection to node 'node-1'"),
+        "{e}"
+    );
+    assert_eq!(run.stdout(), vec!["started"]);
+}

@@ -236,10 +236,17 @@ impl Runner<'_> {
         kill_grace: Duration,
     ) -> ExecutorError {
         session.set_blocking(true);
-        if let Some(g) = pgid {
-            let _ = self.terminate(g, kill_grace);
-        }
-        self.protocol(&format!("reading the command's {stream} failed"), e)
+        let group = match pgid {
+            Some(g) => format!("its process group {g} {}", self.terminate(g, kill_grace)),
+            None => "its processes may still run there".to_owned(),
+        };
+        ExecutorError::new(
+            ExecutorErrorKind::Protocol,
+            format!(
+                "lost the connection to node '{}' ({}) while the step ran: reading the command's {stream} failed ({e}); {group}",
+                self.node, self.conn.target
+            ),
+        )
     }
 
     /// Ends process group `pgid` on the node (TERM, `grace`, KILL) over a

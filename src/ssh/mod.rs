@@ -17,6 +17,8 @@ mod files;
 mod host_key;
 mod remote;
 
+pub use auth::{KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
