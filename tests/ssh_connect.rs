@@ -229,6 +229,30 @@ fn hashed_known_hosts_entries_match() {
 }
 
 #[test]
+fn parallel_first_connections_record_the_key_once() {
+    let mut f = Fixture::new();
+    fs::write(&f.settings.known_hosts_file, "").unwrap();
+    f.settings.known_hosts_policy = KnownHostsPolicy::AcceptNew;
+    let exec = std::sync::Arc::new(f.executor());
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let exec = exec.clone();
+            let req = request(f.node(), command_step(&format!("echo {i}")));
+            std::thread::spawn(move || {
+                run_with(&exec, &req, &rdrunner_actors::AbortSignal::new())
+                    .result
+                    .map(|o| o.exit_code)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), Ok(Some(0)));
+    }
+    let recorded = fs::read_to_string(&f.settings.accepted_hosts_file).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+}
+
+#[test]
 fn strict_refuses_a_changed_key_from_known_hosts() {
     let mut f = Fixture::new();
     f.sshd.regenerate_host_key().unwrap();
