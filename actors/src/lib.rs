@@ -11,6 +11,7 @@ pub mod clock;
 pub mod context;
 pub mod control_plane;
 pub mod executor;
+pub mod filter;
 pub mod model;
 pub mod output;
 pub mod spool;

@@ -1,1 +1,98 @@
-fn main() {}
+//! `rdrunner-harness`: runs the reference control plane from the command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rdrunner_harness::{Cadence, Harness, HarnessConfig, Thresholds, TlsFiles};
+
+/// rdrunner's reference control plane: the runner API (/api/runner/v1) and
+/// the admin API (/api/v1) of protocol v1, as described in docs/protocol.md.
+#[derive(Parser)]
+#[command(name = "rdrunner-harness", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until interrupted (Ctrl-C or SIGTERM).
+    Serve(Serve),
+}
+
+#[derive(Parser)]
+struct Serve {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4440")]
+    listen: SocketAddr,
+    /// Token admin calls must carry (`Authorization: Bearer TOKEN`). Without
+    /// it a random one is made and printed once.
+    #[arg(long, env = "RDRUNNER_HARNESS_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Keep runners, assignments, nodes and executions in this JSON file
+    /// across restarts.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// PEM certificate chain; serves HTTPS (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Long-poll hold handed to runners at startup, in milliseconds.
+    #[arg(long, default_value_t = 4500)]
+    long_poll_ms: u64,
+    /// Lease of an offer, in milliseconds; an unclaimed offer is offered again after it.
+    #[arg(long, default_value_t = 60_000)]
+    lease_ms: u64,
+    /// Seconds without a check-in after which a replica is down and its
+    /// operations are lost.
+    #[arg(long, default_value_t = 120)]
+    down_after_s: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let Command::Serve(args) = Cli::parse().command;
+    let generated = args.admin_token.is_none();
+    let config = HarnessConfig {
+        listen: args.listen,
+        admin_token: args.admin_token,
+        state_file: args.state,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => None,
+        },
+        cadence: Cadence {
+            long_poll_ms: args.long_poll_ms,
+            lease_ms: args.lease_ms,
+            ..Cadence::default()
+        },
+        thresholds: Thresholds {
+            down_after: Duration::from_secs(args.down_after_s),
+            unknown_after: Duration::from_secs(30.min(args.down_after_s)),
+        },
+        ..HarnessConfig::default()
+    };
+    let harness = Harness::start(config).context("starting the harness")?;
+    println!("rdrunner-harness listening on {}", harness.base_url());
+    println!("runner API: {}/api/runner/v1", harness.base_url());
+    println!("admin API:  {}/api/v1", harness.base_url());
+    if generated {
+        println!("admin token (shown once): {}", harness.admin_token());
+    }
+    actix_rt::System::new().block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    println!("rdrunner-harness stopping");
+    harness.stop();
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The named route table: every route the harness serves, once. The router
+//! is built from it, `docs/openapi.yaml` is checked against it, and the fault
+//! seam ([`FaultTable`]) is keyed by its names.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Base path of the runner API.
+pub const RUNNER_BASE: &str = "/api/runner/v1";
+/// Base path of the admin API (and the observation endpoints).
+pub const ADMIN_BASE: &str = "/api/v1";
+
+/// Every route, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RouteName {
+    Startup,
+    Checkin,
+    Claim,
+    Reports,
+    Shutdown,
+    CreateRunner,
+    ListRunners,
+    GetRunner,
+    DeleteRunner,
+    Credentials,
+    RegenerateCredentials,
+    AssignProject,
+    SetNodes,
+    GetNodes,
+    SubmitExecution,
+    GetExecution,
+    Output,
+    Abort,
+    ObserveRunner,
+    ObserveReports,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+}
+
+/// One served route.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub name: RouteName,
+    pub method: Method,
+    /// Full path in OpenAPI/actix template form, e.g. `/api/v1/runners/{id}`.
+    pub path: &'static str,
+}
+
+macro_rules! routes {
+    ($($name:ident $method:ident $path:literal),* $(,)?) => {
+        /// The route table.
+        pub const ROUTES: &[Route] = &[
+            $(Route { name: RouteName::$name, method: Method::$method, path: $path }),*
+        ];
+    };
+}
+
+routes! {
+    Startup Post "/api/runner/v1/startup",
+    Checkin Post "/api/runner/v1/checkin",
+    Claim Post "/api/runner/v1/operations/{opId}/claim",
+    Reports Post "/api/runner/v1/reports",
+    Shutdown Post "/api/runner/v1/shutdown",
+    CreateRunner Post "/api/v1/runners",
+    ListRunners Get "/api/v1/runners",
+    GetRunner Get "/api/v1/runners/{id}",
+    DeleteRunner Delete "/api/v1/runners/{id}",
+    Credentials Get "/api/v1/runners/{id}/credentials",
+    RegenerateCredentials Post "/api/v1/runners/{id}/regenerate-credentials",
+    AssignProject Put "/api/v1/runners/{id}/projects/{project}",
+    SetNodes Put "/api/v1/projects/{project}/nodes",
+    GetNodes Get "/api/v1/projects/{project}/nodes",
+    SubmitExecution Post "/api/v1/projects/{project}/executions",
+    GetExecution Get "/api/v1/executions/{id}",
+    Output Get "/api/v1/executions/{id}/output",
+    Abort Post "/api/v1/executions/{id}/abort",
+    ObserveRunner Get "/api/v1/observe/runners/{id}",
+    ObserveReports Get "/api/v1/observe/operations/{opId}/reports",
+}
+
+/// A fault to inject into one route. No kinds exist yet: the table is the
+/// seam the fault-injection layer fills in, and every request already goes
+/// through [`FaultTable::fault_for`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {}
+
+/// Per-route faults plus a count of requests each route received.
+#[derive(Debug, Clone, Default)]
+pub struct FaultTable {
+    inner: Arc<Mutex<FaultTableInner>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultTableInner {
+    faults: BTreeMap<RouteName, Vec<Fault>>,
+    hits: BTreeMap<RouteName, u64>,
+}
+
+impl FaultTable {
+    /// Called once per request before its handler; counts the hit and
+    /// returns the fault to apply, if any.
+    pub fn fault_for(&self, route: RouteName) -> Option<Fault> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner.hits.entry(route).or_default() += 1;
+        inner.faults.get_mut(&route).and_then(|f| f.pop())
+    }
+
+    /// Requests received per route since start.
+    pub fn hits(&self) -> BTreeMap<RouteName, u64> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hits
+            .clone()
+    }
+}

@@ -1,0 +1,501 @@
+//! The HTTP layer: actix-web handlers over [`ControlState`], built from the
+//! route table, with one error shape (`{"error","message"}`) for everything
+//! that is refused — bad JSON, oversize bodies, unknown paths included.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::Service;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use rdrunner_actors::model::{
+    CheckinRequest, ClaimRequest, ClaimResponse, ReportsRequest, ShutdownRequest, StartupRequest,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::admin_api::{CreateRunner, ProjectAssignment, StoredReports, SubmitExecution};
+use crate::error::ApiError;
+use crate::persist;
+use crate::routes::{FaultTable, Method, RouteName, ROUTES};
+use crate::state::{constant_time_eq, token_hash, CheckinPoll, ControlState};
+
+/// Everything the handlers share.
+pub(crate) struct Shared {
+    pub state: Mutex<ControlState>,
+    pub admin_token_hash: [u8; 32],
+    pub body_limit: usize,
+    /// Longest long poll granted, whatever `waitMs` asks.
+    pub max_wait: Duration,
+    pub state_file: Option<PathBuf>,
+    /// Serialises state file writes so a newer snapshot is never overwritten
+    /// by an older one.
+    pub save_lock: Mutex<()>,
+    pub faults: FaultTable,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, ControlState> {
+        // A panic while holding the lock must not take the harness down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the state file if anything persisted changed.
+    pub fn persist(&self) -> Result<(), ApiError> {
+        let Some(path) = &self.state_file else {
+            return Ok(());
+        };
+        let _order = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = {
+            let mut st = self.lock();
+            if !st.take_dirty() {
+                return Ok(());
+            }
+            serde_json::to_vec(st.snapshot()).map_err(|e| {
+                ApiError::new(
+                    500,
+                    "state_write_failed",
+                    format!("could not encode the state: {e}"),
+                )
+            })?
+        };
+        persist::write_atomic(path, &bytes).map_err(|e| {
+            ApiError::new(
+                500,
+                "state_write_failed",
+                format!("could not write the state file {}: {e}", path.display()),
+            )
+        })
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(self.body())
+    }
+}
+
+type Data = web::Data<Arc<Shared>>;
+type Answer = Result<HttpResponse, ApiError>;
+
+/// Adds every route of [`ROUTES`], grouped by path, to `cfg`.
+pub(crate) fn configure(cfg: &mut web::ServiceConfig, faults: FaultTable) {
+    // One resource per distinct path (routes sharing a path need not be
+    // adjacent in the table): actix matches a resource by path first.
+    let mut paths: Vec<&'static str> = Vec::new();
+    for r in ROUTES {
+        if !paths.contains(&r.path) {
+            paths.push(r.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path);
+        let mut names = Vec::new();
+        for r in ROUTES.iter().filter(|r| r.path == path) {
+            let route = match r.method {
+                Method::Get => web::get(),
+                Method::Post => web::post(),
+                Method::Put => web::put(),
+                Method::Delete => web::delete(),
+            };
+            resource = resource.route(handler(r.name, route));
+            names.push((r.method.as_str().to_ascii_uppercase(), r.name));
+        }
+        let faults = faults.clone();
+        let resource = resource
+            .default_service(web::to(method_not_allowed))
+            .wrap_fn(move |req, srv| {
+                // The fault seam: every request of a named route passes here.
+                let name = names.iter().find(|(m, _)| m == req.method().as_str());
+                if let Some((_, name)) = name {
+                    if let Some(fault) = faults.fault_for(*name) {
+                        match fault {}
+                    }
+                }
+                srv.call(req)
+            });
+        cfg.service(resource);
+    }
+}
+
+fn handler(name: RouteName, route: actix_web::Route) -> actix_web::Route {
+    match name {
+        RouteName::Startup => route.to(startup),
+        RouteName::Checkin => route.to(checkin),
+        RouteName::Claim => route.to(claim),
+        RouteName::Reports => route.to(reports),
+        RouteName::Shutdown => route.to(shutdown),
+        RouteName::CreateRunner => route.to(create_runner),
+        RouteName::ListRunners => route.to(list_runners),
+        RouteName::GetRunner => route.to(get_runner),
+        RouteName::DeleteRunner => route.to(delete_runner),
+        RouteName::Credentials => route.to(credentials),
+        RouteName::RegenerateCredentials => route.to(regenerate_credentials),
+        RouteName::AssignProject => route.to(assign_project),
+        RouteName::SetNodes => route.to(set_nodes),
+        RouteName::GetNodes => route.to(get_nodes),
+        RouteName::SubmitExecution => route.to(submit_execution),
+        RouteName::GetExecution => route.to(get_execution),
+        RouteName::Output => route.to(output),
+        RouteName::Abort => route.to(abort),
+        RouteName::ObserveRunner => route.to(observe_runner),
+        RouteName::ObserveReports => route.to(observe_reports),
+    }
+}
+
+/// The whole application.
+pub(crate) fn app(
+    shared: Arc<Shared>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let faults = shared.faults.clone();
+    let limit = shared.body_limit;
+    App::new()
+        .app_data(web::Data::new(shared))
+        // Handlers read bodies themselves (see `read_json`); these make any
+        // extractor that might be added later answer in the same shape.
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(limit)
+                .error_handler(|e, _| ApiError::bad_request(format!("request body: {e}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::bad_request(format!("query string: {e}")).into()),
+        )
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| ApiError::bad_request(format!("path: {e}")).into()),
+        )
+        .configure(move |cfg| configure(cfg, faults))
+        .default_service(web::to(not_found))
+}
+
+async fn not_found(req: HttpRequest) -> Answer {
+    Err(ApiError::not_found(
+        "not_found",
+        format!(
+            "no route {} {}; see docs/protocol.md",
+            req.method(),
+            req.path()
+        ),
+    ))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Answer {
+    Err(ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
+}
+
+/// Reads the body up to the limit and decodes it; every failure is a 4xx.
+async fn read_json<T: DeserializeOwned>(
+    mut payload: web::Payload,
+    shared: &Shared,
+    what: &str,
+) -> Result<T, ApiError> {
+    let limit = shared.body_limit;
+    let too_large = || {
+        ApiError::new(
+            413,
+            "body_too_large",
+            format!("the {what} body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            actix_web::error::PayloadError::Overflow => too_large(),
+            other => ApiError::bad_request(format!("could not read the {what} body: {other}")),
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            400,
+            "bad_json",
+            format!("the {what} body is not valid: {e}"),
+        )
+    })
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn admin_auth(req: &HttpRequest, shared: &Shared) -> Result<(), ApiError> {
+    match bearer(req) {
+        Some(t) if constant_time_eq(&token_hash(t), &shared.admin_token_hash) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("the admin token is wrong")),
+        None => Err(ApiError::unauthorized(
+            "admin calls need `Authorization: Bearer <admin token>`",
+        )),
+    }
+}
+
+/// Returns the calling runner's id once its credentials check out.
+fn runner_auth(req: &HttpRequest, shared: &Shared) -> Result<String, ApiError> {
+    let id = req
+        .headers()
+        .get("x-runner-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("runner calls need an `X-Runner-Id` header"))?;
+    let token = bearer(req).ok_or_else(|| {
+        ApiError::unauthorized("runner calls need `Authorization: Bearer <runner token>`")
+    })?;
+    shared.lock().authenticate(id, token)?;
+    Ok(id.to_owned())
+}
+
+fn param<'a>(req: &'a HttpRequest, name: &str) -> &'a str {
+    req.match_info().get(name).unwrap_or_default()
+}
+
+fn execution_id(req: &HttpRequest) -> Result<u64, ApiError> {
+    let raw = param(req, "id");
+    raw.parse().map_err(|_| {
+        ApiError::not_found(
+            "unknown_execution",
+            format!("`{raw}` is not an execution id"),
+        )
+    })
+}
+
+fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(|q| q.into_inner())
+        .map_err(|e| ApiError::bad_request(format!("query string `{}`: {e}", req.query_string())))
+}
+
+fn ok<T: Serialize>(body: &T) -> Answer {
+    Ok(HttpResponse::Ok().json(body))
+}
+
+// ---- runner API -------------------------------------------------------------
+
+async fn startup(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    let now = Instant::now();
+    let runner = runner_auth(&req, &data)?;
+    let body: StartupRequest = read_json(payload, &data, "startup").await?;
+    let replica = format!("rep-{}", crate::random_id(8));
+    let answer = data.lock().startup(&runner, body, replica, now)?;
+    data.persist()?;
+    ok(&answer)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WaitQuery {
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn checkin(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    // The check-in counts from its arrival, not from when its answer is ready.
+    let arrived = Instant::now();
+    let runner = runner_auth(&req, &data)?;
+    let wait: WaitQuery = query(&req)?;
+    let body: CheckinRequest = read_json(payload, &data, "check-in").await?;
+    let deadline = arrived + Duration::from_millis(wait.wait_ms).min(data.max_wait);
+    let mut wakeup = {
+        let mut st = data.lock();
+        st.record_checkin(&runner, &body, arrived)?;
+        st.subscribe(&runner)
+    };
+    loop {
+        let now = Instant::now();
+        let poll = data
+            .lock()
+            .poll_checkin(&runner, &body.replica_id, now, now >= deadline)?;
+        match poll {
+            CheckinPoll::Ready(answer) => return ok(&answer),
+            CheckinPoll::Wait { recheck_at } => {
+                let until = recheck_at.map_or(deadline, |r| r.min(deadline));
+                tokio::select! {
+                    changed = wakeup.changed() => {
+                        if changed.is_err() {
+                            actix_rt::time::sleep_until(until.into()).await;
+                        }
+                    }
+                    _ = actix_rt::time::sleep_until(until.into()) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn claim(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    let runner = runner_auth(&req, &data)?;
+    let body: ClaimRequest = read_json(payload, &data, "claim").await?;
+    let op_id = param(&req, "opId");
+    let operation = data.lock().claim(&runner, op_id, &body.replica_id)?;
+    data.persist()?;
+    ok(&ClaimResponse { operation })
+}
+
+async fn reports(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    let runner = runner_auth(&req, &data)?;
+    let body: ReportsRequest = read_json(payload, &data, "reports").await?;
+    let answer = data.lock().reports(&runner, body)?;
+    data.persist()?;
+    ok(&answer)
+}
+
+async fn shutdown(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    let now = Instant::now();
+    let runner = runner_auth(&req, &data)?;
+    let body: ShutdownRequest = read_json(payload, &data, "shutdown").await?;
+    data.lock().shutdown(&runner, &body, now)?;
+    data.persist()?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+// ---- admin API --------------------------------------------------------------
+
+async fn create_runner(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let body: CreateRunner = read_json(payload, &data, "runner").await?;
+    let id = format!("runner-{}", crate::random_id(6));
+    let answer = data.lock().create_runner(body, id, crate::random_token())?;
+    data.persist()?;
+    Ok(HttpResponse::Created().json(answer))
+}
+
+async fn list_runners(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    ok(&data.lock().list_runners(Instant::now()))
+}
+
+async fn get_runner(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    ok(&data.lock().get_runner(param(&req, "id"), Instant::now())?)
+}
+
+async fn delete_runner(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    data.lock().delete_runner(param(&req, "id"))?;
+    data.persist()?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn credentials(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let text = data.lock().credentials(param(&req, "id"))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(text))
+}
+
+async fn regenerate_credentials(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let answer = data
+        .lock()
+        .regenerate_credentials(param(&req, "id"), crate::random_token())?;
+    data.persist()?;
+    ok(&answer)
+}
+
+async fn assign_project(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let body: ProjectAssignment = read_json(payload, &data, "project assignment").await?;
+    let answer =
+        data.lock()
+            .assign_project(param(&req, "id"), param(&req, "project"), &body.node_filter)?;
+    data.persist()?;
+    ok(&answer)
+}
+
+async fn set_nodes(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let body: Vec<rdrunner_actors::model::Node> =
+        read_json(payload, &data, "node inventory").await?;
+    let project = param(&req, "project");
+    data.lock().set_nodes(project, body)?;
+    data.persist()?;
+    ok(&data.lock().nodes(project)?)
+}
+
+async fn get_nodes(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    ok(&data.lock().nodes(param(&req, "project"))?)
+}
+
+async fn submit_execution(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let body: SubmitExecution = read_json(payload, &data, "execution").await?;
+    let answer = data.lock().submit_execution(param(&req, "project"), body)?;
+    data.persist()?;
+    Ok(HttpResponse::Created().json(answer))
+}
+
+async fn get_execution(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    ok(&data.lock().execution(execution_id(&req)?)?)
+}
+
+#[derive(Deserialize)]
+struct OutputQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_output_limit")]
+    limit: usize,
+}
+
+fn default_output_limit() -> usize {
+    10_000
+}
+
+async fn output(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let q: OutputQuery = query(&req)?;
+    ok(&data
+        .lock()
+        .output(execution_id(&req)?, q.after, q.limit.max(1))?)
+}
+
+async fn abort(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let answer = data.lock().abort(execution_id(&req)?)?;
+    data.persist()?;
+    ok(&answer)
+}
+
+async fn observe_runner(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    ok(&data.lock().observe_runner(param(&req, "id"))?)
+}
+
+async fn observe_reports(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let op_id = param(&req, "opId");
+    let reports = data.lock().stored_reports(op_id).ok_or_else(|| {
+        ApiError::not_found("unknown_operation", format!("no operation `{op_id}`"))
+    })?;
+    ok(&StoredReports {
+        op_id: op_id.to_owned(),
+        reports,
+    })
+}

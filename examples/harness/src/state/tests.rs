@@ -1,0 +1,442 @@
+//! Unit tests of the control plane rules, without HTTP.
+
+use super::*;
+use rdrunner_actors::model::{CommandStep, LogReport, NodeReport, OpReport, Step, Stream};
+
+fn state() -> ControlState {
+    let cadence = Cadence {
+        lease_ms: 1000,
+        report_batch_max: 10,
+        ..Cadence::default()
+    };
+    let thresholds = Thresholds {
+        unknown_after: Duration::from_secs(3),
+        down_after: Duration::from_secs(10),
+    };
+    ControlState::new(cadence, thresholds, "http://127.0.0.1:1".into())
+}
+
+fn node(name: &str, tags: &[&str]) -> Node {
+    let mut n = Node::new(name, format!("{name}.example"));
+    n.tags = tags.iter().map(|t| t.to_string()).collect();
+    n
+}
+
+fn runner(s: &mut ControlState, id: &str, filter: &str) {
+    let req = CreateRunner {
+        name: id.into(),
+        projects: [("ops".to_string(), filter.to_string())].into(),
+        ..CreateRunner::default()
+    };
+    s.create_runner(req, id.into(), format!("tok-{id}"))
+        .unwrap();
+}
+
+fn replica(s: &mut ControlState, runner: &str, replica: &str, now: Instant) {
+    let req = StartupRequest {
+        hostname: "h".into(),
+        version: "1".into(),
+        pid: 1,
+        max_running: 4,
+        tags: vec![],
+    };
+    s.startup(runner, req, replica.into(), now).unwrap();
+}
+
+fn checkin(s: &mut ControlState, runner: &str, replica: &str, now: Instant) -> CheckinPoll {
+    let req = CheckinRequest {
+        replica_id: replica.into(),
+        running: vec![],
+        queued: 0,
+        max_running: 4,
+        uptime_s: 0,
+        version: "1".into(),
+    };
+    s.record_checkin(runner, &req, now).unwrap();
+    s.poll_checkin(runner, replica, now, false).unwrap()
+}
+
+fn submit(s: &mut ControlState, filter: &str) -> u64 {
+    let step = Step::Command(CommandStep {
+        command: "true".into(),
+    });
+    s.submit_execution("ops", SubmitExecution::new(vec![step], filter))
+        .unwrap()
+        .execution_id
+}
+
+fn report(op: &str, seq: u64, body: ReportBody) -> Report {
+    Report {
+        op_id: op.into(),
+        seq,
+        ts: "2026-01-01T00:00:00.000Z".into(),
+        body,
+    }
+}
+
+fn log(op: &str, seq: u64) -> Report {
+    report(
+        op,
+        seq,
+        ReportBody::Log(LogReport {
+            node: "web1".into(),
+            step: 1,
+            stream: Stream::Stdout,
+            text: format!("line {seq}"),
+        }),
+    )
+}
+
+fn batch(replica: &str, reports: Vec<Report>) -> ReportsRequest {
+    ReportsRequest {
+        replica_id: replica.into(),
+        reports,
+    }
+}
+
+/// One runner `r1` covering web nodes, one replica `a`, one execution.
+fn setup() -> (ControlState, Instant, String) {
+    let mut s = state();
+    let now = Instant::now();
+    runner(&mut s, "r1", "tags: web");
+    s.set_nodes("ops", vec![node("web1", &["web"]), node("db1", &["db"])])
+        .unwrap();
+    replica(&mut s, "r1", "a", now);
+    let exec = submit(&mut s, ".*");
+    let op = s.execution(exec).unwrap().operations[0].id.clone();
+    (s, now, op)
+}
+
+#[test]
+fn constant_time_eq_compares_whole_values() {
+    assert!(constant_time_eq(b"abc", b"abc"));
+    assert!(!constant_time_eq(b"abc", b"abd"));
+    assert!(!constant_time_eq(b"abc", b"ab"));
+}
+
+#[test]
+fn nodes_are_split_by_runner_and_uncovered_nodes_fail() {
+    let (s, _, _) = setup();
+    let st = s.execution(1).unwrap();
+    assert_eq!(st.operations.len(), 1);
+    assert_eq!(st.operations[0].nodes, vec!["web1".to_string()]);
+    let db = &st.nodes["db1"];
+    assert_eq!(db.state, RunState::Failed);
+    assert!(db
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("no runner is assigned"));
+    assert_eq!(st.nodes["web1"].runner.as_deref(), Some("r1"));
+}
+
+#[test]
+fn two_runners_get_one_operation_each() {
+    let mut s = state();
+    runner(&mut s, "r1", "tags: web");
+    runner(&mut s, "r2", "tags: db");
+    s.set_nodes("ops", vec![node("web1", &["web"]), node("db1", &["db"])])
+        .unwrap();
+    let exec = submit(&mut s, ".*");
+    let st = s.execution(exec).unwrap();
+    let runners: Vec<_> = st.operations.iter().map(|o| o.runner.as_str()).collect();
+    assert_eq!(runners, ["r1", "r2"]);
+}
+
+#[test]
+fn an_offer_is_leased_then_offered_again() {
+    let (mut s, now, op) = setup();
+    let CheckinPoll::Ready(answer) = checkin(&mut s, "r1", "a", now) else {
+        panic!("expected an offer")
+    };
+    assert_eq!(answer.operations[0].id, op);
+    match checkin(&mut s, "r1", "a", now + Duration::from_millis(500)) {
+        CheckinPoll::Wait { recheck_at } => {
+            assert_eq!(recheck_at, Some(now + Duration::from_millis(1000)))
+        }
+        other => panic!("offered twice within the lease: {other:?}"),
+    }
+    let again = checkin(&mut s, "r1", "a", now + Duration::from_millis(1001));
+    assert!(matches!(again, CheckinPoll::Ready(ref a) if a.operations.len() == 1));
+}
+
+#[test]
+fn an_offer_to_a_replica_that_shut_down_is_offered_again_at_once() {
+    let (mut s, now, op) = setup();
+    replica(&mut s, "r1", "b", now);
+    assert!(matches!(
+        checkin(&mut s, "r1", "a", now),
+        CheckinPoll::Ready(_)
+    ));
+    assert!(matches!(
+        checkin(&mut s, "r1", "b", now),
+        CheckinPoll::Wait { .. }
+    ));
+    let bye = ShutdownRequest {
+        replica_id: "a".into(),
+        reason: "restart".into(),
+    };
+    s.shutdown("r1", &bye, now).unwrap();
+    let CheckinPoll::Ready(answer) = checkin(&mut s, "r1", "b", now) else {
+        panic!("the offer to the stopped replica is handed out again")
+    };
+    assert_eq!(answer.operations[0].id, op);
+}
+
+#[test]
+fn claim_rules() {
+    let (mut s, now, op) = setup();
+    replica(&mut s, "r1", "b", now);
+    assert_eq!(s.claim("r1", &op, "a").unwrap().id, op);
+    assert_eq!(
+        s.claim("r1", &op, "a").unwrap().id,
+        op,
+        "a repeated claim by the owner is fine"
+    );
+    assert_eq!(s.claim("r1", &op, "b").unwrap_err().code, "taken");
+    runner(&mut s, "r2", "tags: db");
+    replica(&mut s, "r2", "c", now);
+    assert_eq!(s.claim("r2", &op, "c").unwrap_err().status, 404);
+    assert_eq!(
+        s.claim("r1", "op-nope", "a").unwrap_err().code,
+        "unknown_operation"
+    );
+}
+
+#[test]
+fn seq_rules_drop_duplicates_and_refuse_gaps() {
+    let (mut s, _, op) = setup();
+    s.claim("r1", &op, "a").unwrap();
+    let ack = s
+        .reports("r1", batch("a", vec![log(&op, 1), log(&op, 3)]))
+        .unwrap();
+    assert_eq!(ack.acks[&op], 1, "3 is a gap");
+    let ack = s
+        .reports("r1", batch("a", vec![log(&op, 1), log(&op, 2)]))
+        .unwrap();
+    assert_eq!(ack.acks[&op], 2);
+    let ack = s
+        .reports("r1", batch("a", vec![log(&op, 4), log(&op, 3)]))
+        .unwrap();
+    assert_eq!(ack.acks[&op], 4, "a shuffled batch is stored whole");
+    let seqs: Vec<u64> = s
+        .stored_reports(&op)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(s.operation_counters(&op), Some((1, 1)));
+    let page = s.output(1, 0, 100).unwrap();
+    let texts: Vec<_> = page.entries.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(texts, ["line 1", "line 2", "line 3", "line 4"]);
+    assert_eq!(s.output(1, 2, 100).unwrap().entries[0].n, 3);
+    assert!(!page.complete);
+}
+
+#[test]
+fn a_rejected_batch_stores_nothing() {
+    let (mut s, _, op) = setup();
+    s.claim("r1", &op, "a").unwrap();
+    let err = s
+        .reports("r1", batch("a", vec![log(&op, 1), log("op-unknown", 1)]))
+        .unwrap_err();
+    assert_eq!(err.status, 404);
+    assert!(s.stored_reports(&op).unwrap().is_empty());
+    let err = s.reports("r1", batch("a", vec![log(&op, 0)])).unwrap_err();
+    assert_eq!(err.status, 400);
+    let many = (1..=11).map(|i| log(&op, i)).collect();
+    assert_eq!(s.reports("r1", batch("a", many)).unwrap_err().status, 413);
+    assert!(s.stored_reports(&op).unwrap().is_empty());
+}
+
+#[test]
+fn terminal_reports_end_the_execution_with_node_states() {
+    let (mut s, _, op) = setup();
+    s.claim("r1", &op, "a").unwrap();
+    let node = |seq, state, exit| {
+        report(
+            &op,
+            seq,
+            ReportBody::Node(NodeReport {
+                node: "web1".into(),
+                step: 1,
+                state,
+                exit_code: exit,
+                message: None,
+            }),
+        )
+    };
+    let done = report(
+        &op,
+        3,
+        ReportBody::Op(OpReport {
+            state: State::Succeeded,
+            message: None,
+        }),
+    );
+    s.reports("r1", batch("a", vec![node(1, State::Running, None)]))
+        .unwrap();
+    assert_eq!(
+        s.execution(1).unwrap().nodes["web1"].state,
+        RunState::Running
+    );
+    s.reports(
+        "r1",
+        batch("a", vec![node(2, State::Succeeded, Some(0)), done]),
+    )
+    .unwrap();
+    let st = s.execution(1).unwrap();
+    assert_eq!(st.nodes["web1"].state, RunState::Succeeded);
+    assert_eq!(st.nodes["web1"].exit_code, Some(0));
+    assert_eq!(st.operations[0].state, RunState::Succeeded);
+    assert_eq!(
+        st.state,
+        RunState::Failed,
+        "db1 was not covered by any runner"
+    );
+    assert!(s.output(1, 0, 10).unwrap().complete);
+    let after = s.reports("r1", batch("a", vec![log(&op, 4)])).unwrap();
+    assert_eq!(
+        after.acks[&op], 3,
+        "nothing is stored after the terminal report"
+    );
+}
+
+#[test]
+fn abort_is_immediate_before_a_claim_and_a_cancel_after() {
+    let (mut s, now, op) = setup();
+    s.abort(1).unwrap();
+    assert_eq!(
+        s.execution(1).unwrap().operations[0].state,
+        RunState::Aborted
+    );
+    assert_eq!(s.claim("r1", &op, "a").unwrap_err().code, "cancelled");
+
+    let exec = submit(&mut s, "web1");
+    let op2 = s.execution(exec).unwrap().operations[0].id.clone();
+    s.claim("r1", &op2, "a").unwrap();
+    let rx = s.subscribe("r1");
+    s.abort(exec).unwrap();
+    assert!(rx.has_changed().unwrap(), "the runner's check-in is woken");
+    let CheckinPoll::Ready(answer) = checkin(&mut s, "r1", "a", now) else {
+        panic!("a new cancel answers at once")
+    };
+    assert_eq!(answer.cancel, vec![op2.clone()]);
+    assert!(
+        matches!(checkin(&mut s, "r1", "a", now), CheckinPoll::Wait { .. }),
+        "a delivered cancel does not end every later long poll"
+    );
+    let ack = s.reports("r1", batch("a", vec![log(&op2, 1)])).unwrap();
+    assert_eq!(ack.cancel, vec![op2]);
+}
+
+#[test]
+fn silent_replicas_go_unknown_then_down_and_lose_their_operations() {
+    let (mut s, now, op) = setup();
+    checkin(&mut s, "r1", "a", now);
+    s.claim("r1", &op, "a").unwrap();
+    assert_eq!(
+        s.get_runner("r1", now).unwrap().status,
+        RunnerStatus::Healthy
+    );
+    let later = now + Duration::from_secs(4);
+    assert_eq!(
+        s.get_runner("r1", later).unwrap().status,
+        RunnerStatus::Unknown
+    );
+    let much_later = now + Duration::from_secs(11);
+    assert_eq!(
+        s.get_runner("r1", much_later).unwrap().status,
+        RunnerStatus::Down
+    );
+    s.sweep(much_later);
+    let st = s.execution(1).unwrap();
+    assert_eq!(st.operations[0].state, RunState::Lost);
+    assert!(st.operations[0]
+        .message
+        .as_deref()
+        .unwrap()
+        .contains("stopped checking in"));
+    assert_eq!(st.nodes["web1"].state, RunState::Lost);
+    // A terminal report arriving later still wins.
+    let done = report(
+        &op,
+        1,
+        ReportBody::Op(OpReport {
+            state: State::Failed,
+            message: Some("exit 1".into()),
+        }),
+    );
+    s.reports("r1", batch("a", vec![done])).unwrap();
+    assert_eq!(
+        s.execution(1).unwrap().operations[0].state,
+        RunState::Failed
+    );
+}
+
+#[test]
+fn shutdown_shows_down_at_once() {
+    let (mut s, now, _) = setup();
+    checkin(&mut s, "r1", "a", now);
+    let req = ShutdownRequest {
+        replica_id: "a".into(),
+        reason: "stop".into(),
+    };
+    s.shutdown("r1", &req, now).unwrap();
+    assert_eq!(s.get_runner("r1", now).unwrap().status, RunnerStatus::Down);
+}
+
+#[test]
+fn busy_at_max_running() {
+    let (mut s, now, _) = setup();
+    let req = CheckinRequest {
+        replica_id: "a".into(),
+        running: vec!["x".into(), "y".into()],
+        queued: 0,
+        max_running: 2,
+        uptime_s: 1,
+        version: "1".into(),
+    };
+    s.record_checkin("r1", &req, now).unwrap();
+    assert_eq!(s.get_runner("r1", now).unwrap().status, RunnerStatus::Busy);
+    assert!(
+        matches!(
+            s.poll_checkin("r1", "a", now, false).unwrap(),
+            CheckinPoll::Wait { .. }
+        ),
+        "nothing is offered to a full replica"
+    );
+}
+
+#[test]
+fn credentials_and_tokens() {
+    let (mut s, _, _) = setup();
+    assert!(s.authenticate("r1", "tok-r1").is_ok());
+    assert_eq!(s.authenticate("r1", "nope").unwrap_err().status, 401);
+    let creds = s.credentials("r1").unwrap();
+    assert!(!creds.contains("tok-r1"), "only the hash is kept");
+    assert!(creds.contains("RUNDECK_RUNNER_ID=r1"));
+    s.regenerate_credentials("r1", "new".into()).unwrap();
+    assert_eq!(s.authenticate("r1", "tok-r1").unwrap_err().status, 401);
+    assert!(s.authenticate("r1", "new").is_ok());
+    s.delete_runner("r1").unwrap();
+    assert_eq!(s.authenticate("r1", "new").unwrap_err().status, 403);
+    assert_eq!(s.authenticate("r1", "other").unwrap_err().status, 401);
+}
+
+#[test]
+fn bad_filters_and_empty_matches_are_refused() {
+    let (mut s, _, _) = setup();
+    assert_eq!(
+        s.assign_project("r1", "ops", "name: [").unwrap_err().code,
+        "bad_filter"
+    );
+    let step = Step::Command(CommandStep {
+        command: "true".into(),
+    });
+    let err = s
+        .submit_execution("ops", SubmitExecution::new(vec![step], "nosuchnode"))
+        .unwrap_err();
+    assert_eq!(err.code, "no_nodes");
+}
