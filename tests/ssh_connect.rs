@@ -141,6 +141,34 @@ fn password_auth_from_the_key_store() {
 }
 
 #[test]
+fn password_through_keyboard_interactive() {
+    // PAM asks for the password as a keyboard-interactive prompt.
+    let f = Fixture::with_options(SshdOptions {
+        extra_config: vec![
+            "UsePAM yes".to_owned(),
+            "PasswordAuthentication no".to_owned(),
+            "KbdInteractiveAuthentication yes".to_owned(),
+        ],
+        ..Default::default()
+    });
+    f.sshd
+        .ensure_password_user("rdrunner-pw", "pw-Test-4711")
+        .expect("password user (needs root)");
+    fs::write(f.settings.key_store.join("pw"), "pw-Test-4711\n").unwrap();
+    let mut node = f.node();
+    node.username = Some("rdrunner-pw".into());
+    node.attributes.clear();
+    node.attributes
+        .insert("ssh-password-storage-path".into(), "pw".into());
+    let run = f.run(
+        request(node, command_step("id -un")),
+        &rdrunner_actors::AbortSignal::new(),
+    );
+    assert_eq!(run.outcome(), &StepOutcome::exited(0), "{}", f.sshd.log());
+    assert_eq!(run.stdout(), vec!["rdrunner-pw"]);
+}
+
+#[test]
 fn strict_refuses_an_unknown_host_key() {
     let mut f = Fixture::new();
     fs::write(&f.settings.known_hosts_file, "").unwrap();

@@ -108,14 +108,30 @@ pub(crate) fn authenticate(
     if let Some(rel) = node.attributes.get(PASSWORD_ATTRIBUTE) {
         let path = key_store_file(&settings.key_store, rel, PASSWORD_ATTRIBUTE, &node.name)?;
         let password = read_secret(&path, &node.name)?;
-        if !accepts("password") {
-            tried.push(format!("password from '{rel}' (not offered by the server)"));
-        } else {
+        if accepts("password") {
             match session.userauth_password(user, &password) {
                 Ok(()) if session.authenticated() => return Ok(()),
                 Ok(()) => tried.push(format!("password from '{rel}'")),
                 Err(e) => tried.push(format!("password from '{rel}' ({})", e.message())),
             }
+        }
+        // Servers that check passwords through PAM often ask for them as
+        // keyboard-interactive prompts instead.
+        if accepts("keyboard-interactive") {
+            let mut answer = PasswordAnswer(&password);
+            match session.userauth_keyboard_interactive(user, &mut answer) {
+                Ok(()) if session.authenticated() => return Ok(()),
+                Ok(()) => tried.push(format!(
+                    "keyboard-interactive with the password from '{rel}'"
+                )),
+                Err(e) => tried.push(format!(
+                    "keyboard-interactive with the password from '{rel}' ({})",
+                    e.message()
+                )),
+            }
+        }
+        if !accepts("password") && !accepts("keyboard-interactive") {
+            tried.push(format!("password from '{rel}' (not offered by the server)"));
         }
     }
 
@@ -144,6 +160,20 @@ pub(crate) fn authenticate(
             node.name, conn.target
         ),
     ))
+}
+
+/// Answers every keyboard-interactive prompt with the node's password.
+struct PasswordAnswer<'a>(&'a str);
+
+impl ssh2::KeyboardInteractivePrompt for PasswordAnswer<'_> {
+    fn prompt<'b>(
+        &mut self,
+        _username: &str,
+        _instructions: &str,
+        prompts: &[ssh2::Prompt<'b>],
+    ) -> Vec<String> {
+        prompts.iter().map(|_| self.0.to_owned()).collect()
+    }
 }
 
 /// Tries every identity of the agent (libssh2's `userauth_agent` stops at

@@ -1,6 +1,6 @@
 //! A private OpenSSH server on loopback for tests, the demo and benchmarks:
-//! its own host key, client key, config and log in a directory of the
-//! caller's, on a free port, killed when dropped.
+//! its own host keys (ed25519 and ECDSA), client key, config and log in a
+//! directory of the caller's, on a free port, killed when dropped.
 //!
 //! The server runs as the current user; logging in as that user with the
 //! generated client key works without touching the system's own sshd, its
@@ -220,6 +220,9 @@ impl TestSshd {
     /// throwaway test machines and CI containers only. The caller's sshd must
     /// have been started with `password_auth`.
     pub fn ensure_password_user(&self, name: &str, password: &str) -> io::Result<()> {
+        // Tests run in parallel: two creating the same account would race.
+        static ACCOUNTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
         let exists = Command::new("id")
             .arg(name)
             .stdout(Stdio::null())
