@@ -128,7 +128,7 @@ fn output_is_streamed_while_the_step_runs() {
         .filter(|l| l.stream == Stream::Stdout)
         .map(|l| l.at)
         .collect();
-    assert!(outs[5] - outs[0] > Duration::from_millis(350));
+    assert!(outs[5] - outs[0] > Duration::from_millis(250));
     assert!(ended - started < Duration::from_secs(5));
 }
 
