@@ -7,4 +7,5 @@ pub mod creds;
 pub mod local;
 pub mod logging;
 pub mod spool;
+pub mod ssh;
 pub mod transport;
