@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rdrunner_actors::filter::NodeFilter;
+
+pub use crate::ssh::KnownHostsPolicy;
+use crate::ssh::SshSettings;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -159,7 +162,7 @@ pub struct RawSsh {
     pub key_store: String,
     /// `strict`, `accept-new` or `off`.
     pub known_hosts_policy: String,
-    /// The system-wide known_hosts consulted; empty = none.
+    /// The operator's known_hosts (OpenSSH format), read, never written.
     pub known_hosts_file: String,
     /// Where `accept-new` records the keys it accepted.
     pub accepted_hosts_file: String,
@@ -178,7 +181,7 @@ impl Default for RawSsh {
         RawSsh {
             key_store: "./runner/keys".to_owned(),
             known_hosts_policy: "strict".to_owned(),
-            known_hosts_file: String::new(),
+            known_hosts_file: "~/.ssh/known_hosts".to_owned(),
             accepted_hosts_file: "./runner/known_hosts".to_owned(),
             default_user: String::new(),
             default_port: 22,
@@ -341,22 +344,39 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// How unknown SSH host keys are treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KnownHostsPolicy {
-    /// Only keys already in a known_hosts file are accepted.
-    Strict,
-    /// A host seen for the first time is accepted and recorded; a changed key is refused.
-    AcceptNew,
-    /// No host key checking at all.
-    Off,
+impl SshConfig {
+    /// The SSH executor's settings.
+    pub fn settings(&self) -> SshSettings {
+        let defaults = SshSettings::default();
+        SshSettings {
+            key_store: self.key_store.clone(),
+            known_hosts_policy: self.known_hosts_policy,
+            known_hosts_file: self.known_hosts_file.clone(),
+            accepted_hosts_file: self.accepted_hosts_file.clone(),
+            default_user: self.default_user.clone().unwrap_or(defaults.default_user),
+            default_port: self.default_port,
+            connect_timeout: self.connect_timeout,
+            call_timeout: self.call_timeout,
+            keepalive_interval: self.keepalive_interval,
+            use_agent: self.use_agent,
+            remote_tmp_dir: self.remote_tmp_dir.clone(),
+        }
+    }
+}
+
+/// `~/x` → `$HOME/x`, as a shell would.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SshConfig {
     pub key_store: PathBuf,
     pub known_hosts_policy: KnownHostsPolicy,
-    pub known_hosts_file: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
     pub accepted_hosts_file: PathBuf,
     pub default_user: Option<String>,
     pub default_port: u16,
@@ -526,7 +546,9 @@ impl Config {
         let ssh = SshConfig {
             key_store: PathBuf::from(&s.key_store),
             known_hosts_policy,
-            known_hosts_file: non_empty(&s.known_hosts_file).map(PathBuf::from),
+            known_hosts_file: non_empty(&s.known_hosts_file)
+                .map(|p| expand_home(&p))
+                .unwrap_or_else(|| SshSettings::default().known_hosts_file),
             accepted_hosts_file: PathBuf::from(&s.accepted_hosts_file),
             default_user: non_empty(&s.default_user),
             default_port: s.default_port,
@@ -878,6 +900,30 @@ mod tests {
         assert_eq!(cfg.spool.fsync, FsyncPolicy::Batch);
         assert_eq!(cfg.ssh.default_port, 22);
         assert_eq!(cfg.ssh.key_store, PathBuf::from("./runner/keys"));
+        let ssh = cfg.ssh.settings();
+        let want = SshSettings::default();
+        assert_eq!(ssh.known_hosts_policy, KnownHostsPolicy::Strict);
+        assert_eq!(ssh.known_hosts_file, want.known_hosts_file);
+        assert_eq!(ssh.accepted_hosts_file, want.accepted_hosts_file);
+        assert_eq!(ssh.default_user, want.default_user);
+        assert_eq!(
+            (
+                ssh.default_port,
+                ssh.connect_timeout,
+                ssh.call_timeout,
+                ssh.keepalive_interval
+            ),
+            (
+                22,
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                Duration::from_secs(15)
+            )
+        );
+        assert_eq!(
+            (ssh.use_agent, ssh.remote_tmp_dir.as_str()),
+            (false, "/tmp")
+        );
         // Every key is listed in the example, set or commented out.
         let text = std::fs::read_to_string(&path).unwrap();
         for (section, keys) in known_keys() {

@@ -5,15 +5,24 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rdrunner::config::Config;
 use rdrunner::creds::Credentials;
+use rdrunner::local::LocalExecutor;
+use rdrunner::logging::Logs;
+use rdrunner::spool::DiskSpool;
+use rdrunner::ssh::SshExecutor;
 use rdrunner::transport::{HttpControlPlane, TransportSettings};
-use rdrunner_actors::model::{CheckinRequest, ShutdownRequest, StartupRequest};
-use rdrunner_actors::{ControlPlane, ControlPlaneError};
+use rdrunner_actors::model::{CheckinRequest, ExecutorKind, Node, ShutdownRequest, StartupRequest};
+use rdrunner_actors::{
+    ControlPlane, ControlPlaneError, NodePredicate, RestartIntensity, Runtime, RuntimeConfig,
+    RuntimeHandle,
+};
+use tokio::signal::unix::SignalKind;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -21,8 +30,9 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  ok
   2  bad usage or configuration (including an unusable credentials file)
-  3  credentials refused by the control plane (401/403)
-  4  control plane unreachable
+  3  credentials refused by the control plane (401/403); `run` exits so only
+     when they are refused at startup, later refusals are retried
+  4  control plane unreachable (`check`; `run` keeps retrying)
   5  supervision escalated: a part of the runner kept failing (the service
      manager should restart it; nothing spooled is lost)
 
@@ -85,6 +95,7 @@ struct Failure {
 const EXIT_USAGE: u8 = 2;
 const EXIT_CREDENTIALS: u8 = 3;
 const EXIT_UNREACHABLE: u8 = 4;
+const EXIT_ESCALATED: u8 = 5;
 
 fn fail(code: u8) -> impl FnOnce(anyhow::Error) -> Failure {
     move |error| Failure { code, error }
@@ -235,11 +246,159 @@ fn check_config(file: &Path) -> Result<(), Failure> {
 fn run(cli: &Cli) -> Result<(), Failure> {
     let env = environment();
     let cfg = load_config(cli, &env)?;
-    let _creds = load_credentials(cli, &cfg, &env)?;
-    Err(Failure {
-        code: EXIT_USAGE,
-        error: anyhow::anyhow!(
-            "`run` needs the supervision runtime of rdrunner-actors, which this build does not include yet"
-        ),
+    let creds = load_credentials(cli, &cfg, &env)?;
+    let logs = Logs::open(&cfg.log, cfg.log.stderr)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_USAGE))?;
+    let result = serve(&cfg, &creds, &logs);
+    match &result {
+        Ok(()) => slog::info!(logs.runner, "rdrunner stopped"),
+        Err(f) => slog::error!(logs.runner, "rdrunner stopped";
+            "error" => format!("{:#}", f.error), "exit_code" => f.code),
+    }
+    // Every line logged so far reaches the files before the process ends.
+    logs.shutdown();
+    result
+}
+
+/// The daemon: the runtime with the HTTPS transport, the executors and the
+/// disk spool, until a drain or an escalation ends it.
+fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> {
+    let log = logs.runner.clone();
+    slog::info!(log, "rdrunner starting";
+        "version" => VERSION,
+        "pid" => std::process::id(),
+        "server" => &creds.server_url,
+        "runner_id" => &creds.runner_id,
+        "max_running" => cfg.runner.max_running,
+        "long_polling" => cfg.runner.long_polling,
+        "allowed_nodes" => cfg.runner.allowed_nodes.as_deref().unwrap_or(".*"),
+        "spool" => %cfg.spool.dir.display(),
+        "logs" => %cfg.log.dir.display());
+    let cp = HttpControlPlane::new(TransportSettings::new(creds, cfg, VERSION), &log)
+        .map_err(anyhow::Error::from)
+        .map_err(fail(EXIT_USAGE))?;
+    let spool = DiskSpool::open(&cfg.spool.dir, cfg.spool.fsync, cfg.spool.segment_bytes)
+        .map_err(|e| anyhow::anyhow!("{e}; check spool.dir"))
+        .map_err(fail(EXIT_USAGE))?;
+    if spool.cut_on_open() > 0 {
+        slog::warn!(log, "the spool ended in a record torn by a crash; it was cut";
+            "bytes" => spool.cut_on_open());
+    }
+    let ssh = SshExecutor::new(cfg.ssh.settings(), log.new(slog::o!("executor" => "ssh")));
+    let allowed_nodes = cfg.runner.allowed_nodes_filter().map(|filter| {
+        let predicate: NodePredicate = Arc::new(move |node: &Node| filter.matches(node));
+        predicate
+    });
+    let runtime_config = RuntimeConfig {
+        hostname: hostname(cfg),
+        version: VERSION.to_owned(),
+        pid: std::process::id(),
+        tags: cfg.runner.tags.clone(),
+        max_running: cfg.runner.max_running,
+        long_polling: cfg.runner.long_polling,
+        poll_interval: cfg.runner.poll_interval,
+        min_checkin_gap: cfg.runner.min_checkin_gap,
+        report_interval: cfg.runner.report_interval,
+        report_batch_max: cfg.runner.report_batch_max,
+        kill_grace: cfg.runner.kill_grace,
+        allowed_nodes,
+        restart_intensity: RestartIntensity {
+            max_restarts: cfg.supervision.max_restarts,
+            within: cfg.supervision.restart_within,
+        },
+        backoff_max: cfg.supervision.backoff_max,
+        request_timeout: cfg.http.request_timeout,
+        ..RuntimeConfig::default()
+    };
+    let drain_timeout = cfg.runner.drain_timeout;
+    let reopener = logs.reopener();
+    let ops_log = logs.operations.clone();
+
+    actix_rt::System::new().block_on(async move {
+        let handle = Runtime::builder()
+            .config(runtime_config)
+            .control_plane(Arc::new(cp))
+            .executor(ExecutorKind::Local, Arc::new(LocalExecutor::new()))
+            .executor(ExecutorKind::Ssh, Arc::new(ssh))
+            .spool(Box::new(spool))
+            .logger(log.clone())
+            .operations_logger(ops_log)
+            .start()
+            .map_err(anyhow::Error::from)
+            .map_err(fail(EXIT_USAGE))?;
+        let signal = |kind: SignalKind| {
+            tokio::signal::unix::signal(kind)
+                .context("cannot install a signal handler")
+                .map_err(fail(EXIT_USAGE))
+        };
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let wait = handle.wait();
+        tokio::pin!(wait);
+        let mut draining = false;
+        let mut started = false;
+        let mut refused: Option<String> = None;
+        let mut startup_watch = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                outcome = &mut wait => {
+                    return match (outcome, refused) {
+                        (_, Some(why)) => Err(Failure {
+                            code: EXIT_CREDENTIALS,
+                            error: anyhow::anyhow!(
+                                "the control plane refused the runner's credentials at startup: {why}; \
+                                 check RUNDECK_RUNNER_ID and RUNDECK_RUNNER_TOKEN, or fetch new credentials"
+                            ),
+                        }),
+                        (Ok(()), None) => Ok(()),
+                        // Escalated, or the System stopped under the runtime.
+                        (Err(e), None) => Err(Failure {
+                            code: EXIT_ESCALATED,
+                            error: anyhow::Error::from(e),
+                        }),
+                    };
+                }
+                _ = term.recv() => shutdown_signal(&handle, &log, &mut draining, drain_timeout, "TERM"),
+                _ = int.recv() => shutdown_signal(&handle, &log, &mut draining, drain_timeout, "INT"),
+                _ = hup.recv() => match reopener.reopen() {
+                    Ok(()) => slog::info!(log, "HUP: log files reopened"),
+                    Err(e) => slog::error!(log, "HUP: cannot reopen the log files"; "error" => %e),
+                },
+                _ = startup_watch.tick(), if !started && refused.is_none() => {
+                    // Refused credentials at startup will not fix themselves:
+                    // exit 3 for an operator to look. Later refusals (a
+                    // regenerated token) are retried slowly by the runtime.
+                    let stats = handle.stats();
+                    if stats.replica_id.is_some() {
+                        started = true;
+                    } else if stats.credentials_refused {
+                        refused = Some(stats.last_error.unwrap_or_else(|| "401/403".into()));
+                        handle.abort_all();
+                    }
+                }
+            }
+        }
     })
+}
+
+/// TERM or INT: the first drains, the second aborts what still runs.
+fn shutdown_signal(
+    handle: &RuntimeHandle,
+    log: &slog::Logger,
+    draining: &mut bool,
+    drain_timeout: Duration,
+    name: &str,
+) {
+    if *draining {
+        slog::warn!(log, "second signal: aborting the running operations"; "signal" => name);
+        handle.abort_all();
+    } else {
+        *draining = true;
+        slog::info!(log, "signal: draining (running operations may finish)";
+            "signal" => name, "drain_timeout_ms" => drain_timeout.as_millis() as u64);
+        // The drain goes on without its future; `wait` sees its end.
+        std::mem::drop(handle.drain(drain_timeout));
+    }
 }
