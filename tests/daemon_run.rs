@@ -261,3 +261,101 @@ async fn refused_credentials_at_startup_exit_3() {
         "{stderr}"
     );
 }
+
+#[actix_rt::test]
+async fn sigterm_lets_a_running_operation_finish_and_hup_reopens_logs() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    setup(&admin, d.path()).await;
+    let mut child = start(d.path());
+
+    // HUP: the log file moved away is replaced by a new one.
+    let logs = d.path().join("runner/logs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_file(d.path(), "runner.log").contains("rdrunner starting") {
+        assert!(Instant::now() < deadline, "runner.log was not written");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::rename(logs.join("runner.log"), logs.join("runner.log.moved")).unwrap();
+    signal(&child, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_file(d.path(), "runner.log").contains("log files reopened") {
+        assert!(Instant::now() < deadline, "no new runner.log after HUP");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let exec = admin
+        .submit_execution(
+            "p",
+            &SubmitExecution::new(vec![command("echo begun; sleep 1; echo finished")], ".*"),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !admin
+        .all_output(exec)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.text == "begun")
+    {
+        assert!(Instant::now() < deadline, "the step did not start");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "TERM");
+    assert_eq!(
+        exit_code(&mut child, Duration::from_secs(20)).await,
+        Some(0)
+    );
+    let status = admin.execution(exec).await.unwrap();
+    assert_eq!(status.state, RunState::Succeeded, "{status:?}");
+    let out = admin.all_output(exec).await.unwrap();
+    assert!(out.iter().any(|e| e.text == "finished"));
+}
+
+#[actix_rt::test]
+async fn two_replicas_share_the_work_each_operation_runs_once() {
+    let h = harness();
+    let admin = h.admin();
+    let d1 = tempfile::tempdir().unwrap();
+    let runner_id = setup(&admin, d1.path()).await;
+    // The second replica: same credentials, its own spool and logs.
+    let d2 = tempfile::tempdir().unwrap();
+    for f in [".rdrunner-creds", "runner.toml"] {
+        std::fs::copy(d1.path().join(f), d2.path().join(f)).unwrap();
+    }
+    let mut a = start(d1.path());
+    let mut b = start(d2.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin.get_runner(&runner_id).await.unwrap().replicas.len() < 2 {
+        assert!(Instant::now() < deadline, "two replicas did not register");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut execs = Vec::new();
+    for i in 0..6 {
+        let step = command(&format!("echo run {i}"));
+        execs.push(
+            admin
+                .submit_execution("p", &SubmitExecution::new(vec![step], ".*"))
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, exec) in execs.iter().enumerate() {
+        let status = admin
+            .wait_terminal(*exec, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(status.state, RunState::Succeeded, "{status:?}");
+        let out = admin.all_output(*exec).await.unwrap();
+        let runs = out.iter().filter(|e| e.text == format!("run {i}")).count();
+        assert_eq!(runs, 1, "execution {exec} ran {runs} times");
+        let op = &status.operations[0].id;
+        assert_eq!(h.duplicates_dropped(op), 0);
+    }
+    signal(&a, "TERM");
+    signal(&b, "TERM");
+    assert_eq!(exit_code(&mut a, Duration::from_secs(20)).await, Some(0));
+    assert_eq!(exit_code(&mut b, Duration::from_secs(20)).await, Some(0));
+}
