@@ -231,6 +231,18 @@ fn print_config(cli: &Cli) -> Result<(), Failure> {
     let env = environment();
     let cfg = load_config(cli, &env)?;
     print!("{}", cfg.to_redacted_toml());
+    // The credentials in use, the token redacted (its Display does that).
+    println!();
+    match load_credentials(cli, &cfg, &env) {
+        Ok(c) => println!(
+            "# credentials ({}): runner id {}, server {}, token {}",
+            cli.creds.display(),
+            c.runner_id,
+            c.server_url,
+            c.token
+        ),
+        Err(f) => println!("# credentials: {:#}", f.error),
+    }
     Ok(())
 }
 
