@@ -20,3 +20,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== runner.example.toml is a valid configuration"
+cargo run --quiet -- config --check runner.example.toml
