@@ -215,7 +215,7 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
         .count();
     println!("copied files present: {copied}/{}", nodes.len());
     println!(
-        "runner logs: {}  (runner.log, operations.log)",
+        "runner logs: {} (runner.log, operations.log; removed on exit unless --keep)",
         runner_dir.join("logs").display()
     );
     if let Ok(ops) = std::fs::read_to_string(runner_dir.join("logs/operations.log")) {

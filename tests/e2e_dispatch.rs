@@ -13,16 +13,16 @@ use rdrunner_harness::{ExecutionStatus, RunState, SubmitExecution};
 
 const NODES: [&str; 5] = ["n1", "n2", "n3", "n4", "n5"];
 
-/// n2 fails at once (exit 3); n1 waits until n2 has failed and then a
-/// little longer, so that n2's failure is known while n1 still holds the
-/// other slot; the others take 0.3 s. Every step logs its start and end.
+/// n2 fails at once (exit 3); n1 waits until n2 has failed and then 2 s
+/// longer, so that the runner learns of n2's failure while n1 still holds
+/// the other slot; the others take 0.3 s. Every step logs its start and end.
 fn job(world: &World, keep_going: bool) -> SubmitExecution {
     let d = world.scratch().display().to_string();
     let command = format!(
         "echo start ${{node.name}} $(date +%s%N) >> {d}/timeline; \
          case ${{node.name}} in \
            n2) touch {d}/n2-failed; echo n2 fails >&2; rc=3;; \
-           n1) i=0; while [ ! -e {d}/n2-failed ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; sleep 1;; \
+           n1) i=0; while [ ! -e {d}/n2-failed ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; sleep 2;; \
            *) sleep 0.3;; \
          esac; \
          echo end ${{node.name}} $(date +%s%N) >> {d}/timeline; exit ${{rc:-0}}"
