@@ -57,7 +57,15 @@ async fn an_abort_stops_every_process_of_the_running_steps() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(left.is_empty(), "processes left on the node: {left:?}");
+    if !left.is_empty() {
+        // Do not leave them behind when the test fails.
+        for pid in left.iter().filter_map(|l| l.split_whitespace().next()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+        panic!("processes left on the node: {left:?}");
+    }
     let output = admin.all_output(id).await.expect("output");
     assert!(
         !output.iter().any(|e| e.text == "not reached"),
