@@ -10,7 +10,7 @@
 //! exit status is 0 only when the job succeeded.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -407,7 +407,7 @@ fn seconds_of_day(ts: &str) -> Option<f64> {
 }
 
 /// Writes a file only its owner can read (`.rdrunner-creds` must be 0600).
-fn write_private(path: &PathBuf, bytes: &[u8]) -> std::io::Result<()> {
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
