@@ -20,6 +20,7 @@ mod persist;
 pub mod proxy;
 pub mod routes;
 mod server;
+pub mod sshd;
 pub mod state;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,585 @@
+//! The StepWorker: runs one operation. Nodes are dispatched in rank order,
+//! `threadCount` at a time, each node's steps in order on a thread of its
+//! own (never on an actor thread); output is masked and streamed line by
+//! line to the report intake; step and operation timeouts and cancels fire
+//! the executor's `AbortSignal`.
+//!
+//! A StepWorker is a `temporary` child: if it dies, its operation is reported
+//! failed with the cause (see the registry) and its node steps are never
+//! re-run, since a step may not be idempotent.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use slog::{error, info, warn};
+
+use crate::context::{DataContext, Masker};
+use crate::executor::{AbortReason, AbortSignal, StepOutcome, StepRequest};
+use crate::failpoints::fail_point;
+use crate::model::{
+    Dispatch, LogReport, Node, NodeReport, OpReport, Operation, RankOrder, ReportBody, State,
+    Stream,
+};
+use crate::registry::finish_operation;
+use crate::runtime::Shared;
+use crate::supervisor::{panic_message, StopChild};
+
+/// The abort of a whole operation: fires every node step's signal, those
+/// running and those yet to start. The first reason wins.
+#[derive(Debug, Clone, Default)]
+pub struct OperationAbort {
+    inner: Arc<Mutex<AbortState>>,
+}
+
+#[derive(Debug, Default)]
+struct AbortState {
+    reason: Option<AbortReason>,
+    children: Vec<AbortSignal>,
+}
+
+impl OperationAbort {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn abort(&self, reason: AbortReason) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.reason.is_none() {
+            g.reason = Some(reason);
+        }
+        let reason = g.reason.unwrap_or(reason);
+        for c in g.children.drain(..) {
+            c.abort(reason);
+        }
+    }
+
+    pub fn reason(&self) -> Option<AbortReason> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).reason
+    }
+
+    /// A signal for one node step, already fired if the operation is aborted.
+    pub fn child(&self) -> AbortSignal {
+        let signal = AbortSignal::new();
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match g.reason {
+            Some(r) => signal.abort(r),
+            None => {
+                g.children.retain(|c| !c.is_aborted());
+                g.children.push(signal.clone());
+            }
+        }
+        signal
+    }
+}
+
+/// Nodes in dispatch order: by `rank_attribute` (numerically when both
+/// values are numbers), nodes without it last, ties by name; reversed for
+/// `descending`.
+pub fn dispatch_order(nodes: &[Node], dispatch: &Dispatch) -> Vec<Node> {
+    let key = |n: &Node| n.attribute(&dispatch.rank_attribute);
+    let mut sorted = nodes.to_vec();
+    sorted.sort_by(|a, b| {
+        let ord = match (key(a), key(b)) {
+            (Some(x), Some(y)) => match (x.parse::<f64>(), y.parse::<f64>()) {
+                (Ok(p), Ok(q)) => p.partial_cmp(&q).unwrap_or(Ordering::Equal),
+                _ => x.cmp(&y),
+            },
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => Ordering::Equal,
+        };
+        let ord = ord.then_with(|| a.name.cmp(&b.name));
+        match dispatch.rank_order {
+            RankOrder::Ascending => ord,
+            RankOrder::Descending => ord.reverse(),
+        }
+    });
+    sorted
+}
+
+/// How one node step ended, as reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStepResult {
+    pub state: State,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+}
+
+/// Turns what `execute` returned (or its panic) and the step's abort
+/// reason into the node report.
+pub fn classify(
+    result: Result<Result<StepOutcome, crate::executor::ExecutorError>, String>,
+    aborted: Option<AbortReason>,
+    step_timeout: Option<Duration>,
+) -> NodeStepResult {
+    let exit_code = match &result {
+        Ok(Ok(o)) => o.exit_code,
+        _ => None,
+    };
+    match (aborted, result) {
+        (Some(AbortReason::TimedOut), _) => NodeStepResult {
+            state: State::Timedout,
+            exit_code,
+            message: Some(match step_timeout {
+                Some(t) => format!("timed out after {} ms", t.as_millis()),
+                None => "the operation timed out".into(),
+            }),
+        },
+        (Some(AbortReason::Cancelled), _) => NodeStepResult {
+            state: State::Aborted,
+            exit_code,
+            message: Some("cancelled".into()),
+        },
+        (Some(AbortReason::Shutdown), _) => NodeStepResult {
+            state: State::Aborted,
+            exit_code,
+            message: Some("aborted: the runner is shutting down".into()),
+        },
+        (None, Ok(Ok(o))) if o.succeeded() => NodeStepResult {
+            state: State::Succeeded,
+            exit_code,
+            message: o.message,
+        },
+        (None, Ok(Ok(o))) => NodeStepResult {
+            state: State::Failed,
+            exit_code,
+            message: Some(
+                o.message
+                    .unwrap_or_else(|| match (&o.exit_code, &o.signal) {
+                        (_, Some(sig)) => format!("killed by signal {sig}"),
+                        (Some(c), None) => format!("exited with status {c}"),
+                        (None, None) => "ended without an exit status".into(),
+                    }),
+            ),
+        },
+        (None, Ok(Err(e))) => NodeStepResult {
+            state: State::Failed,
+            exit_code: None,
+            message: Some(e.message),
+        },
+        (None, Err(panic)) => NodeStepResult {
+            state: State::Failed,
+            exit_code: None,
+            message: Some(format!("the node step panicked: {panic}")),
+        },
+    }
+}
+
+/// From a node thread to its worker.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum NodeEvent {
+    /// A node step started: arm its timeout.
+    StepStarted {
+        token: u64,
+        signal: AbortSignal,
+        timeout: Duration,
+    },
+    /// The node step ended: disarm it.
+    StepEnded { token: u64 },
+    /// All of a node's steps ended (or one failed).
+    NodeDone { node: String, ok: bool },
+}
+
+/// The StepWorker actor: a thin shell over the dispatch state below.
+pub struct StepWorker {
+    shared: Arc<Shared>,
+    op: Arc<Operation>,
+    abort: OperationAbort,
+    masker: Arc<Masker>,
+    pending: VecDeque<Node>,
+    running: usize,
+    failed_nodes: Vec<String>,
+    timers: HashMap<u64, SpawnHandle>,
+    next_token: Arc<std::sync::atomic::AtomicU64>,
+    finished: bool,
+}
+
+impl StepWorker {
+    pub(crate) fn new(shared: Arc<Shared>, op: Arc<Operation>, abort: OperationAbort) -> Self {
+        let masker = Arc::new(Masker::for_operation(&op));
+        let pending = dispatch_order(&op.nodes, &op.dispatch).into();
+        StepWorker {
+            shared,
+            op,
+            abort,
+            masker,
+            pending,
+            running: 0,
+            failed_nodes: Vec::new(),
+            timers: HashMap::new(),
+            next_token: Default::default(),
+            finished: false,
+        }
+    }
+
+    fn may_dispatch(&self) -> bool {
+        self.abort.reason().is_none()
+            && (self.op.dispatch.keep_going || self.failed_nodes.is_empty())
+    }
+
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let threads = self.op.dispatch.thread_count.max(1) as usize;
+        while self.running < threads && self.may_dispatch() {
+            let Some(node) = self.pending.pop_front() else {
+                break;
+            };
+            self.running += 1;
+            let job = NodeJob {
+                shared: self.shared.clone(),
+                op: self.op.clone(),
+                node,
+                abort: self.abort.clone(),
+                masker: self.masker.clone(),
+                worker: ctx.address().recipient(),
+                tokens: self.next_token.clone(),
+            };
+            let name = format!("node-{}", job.node.name);
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || job.run());
+            if let Err(e) = spawned {
+                error!(self.shared.log, "could not start a node step thread"; "error" => %e);
+                self.running -= 1;
+                self.failed_nodes.push(format!("(thread: {e})"));
+            }
+        }
+        if self.running == 0 && (self.pending.is_empty() || !self.may_dispatch()) {
+            self.finish(ctx);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let (state, message) = match self.abort.reason() {
+            Some(AbortReason::Cancelled) => (State::Aborted, Some("cancelled".to_owned())),
+            Some(AbortReason::Shutdown) => (
+                State::Aborted,
+                Some("aborted: the runner is shutting down".to_owned()),
+            ),
+            Some(AbortReason::TimedOut) => (
+                State::Timedout,
+                Some(format!(
+                    "timed out after {} ms",
+                    self.op.timeout_ms.unwrap_or_default()
+                )),
+            ),
+            None if self.failed_nodes.is_empty() => (State::Succeeded, None),
+            None => (
+                State::Failed,
+                Some(format!(
+                    "{} node(s) failed: {}",
+                    self.failed_nodes.len(),
+                    self.failed_nodes.join(", ")
+                )),
+            ),
+        };
+        info!(self.shared.log, "operation ended"; "op" => &self.op.id, "state" => state.as_str());
+        finish_operation(&self.shared, &self.op.id, state, message);
+        ctx.stop();
+    }
+}
+
+impl Actor for StepWorker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.shared.intake.push(
+            &self.op.id,
+            ReportBody::Op(OpReport {
+                state: State::Running,
+                message: None,
+            }),
+        );
+        fail_point!(self.shared.fail_points, "step_worker::started");
+        if let Some(ms) = self.op.timeout_ms {
+            let abort = self.abort.clone();
+            ctx.run_later(Duration::from_millis(ms), move |_, _| {
+                abort.abort(AbortReason::TimedOut)
+            });
+        }
+        self.dispatch(ctx);
+    }
+}
+
+impl Handler<NodeEvent> for StepWorker {
+    type Result = ();
+
+    fn handle(&mut self, ev: NodeEvent, ctx: &mut Context<Self>) {
+        match ev {
+            NodeEvent::StepStarted {
+                token,
+                signal,
+                timeout,
+            } => {
+                let handle =
+                    ctx.run_later(timeout, move |_, _| signal.abort(AbortReason::TimedOut));
+                self.timers.insert(token, handle);
+            }
+            NodeEvent::StepEnded { token } => {
+                if let Some(h) = self.timers.remove(&token) {
+                    ctx.cancel_future(h);
+                }
+            }
+            NodeEvent::NodeDone { node, ok } => {
+                self.running -= 1;
+                if !ok {
+                    self.failed_nodes.push(node);
+                }
+                self.dispatch(ctx);
+            }
+        }
+    }
+}
+
+/// Asked to stop (shutdown): abort the node steps and end once they have.
+impl Handler<StopChild> for StepWorker {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+        self.abort.abort(AbortReason::Shutdown);
+        self.dispatch(ctx);
+    }
+}
+
+/// One node's steps, run on a thread of their own.
+struct NodeJob {
+    shared: Arc<Shared>,
+    op: Arc<Operation>,
+    node: Node,
+    abort: OperationAbort,
+    masker: Arc<Masker>,
+    worker: Recipient<NodeEvent>,
+    tokens: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NodeJob {
+    fn run(self) {
+        let ok = match catch_unwind(AssertUnwindSafe(|| self.steps())) {
+            Ok(ok) => ok,
+            Err(p) => {
+                let msg = panic_message(&*p);
+                error!(self.shared.log, "node step thread panicked"; "op" => &self.op.id,
+                    "node" => &self.node.name, "panic" => &msg);
+                self.report(
+                    1,
+                    NodeStepResult {
+                        state: State::Failed,
+                        exit_code: None,
+                        message: Some(format!("the runner failed on this node: {msg}")),
+                    },
+                );
+                false
+            }
+        };
+        self.worker.do_send(NodeEvent::NodeDone {
+            node: self.node.name.clone(),
+            ok,
+        });
+    }
+
+    fn report(&self, step: u32, r: NodeStepResult) {
+        // An executor's error text may quote the command, secrets included.
+        let message = r.message.map(|m| self.masker.mask(m));
+        self.shared.intake.push(
+            &self.op.id,
+            ReportBody::Node(NodeReport {
+                node: self.node.name.clone(),
+                step,
+                state: r.state,
+                exit_code: r.exit_code,
+                message,
+            }),
+        );
+    }
+
+    fn refuse(&self, message: String) -> bool {
+        warn!(self.shared.log, "node refused"; "op" => &self.op.id, "node" => &self.node.name,
+            "reason" => &message);
+        self.report(
+            1,
+            NodeStepResult {
+                state: State::Failed,
+                exit_code: None,
+                message: Some(message),
+            },
+        );
+        false
+    }
+
+    /// Runs every step on the node; `false` when one did not succeed.
+    fn steps(&self) -> bool {
+        let node = &self.node;
+        if let Some(allowed) = &self.shared.config.allowed_nodes {
+            if !allowed(node) {
+                return self.refuse(format!(
+                    "node {} ({}) is outside this runner's allowedNodes filter; the runner refuses to run steps on it (widen allowed_nodes in the runner's config if it should)",
+                    node.name, node.hostname
+                ));
+            }
+        }
+        let Some(executor) = self.shared.executors.get(&node.executor).cloned() else {
+            return self.refuse(format!(
+                "node {} uses the {} executor, which this runner does not have; configure one or change the node's executor",
+                node.name,
+                node.executor.as_str()
+            ));
+        };
+        let data = DataContext::new(&self.op, node);
+        let env = data.env();
+        let step_timeout = self.op.step_timeout_ms.map(Duration::from_millis);
+        for (i, step) in self.op.steps.iter().enumerate() {
+            let index = i as u32 + 1;
+            if self.abort.reason().is_some() {
+                return false;
+            }
+            fail_point!(self.shared.fail_points, "step_worker::node");
+            self.report(
+                index,
+                NodeStepResult {
+                    state: State::Running,
+                    exit_code: None,
+                    message: None,
+                },
+            );
+            let signal = self.abort.child();
+            let token = self
+                .tokens
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(timeout) = step_timeout {
+                self.worker.do_send(NodeEvent::StepStarted {
+                    token,
+                    signal: signal.clone(),
+                    timeout,
+                });
+            }
+            let req = StepRequest {
+                op_id: self.op.id.clone(),
+                execution: self.op.execution.clone(),
+                node: node.clone(),
+                step_index: index,
+                step: data.expand_step(step),
+                env: env.clone(),
+                kill_grace: self.shared.config.kill_grace,
+            };
+            let (shared, masker, op_id, node_name) = (
+                self.shared.clone(),
+                self.masker.clone(),
+                self.op.id.clone(),
+                node.name.clone(),
+            );
+            let mut sink = move |stream: Stream, text: String| {
+                shared.intake.push(
+                    &op_id,
+                    ReportBody::Log(LogReport {
+                        node: node_name.clone(),
+                        step: index,
+                        stream,
+                        text: masker.mask(text),
+                    }),
+                );
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                executor.execute(&req, &mut sink, &signal)
+            }))
+            .map_err(|p| self.masker.mask(panic_message(&*p)));
+            if step_timeout.is_some() {
+                self.worker.do_send(NodeEvent::StepEnded { token });
+            }
+            let r = classify(result, signal.reason(), step_timeout);
+            let ok = r.state == State::Succeeded;
+            self.report(index, r);
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::{ExecutorError, ExecutorErrorKind};
+
+    fn node(name: &str, rank: Option<&str>) -> Node {
+        let mut n = Node::local(name);
+        if let Some(r) = rank {
+            n.attributes.insert("rank".into(), r.into());
+        }
+        n
+    }
+
+    fn names(nodes: &[Node]) -> Vec<&str> {
+        nodes.iter().map(|n| n.name.as_str()).collect()
+    }
+
+    #[test]
+    fn nodes_are_dispatched_in_rank_order() {
+        let nodes = vec![
+            node("c", Some("10")),
+            node("a", Some("9")),
+            node("b", None),
+            node("d", Some("10")),
+        ];
+        let mut d = Dispatch {
+            rank_attribute: "rank".into(),
+            ..Dispatch::default()
+        };
+        assert_eq!(names(&dispatch_order(&nodes, &d)), ["a", "c", "d", "b"]);
+        d.rank_order = RankOrder::Descending;
+        assert_eq!(names(&dispatch_order(&nodes, &d)), ["b", "d", "c", "a"]);
+        let by_name = dispatch_order(&nodes, &Dispatch::default());
+        assert_eq!(names(&by_name), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn node_step_results_follow_the_abort_reason_first() {
+        let ok = Ok(Ok(StepOutcome::exited(0)));
+        assert_eq!(classify(ok.clone(), None, None).state, State::Succeeded);
+        let r = classify(Ok(Ok(StepOutcome::exited(3))), None, None);
+        assert_eq!((r.state, r.exit_code), (State::Failed, Some(3)));
+        assert_eq!(
+            classify(
+                ok.clone(),
+                Some(AbortReason::TimedOut),
+                Some(Duration::from_millis(50))
+            ),
+            NodeStepResult {
+                state: State::Timedout,
+                exit_code: Some(0),
+                message: Some("timed out after 50 ms".into())
+            }
+        );
+        assert_eq!(
+            classify(ok, Some(AbortReason::Cancelled), None).state,
+            State::Aborted
+        );
+        let e = ExecutorError::new(ExecutorErrorKind::ConnectionRefused, "web1: refused");
+        assert_eq!(
+            classify(Ok(Err(e)), None, None).message.as_deref(),
+            Some("web1: refused")
+        );
+        assert_eq!(
+            classify(Err("oops".into()), None, None).message.as_deref(),
+            Some("the node step panicked: oops")
+        );
+    }
+
+    #[test]
+    fn an_operation_abort_reaches_steps_started_before_and_after() {
+        let a = OperationAbort::new();
+        let early = a.child();
+        a.abort(AbortReason::Cancelled);
+        a.abort(AbortReason::Shutdown);
+        assert_eq!(early.reason(), Some(AbortReason::Cancelled));
+        assert_eq!(a.child().reason(), Some(AbortReason::Cancelled));
+    }
+}

@@ -1,0 +1,250 @@
+//! The remote side of a node step: the shell wrapper every step runs in, and
+//! the filter that takes the wrapper's own records back out of stdout.
+//!
+//! The wrapper is run by the node's login shell. OpenSSH starts that shell as
+//! a session leader (`setsid`), so its pid is the id of a process group of
+//! its own that holds every process of the step: aborting kills that group.
+//! The wrapper prints two records on stdout, each a line starting with a
+//! per-step random marker that no step output can guess: the group id first,
+//! then the step's exit code when the step's command ends. The exit-code
+//! record is what tells a real exit 0 from a channel the server closed
+//! without an exit status (libssh2 reports 0 for both).
+
+use rdrunner_actors::context::shell_quote;
+use rdrunner_actors::ExecutorError;
+use rdrunner_actors::ExecutorErrorKind;
+
+/// Record separator: the first byte of every marker, rare in real output.
+const MARKER_START: u8 = 0x1e;
+/// Longest record payload kept (`pgid=…` / `rc=…`); longer is not ours.
+const MAX_RECORD: usize = 64;
+
+/// A fresh marker: the record separator, a tag and 128 random bits in hex.
+pub(crate) fn new_marker() -> String {
+    let bits: u128 = rand::random();
+    format!("{}rdrunner-{bits:032x} ", MARKER_START as char)
+}
+
+/// Builds the wrapper for `command` (a shell command line, run by the login
+/// shell `$SHELL` as a child so that an `exit` in it cannot skip the exit
+/// record), with `env` exported first.
+///
+/// Every value reaches the shell single-quoted, so no value can change the
+/// command's shape; names must be shell identifiers.
+pub(crate) fn wrapper(
+    marker: &str,
+    env: &[(String, String)],
+    command: &str,
+) -> Result<String, ExecutorError> {
+    // The marker starts with \036, which printf writes from its octal escape.
+    let tag = &marker[1..];
+    let mut w = format!("printf '\\036{tag}pgid=%s\\n' \"$$\";");
+    for (name, value) in env {
+        if !is_identifier(name) {
+            return Err(ExecutorError::new(
+                ExecutorErrorKind::Config,
+                format!("environment variable name {name:?} is not a shell identifier"),
+            ));
+        }
+        w.push_str(&format!(" export {name}={};", shell_quote(value)));
+    }
+    w.push_str(&format!(
+        " \"${{SHELL:-/bin/sh}}\" -c {}; rc=$?; printf '\\036{tag}rc=%s\\n' \"$rc\"; exit \"$rc\"",
+        shell_quote(command)
+    ));
+    Ok(w)
+}
+
+/// The remote command that ends process group `pgid`: TERM, up to
+/// `grace_tenths` tenths of a second for the group to go, then KILL.
+pub(crate) fn terminate_group(pgid: u32, grace_tenths: u64) -> String {
+    format!(
+        "kill -TERM -{pgid} 2>/dev/null; i=0; \
+         while kill -0 -{pgid} 2>/dev/null && [ $i -lt {grace_tenths} ]; do \
+         sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; \
+         if kill -0 -{pgid} 2>/dev/null; then kill -KILL -{pgid} 2>/dev/null; echo killed; fi; exit 0"
+    )
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A record the wrapper printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// The id of the step's process group.
+    ProcessGroup(u32),
+    /// The step's command ended with this exit code.
+    ExitCode(i32),
+}
+
+/// Takes marker records out of a byte stream, passing every other byte
+/// through unchanged and in order.
+#[derive(Debug)]
+pub(crate) struct MarkerFilter {
+    marker: Vec<u8>,
+    /// A tail that may be the start of a marker cut by a chunk boundary.
+    held: Vec<u8>,
+    /// Payload of a record being read, up to its newline.
+    record: Option<Vec<u8>>,
+}
+
+impl MarkerFilter {
+    pub(crate) fn new(marker: &str) -> Self {
+        MarkerFilter {
+            marker: marker.as_bytes().to_vec(),
+            held: Vec::new(),
+            record: None,
+        }
+    }
+
+    /// Feeds `data`: output bytes go to `out`, records to `rec`.
+    pub(crate) fn push(
+        &mut self,
+        data: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+        rec: &mut dyn FnMut(Record),
+    ) {
+        let joined;
+        let mut buf: &[u8] = if self.held.is_empty() {
+            data
+        } else {
+            let mut j = std::mem::take(&mut self.held);
+            j.extend_from_slice(data);
+            joined = j;
+            &joined
+        };
+        while !buf.is_empty() {
+            if let Some(payload) = &mut self.record {
+                match buf.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        extend_bounded(payload, &buf[..i]);
+                        if let Some(r) = parse_record(payload) {
+                            rec(r);
+                        }
+                        self.record = None;
+                        buf = &buf[i + 1..];
+                    }
+                    None => {
+                        extend_bounded(payload, buf);
+                        return;
+                    }
+                }
+                continue;
+            }
+            match buf.iter().position(|b| *b == MARKER_START) {
+                None => {
+                    out(buf);
+                    return;
+                }
+                Some(i) => {
+                    if i > 0 {
+                        out(&buf[..i]);
+                    }
+                    let rest = &buf[i..];
+                    if rest.starts_with(&self.marker) {
+                        self.record = Some(Vec::new());
+                        buf = &rest[self.marker.len()..];
+                    } else if rest.len() < self.marker.len() && self.marker.starts_with(rest) {
+                        self.held = rest.to_vec();
+                        return;
+                    } else {
+                        out(&rest[..1]);
+                        buf = &rest[1..];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes on what is held back at the end of the stream.
+    pub(crate) fn finish(&mut self, out: &mut dyn FnMut(&[u8])) {
+        if !self.held.is_empty() {
+            out(&std::mem::take(&mut self.held));
+        }
+    }
+}
+
+fn extend_bounded(payload: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_RECORD.saturating_sub(payload.len());
+    payload.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+fn parse_record(payload: &[u8]) -> Option<Record> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if let Some(v) = text.strip_prefix("pgid=") {
+        v.parse().ok().map(Record::ProcessGroup)
+    } else if let Some(v) = text.strip_prefix("rc=") {
+        v.parse().ok().map(Record::ExitCode)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(marker: &str, chunks: &[&[u8]]) -> (Vec<u8>, Vec<Record>) {
+        let mut f = MarkerFilter::new(marker);
+        let mut out = Vec::new();
+        let mut recs = Vec::new();
+        for c in chunks {
+            f.push(c, &mut |b| out.extend_from_slice(b), &mut |r| recs.push(r));
+        }
+        f.finish(&mut |b| out.extend_from_slice(b));
+        (out, recs)
+    }
+
+    #[test]
+    fn records_are_taken_out_and_output_kept() {
+        let m = "\x1eMK ";
+        let (out, recs) = run(m, &[b"\x1eMK pgid=42\nhello\nwor", b"ld\x1eMK rc=3\n"]);
+        assert_eq!(out, b"hello\nworld");
+        assert_eq!(recs, vec![Record::ProcessGroup(42), Record::ExitCode(3)]);
+    }
+
+    #[test]
+    fn marker_split_across_every_chunk_boundary() {
+        let m = "\x1eMARK ";
+        let input = b"ab\x1eMARK pgid=7\ncd\x1e\x1eMARX\x1eMARK rc=0\n";
+        for cut in 0..input.len() {
+            let (out, recs) = run(m, &[&input[..cut], &input[cut..]]);
+            assert_eq!(out, b"abcd\x1e\x1eMARX", "cut at {cut}");
+            assert_eq!(
+                recs,
+                vec![Record::ProcessGroup(7), Record::ExitCode(0)],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_marker_at_the_end_is_output() {
+        let (out, recs) = run("\x1eMARK ", &[b"x\x1eMA"]);
+        assert_eq!(out, b"x\x1eMA");
+        assert!(recs.is_empty());
+    }
+
+    #[test]
+    fn wrapper_quotes_values_and_rejects_bad_names() {
+        let env = vec![("RD_OPTION_X".to_owned(), "a'b; $(id)".to_owned())];
+        let w = wrapper("\x1eM ", &env, "echo hi").unwrap();
+        assert!(w.contains(r#"export RD_OPTION_X='a'\''b; $(id)';"#), "{w}");
+        assert!(w.contains(r#""${SHELL:-/bin/sh}" -c 'echo hi';"#), "{w}");
+        let bad = vec![("X;rm".to_owned(), "v".to_owned())];
+        assert_eq!(
+            wrapper("\x1eM ", &bad, "true").unwrap_err().kind,
+            ExecutorErrorKind::Config
+        );
+    }
+
+    #[test]
+    fn markers_differ() {
+        assert_ne!(new_marker(), new_marker());
+        assert!(new_marker().starts_with('\x1e'));
+    }
+}
