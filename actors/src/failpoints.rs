@@ -61,7 +61,13 @@ impl FailPoints {
     /// Arms `name` so that each time it is reached it fires with
     /// `probability`, decided by a generator seeded with `seed` (the same
     /// seed and the same order of arrivals fire the same times).
-    pub fn set_with_probability(&self, name: &str, action: FailAction, probability: f64, seed: u64) {
+    pub fn set_with_probability(
+        &self,
+        name: &str,
+        action: FailAction,
+        probability: f64,
+        seed: u64,
+    ) {
         use rand::SeedableRng;
         self.lock().insert(
             name.to_owned(),
@@ -84,15 +90,14 @@ impl FailPoints {
     }
 
     fn arm(&self, name: &str, action: FailAction, remaining: Option<u32>) {
-        self.lock()
-            .insert(
-                name.to_owned(),
-                Armed {
-                    action,
-                    remaining,
-                    chance: None,
-                },
-            );
+        self.lock().insert(
+            name.to_owned(),
+            Armed {
+                action,
+                remaining,
+                chance: None,
+            },
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Armed>> {

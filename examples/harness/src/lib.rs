@@ -16,6 +16,7 @@ pub mod admin_api;
 pub mod client;
 pub mod error;
 pub mod faults;
+pub mod invariants;
 mod persist;
 pub mod proxy;
 pub mod routes;
