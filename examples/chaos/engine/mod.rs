@@ -17,6 +17,7 @@ pub mod world;
 
 use std::time::Instant;
 
+#[allow(unused_imports)]
 pub use scenarios::{Options, BREAKS, SCENARIOS};
 pub use verdict::Row;
 

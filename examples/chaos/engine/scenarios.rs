@@ -10,7 +10,7 @@ use rdrunner_harness::invariants::Window;
 use rdrunner_harness::{Fault, FaultPlan, FaultRule, RouteName};
 
 use super::child::ChildFailPoint;
-use super::verdict::{judge, Bounds, Row};
+use super::verdict::{check_processes, judge, Bounds, Row};
 use super::world::{Expect, World, LONG_POLL_MS};
 
 /// Every scenario, in the order `all` runs them.
@@ -94,7 +94,7 @@ impl Options {
                 name: "poller::checkin".into(),
                 action: "delay".into(),
                 delay_ms: 3000,
-                probability: Some(0.3),
+                probability: None,
                 seed: self.seed,
             }]
         } else {
@@ -144,6 +144,7 @@ async fn finish(world: &mut World, name: &str, bounds: Bounds, row: &mut Row, wi
             within.as_secs_f64()
         ));
     }
+    check_processes(world, row).await;
     world.stop_runner().await;
     judge(world, name, bounds, row).await;
     world.keep = world_keep();

@@ -48,7 +48,27 @@ pub struct Bounds {
     pub rss_mb: Option<f64>,
 }
 
-/// Checks every invariant on `world`.
+/// No process of an ended step may be left on its node: checked once every
+/// operation is terminal and while the runner still runs (its end would
+/// take the processes whose output it reads with it), with a bounded wait
+/// for the kill grace.
+pub async fn check_processes(world: &World, row: &mut Row) {
+    let start = std::time::Instant::now();
+    let mut left = world.marked_processes();
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(3) {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        left = world.marked_processes();
+    }
+    if !left.is_empty() {
+        row.failures.push(format!(
+            "{} step processes left running after their operations ended (pids {:?})",
+            left.len(),
+            left
+        ));
+    }
+}
+
+/// Checks the other invariants on `world`, once its runner has stopped.
 pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut Row) {
     row.scenario = scenario.to_owned();
     row.submitted = world.submitted.len();
@@ -183,21 +203,6 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
         }
     } else {
         row.failures.push("no two check-ins observed".into());
-    }
-
-    // 3. No process of an ended step left (bounded wait: the kill grace).
-    let start = std::time::Instant::now();
-    let mut left = world.marked_processes();
-    while !left.is_empty() && start.elapsed() < Duration::from_secs(3) {
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-        left = world.marked_processes();
-    }
-    if !left.is_empty() {
-        row.failures.push(format!(
-            "{} step processes left running after their operations ended (pids {:?})",
-            left.len(),
-            left
-        ));
     }
 
     // 4. Restarts, escalations, memory.
