@@ -11,7 +11,7 @@ use rdrunner_harness::{Fault, FaultPlan, FaultRule, RouteName};
 
 use super::child::ChildFailPoint;
 use super::verdict::{check_processes, judge, Bounds, Row};
-use super::world::{Expect, World, LONG_POLL_MS};
+use super::world::{Expect, Lines, World, LONG_POLL_MS};
 
 /// Every scenario, in the order `all` runs them.
 pub const SCENARIOS: &[(&str, &str)] = &[
@@ -171,14 +171,8 @@ async fn outage(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     let n = 50 * (2 * outage.as_secs() + 2);
     for _ in 0..opts.pick(6, 10) {
         let cmd = w.paced_command(n, 10, 0.2);
-        w.submit(
-            &nodes(2),
-            cmd,
-            World::numbered_lines(n),
-            Expect::Succeed,
-            None,
-        )
-        .await?;
+        w.submit(&nodes(2), cmd, Lines::Numbered(n), Expect::Succeed, None)
+            .await?;
     }
     if !w.wait_all_running(Duration::from_secs(20)).await {
         row.notes
@@ -242,25 +236,32 @@ async fn flaky_api(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
             rules,
         })
         .await?;
+    let baseline = w.harness.faults().status().requests;
     let start = Instant::now();
     let every = opts.pick(Duration::from_millis(500), Duration::from_secs(2));
     while start.elapsed() < window {
         let cmd = w.paced_command(100, 10, 0.1);
-        w.submit(
-            &nodes(2),
-            cmd,
-            World::numbered_lines(100),
-            Expect::Succeed,
-            None,
-        )
-        .await?;
+        w.submit(&nodes(2), cmd, Lines::Numbered(100), Expect::Succeed, None)
+            .await?;
         actix_rt::time::sleep(every).await;
     }
     let status = w.admin.clear_faults().await?;
     let injected: u64 = status.injected.iter().map(|c| c.count).sum();
-    let requests: u64 = status.requests.values().sum();
+    let faulted = [RouteName::Checkin, RouteName::Claim, RouteName::Reports];
+    let requests: u64 = faulted
+        .iter()
+        .map(|r| {
+            status.requests.get(r).copied().unwrap_or(0) - baseline.get(r).copied().unwrap_or(0)
+        })
+        .sum();
+    let by_kind: Vec<String> = status
+        .injected
+        .iter()
+        .map(|c| format!("{:?} {} x{}", c.route, c.kind, c.count))
+        .collect();
     row.notes.push(format!(
-        "flaky-api: {injected} faults injected into {requests} requests (fault seed {seed})"
+        "flaky-api: {injected} faults injected into {requests} check-in, claim and report requests during the window (fault seed {seed}): {}",
+        by_kind.join(", ")
     ));
     let bounds = Bounds {
         gap: NORMAL_GAP,
@@ -286,7 +287,7 @@ async fn step_panic(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         w.submit(
             &nodes(3),
             cmd,
-            World::numbered_lines(50),
+            Lines::Numbered(50),
             Expect::SucceedOrNodePanic,
             None,
         )
@@ -332,7 +333,7 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         w.submit(
             chunk,
             cmd,
-            World::numbered_lines(n),
+            Lines::Numbered(n),
             Expect::TimeOut,
             Some(step_timeout_ms),
         )
@@ -401,7 +402,7 @@ async fn shipper_escalation(opts: &Options, row: &mut Row) -> anyhow::Result<()>
         w.submit(
             &nodes(1),
             cmd,
-            World::numbered_lines(200),
+            Lines::Numbered(200),
             Expect::SucceedOrRestarted,
             None,
         )
@@ -447,7 +448,7 @@ async fn kill_9(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         w.submit(
             &nodes(2),
             cmd,
-            World::numbered_lines(n),
+            Lines::Numbered(n),
             Expect::SucceedOrRestarted,
             None,
         )
@@ -509,14 +510,8 @@ async fn slow_api(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     w.start_runner(opts.fail_points())?;
     for _ in 0..opts.pick(6, 20) {
         let cmd = w.paced_command(100, 50, 0.1);
-        w.submit(
-            &nodes(2),
-            cmd,
-            World::numbered_lines(100),
-            Expect::Succeed,
-            None,
-        )
-        .await?;
+        w.submit(&nodes(2), cmd, Lines::Numbered(100), Expect::Succeed, None)
+            .await?;
     }
     // With every answer 2 s late, one check-in cycle is the long poll plus 2 s.
     let bounds = Bounds {
@@ -539,7 +534,7 @@ async fn log_flood(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         w.submit(
             &nodes(1),
             cmd,
-            World::flood_lines(per_op, width),
+            Lines::Flood(per_op, width),
             Expect::Succeed,
             None,
         )
@@ -576,13 +571,7 @@ async fn cancel_storm(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     for _ in 0..count {
         let cmd = w.paced_command(n, 10, 0.2);
         let id = w
-            .submit(
-                &nodes(2),
-                cmd,
-                World::numbered_lines(n),
-                Expect::Abort,
-                None,
-            )
+            .submit(&nodes(2), cmd, Lines::Numbered(n), Expect::Abort, None)
             .await?;
         let after = Duration::from_millis(rng.gen_range(0..1500));
         let admin = w.admin.clone();

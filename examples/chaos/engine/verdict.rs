@@ -104,6 +104,7 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
             }
         }
         let op_msg = op.message.clone().unwrap_or_default();
+        let expected = s.lines.expand();
         for node in &s.nodes {
             let got = node_lines(&reports, node);
             let status = exec.nodes.get(node);
@@ -118,7 +119,7 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
                 Expect::TimeOut => false,
                 Expect::SucceedOrNodePanic => node_state == Some(RunState::Succeeded),
             };
-            let c = compare_lines(&s.lines, &got, complete);
+            let c = compare_lines(&expected, &got, complete);
             if c.lost > 0 || c.duplicated > 0 {
                 ok = false;
                 why.push(format!(

@@ -31,8 +31,30 @@ pub struct Submitted {
     pub execution_id: u64,
     pub nodes: Vec<String>,
     /// The lines each node's step prints, in order.
-    pub lines: Vec<String>,
+    pub lines: Lines,
     pub expect: Expect,
+}
+
+/// The lines a step prints, made when they are compared (a flood's would
+/// not fit in memory twice).
+#[derive(Debug, Clone, Copy)]
+pub enum Lines {
+    /// `line 1` .. `line N`.
+    Numbered(u64),
+    /// N lines of `width` bytes ending in `line i`.
+    Flood(u64, usize),
+}
+
+impl Lines {
+    pub fn expand(self) -> Vec<String> {
+        match self {
+            Lines::Numbered(n) => (1..=n).map(|i| format!("line {i}")).collect(),
+            Lines::Flood(n, width) => {
+                let pad = "x".repeat(width.saturating_sub(12));
+                (1..=n).map(|i| format!("{pad} line {i}")).collect()
+            }
+        }
+    }
 }
 
 /// The terminal state an operation must reach.
@@ -343,21 +365,12 @@ impl World {
         )
     }
 
-    pub fn flood_lines(n: u64, width: usize) -> Vec<String> {
-        let pad = "x".repeat(width.saturating_sub(12));
-        (1..=n).map(|i| format!("{pad} line {i}")).collect()
-    }
-
-    pub fn numbered_lines(n: u64) -> Vec<String> {
-        (1..=n).map(|i| format!("line {i}")).collect()
-    }
-
     /// Submits one execution of `command` on `nodes`.
     pub async fn submit(
         &mut self,
         nodes: &[String],
         command: String,
-        lines: Vec<String>,
+        lines: Lines,
         expect: Expect,
         step_timeout_ms: Option<u64>,
     ) -> anyhow::Result<u64> {
