@@ -39,10 +39,14 @@ pub fn run_all(names: &[String], opts: &Options) -> Vec<Row> {
     println!(
         "replay: cargo run --release --example chaos -- --seed {}{}{}{}",
         opts.seed,
-        names
-            .iter()
-            .map(|n| format!(" --scenario {n}"))
-            .collect::<String>(),
+        if names.len() == SCENARIOS.len() {
+            " --scenario all".to_owned()
+        } else {
+            names
+                .iter()
+                .map(|n| format!(" --scenario {n}"))
+                .collect::<String>()
+        },
         if opts.quick { " --quick" } else { "" },
         opts.breaks
             .iter()

@@ -169,7 +169,19 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
             Expect::Abort => matches!(op.state, RunState::Aborted | RunState::Succeeded),
             Expect::TimeOut => matches!(op.state, RunState::Timedout | RunState::Failed),
             Expect::SucceedOrNodePanic => {
-                matches!(op.state, RunState::Succeeded | RunState::Failed)
+                // Failed exactly when one of its node steps panicked.
+                let panicked = s.nodes.iter().any(|n| {
+                    exec.nodes
+                        .get(n)
+                        .and_then(|st| st.message.as_deref())
+                        .is_some_and(|m| m.contains("fail point"))
+                });
+                op.state
+                    == if panicked {
+                        RunState::Failed
+                    } else {
+                        RunState::Succeeded
+                    }
             }
             Expect::SucceedOrRestarted => {
                 op.state == RunState::Succeeded || ended_by_restart(op.state, &op_msg)
