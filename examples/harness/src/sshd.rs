@@ -297,6 +297,8 @@ impl TestSshd {
     fn spawn(&mut self) -> io::Result<()> {
         let config = self.write_config()?;
         let log = self.dir.join("sshd.log");
+        // `-E` appends: look only at what this run of sshd writes.
+        let log_start = self.log().len();
         // sshd needs an absolute path to re-execute itself per connection.
         let mut child = Command::new(SSHD_PATH)
             .arg("-D")
@@ -310,6 +312,7 @@ impl TestSshd {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {SSHD_PATH}: {e}")))?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let listening = format!("Server listening on 127.0.0.1 port {}.", self.port);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -319,7 +322,15 @@ impl TestSshd {
                     self.log()
                 )));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // The open port alone could be another server that took the
+            // port between our probe and sshd's bind: only sshd's own log
+            // line proves the listener is ours.
+            if self
+                .log()
+                .get(log_start..)
+                .is_some_and(|l| l.contains(&listening))
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
                 self.child = Some(child);
                 return Ok(());
             }
