@@ -30,6 +30,9 @@ use rdrunner_actors::{
 };
 use serde::{Deserialize, Serialize};
 
+/// The SSH executor's bound on each blocking call in chaos runs.
+pub const SSH_CALL_TIMEOUT_S: u64 = 10;
+
 /// Exit code when supervision escalated (as the daemon's).
 pub const EXIT_ESCALATED: i32 = 5;
 
@@ -192,8 +195,9 @@ async fn run(config: ChildConfig) -> i32 {
             known_hosts_file: ssh.known_hosts_file.clone(),
             accepted_hosts_file: ssh.key_store.join("accepted_hosts"),
             default_user: ssh.user.clone(),
-            connect_timeout: Duration::from_secs(5),
-            call_timeout: Duration::from_secs(5),
+            // Generous: dozens of handshakes at once on a loaded machine.
+            connect_timeout: Duration::from_secs(20),
+            call_timeout: Duration::from_secs(SSH_CALL_TIMEOUT_S),
             keepalive_interval: Duration::from_secs(2),
             use_agent: false,
             ..SshSettings::default()

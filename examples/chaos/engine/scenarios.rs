@@ -211,24 +211,23 @@ async fn flaky_api(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     let window = opts.pick(Duration::from_secs(6), Duration::from_secs(60));
     let mut w = World::new("flaky-api", opts.seed, 2, &opts.breaks).await?;
     w.start_runner(opts.fail_points())?;
-    let mixed = |route, hang: bool| {
-        let mut rules = vec![
+    // Five kinds on every route; the sixth is a 300 ms delay on check-ins
+    // (a hang or a 429 there would be a pause the server asked for, longer
+    // than the 1 s of slack the cadence bound allows), a hang on claims and
+    // a 429 with Retry-After on reports.
+    let mixed = |route, sixth: Fault| {
+        vec![
             FaultRule::new(route, Fault::Drop, 0.05),
             FaultRule::new(route, Fault::Status { status: 500 }, 0.05),
             FaultRule::new(route, Fault::Status { status: 503 }, 0.05),
             FaultRule::new(route, Fault::Truncate, 0.05),
             FaultRule::new(route, Fault::Garbage, 0.05),
-        ];
-        rules.push(if hang {
-            FaultRule::new(route, Fault::Hang, 0.05)
-        } else {
-            FaultRule::new(route, Fault::RetryAfter { seconds: 1 }, 0.05)
-        });
-        rules
+            FaultRule::new(route, sixth, 0.05),
+        ]
     };
-    let mut rules = mixed(RouteName::Checkin, false);
-    rules.extend(mixed(RouteName::Claim, true));
-    rules.extend(mixed(RouteName::Reports, true));
+    let mut rules = mixed(RouteName::Checkin, Fault::Delay { ms: 300 });
+    rules.extend(mixed(RouteName::Claim, Fault::Hang));
+    rules.extend(mixed(RouteName::Reports, Fault::RetryAfter { seconds: 1 }));
     let seed = opts.rng("flaky-api").gen();
     w.admin
         .set_faults(&FaultPlan {
@@ -343,16 +342,24 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         row.notes
             .push("not every operation was running before the black hole".into());
     }
-    // Let the steps connect and print, then swallow every byte both ways.
-    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    // Let every step connect and print, then swallow every byte both ways.
+    let printing = Instant::now();
+    while printing.elapsed() < Duration::from_secs(30) && !w.every_node_printed() {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !w.every_node_printed() {
+        row.notes
+            .push("not every node step printed before the black hole".into());
+    }
     let (_, proxy) = w.sshd.as_ref().expect("ssh nodes were added");
     proxy.update(|f| f.black_hole = true);
     let holed = Instant::now();
     // The step timeout, then the SSH executor's own bounds: under a black
     // hole each libssh2 call it makes to end the step (the kill's side
     // command, closing the channel and the session) waits out the call
-    // timeout (5 s in chaos runs), plus the kill grace and some room.
-    let bound = Duration::from_millis(step_timeout_ms) + Duration::from_secs(4 * 5 + 1 + 2);
+    // timeout (SSH_CALL_TIMEOUT_S), plus the kill grace and some room.
+    let bound = Duration::from_millis(step_timeout_ms)
+        + Duration::from_secs(4 * super::child::SSH_CALL_TIMEOUT_S + 1 + 2);
     let ended = w.wait_all_terminal(bound).await;
     let took = holed.elapsed();
     row.notes.push(format!(

@@ -429,6 +429,21 @@ impl World {
         })
     }
 
+    /// Whether every node of every submitted execution has printed a line.
+    pub fn every_node_printed(&self) -> bool {
+        self.submitted.iter().all(|s| {
+            let Some(exec) = self.harness.execution(s.execution_id) else {
+                return false;
+            };
+            exec.operations.iter().all(|op| {
+                let reports = self.harness.reports(&op.id);
+                s.nodes
+                    .iter()
+                    .all(|n| !rdrunner_harness::invariants::node_lines(&reports, n).is_empty())
+            })
+        })
+    }
+
     /// Pids of processes whose command line holds this world's marker.
     pub fn marked_processes(&self) -> Vec<u32> {
         let out = Command::new("pgrep").arg("-f").arg(&self.marker).output();
