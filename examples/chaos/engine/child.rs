@@ -30,9 +30,6 @@ use rdrunner_actors::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The SSH executor's bound on each blocking call in chaos runs.
-pub const SSH_CALL_TIMEOUT_S: u64 = 10;
-
 /// Exit code when supervision escalated (as the daemon's).
 pub const EXIT_ESCALATED: i32 = 5;
 
@@ -52,6 +49,8 @@ pub struct ChildFailPoint {
 /// SSH settings for nodes with the `ssh` executor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSsh {
+    /// The SSH executor's bound on each blocking call.
+    pub call_timeout_s: u64,
     pub key_store: PathBuf,
     pub known_hosts_file: PathBuf,
     pub user: String,
@@ -197,7 +196,7 @@ async fn run(config: ChildConfig) -> i32 {
             default_user: ssh.user.clone(),
             // Generous: dozens of handshakes at once on a loaded machine.
             connect_timeout: Duration::from_secs(20),
-            call_timeout: Duration::from_secs(SSH_CALL_TIMEOUT_S),
+            call_timeout: Duration::from_secs(ssh.call_timeout_s),
             keepalive_interval: Duration::from_secs(2),
             use_agent: false,
             ..SshSettings::default()

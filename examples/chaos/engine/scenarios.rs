@@ -323,7 +323,10 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     let (execs, per_exec) = opts.pick((5usize, 2usize), (10, 5));
     let step_timeout_ms = opts.pick(4000, 8000);
     let mut w = World::new("ssh-blackhole", opts.seed, 0, &opts.breaks).await?;
-    let nodes = w.add_ssh_nodes(execs * per_exec).await?;
+    // Each blocking SSH call is bounded by this; 50 handshakes at once on
+    // a loaded machine need more than 10 do.
+    let call_timeout_s = opts.pick(5, 10);
+    let nodes = w.add_ssh_nodes(execs * per_exec, call_timeout_s).await?;
     w.start_runner(opts.fail_points())?;
     // Steps would print 50 lines a second for a minute.
     let n = 3000;
@@ -357,9 +360,9 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     // The step timeout, then the SSH executor's own bounds: under a black
     // hole each libssh2 call it makes to end the step (the kill's side
     // command, closing the channel and the session) waits out the call
-    // timeout (SSH_CALL_TIMEOUT_S), plus the kill grace and some room.
-    let bound = Duration::from_millis(step_timeout_ms)
-        + Duration::from_secs(4 * super::child::SSH_CALL_TIMEOUT_S + 1 + 2);
+    // timeout, plus the kill grace and some room.
+    let bound =
+        Duration::from_millis(step_timeout_ms) + Duration::from_secs(4 * call_timeout_s + 1 + 2);
     let ended = w.wait_all_terminal(bound).await;
     let took = holed.elapsed();
     row.notes.push(format!(
