@@ -122,9 +122,12 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
             let c = compare_lines(&expected, &got, complete);
             if c.lost > 0 || c.duplicated > 0 {
                 ok = false;
+                let tail: Vec<&str> = got.iter().rev().take(3).rev().map(String::as_str).collect();
                 why.push(format!(
-                    "node {node}: {} lines lost, {} duplicated",
-                    c.lost, c.duplicated
+                    "node {node}: {} lines lost, {} duplicated ({} arrived, the last: {tail:?})",
+                    c.lost,
+                    c.duplicated,
+                    got.len()
                 ));
             }
             row.lines += c;
