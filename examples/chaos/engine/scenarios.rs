@@ -59,6 +59,11 @@ pub const BREAKS: &[(&str, &str)] = &[
         "leak-process",
         "aborted steps report aborted but their processes are left running",
     ),
+    (
+        "drop-terminal",
+        "the runner never delivers an operation's terminal report",
+    ),
+    ("hog-memory", "the runner holds 200 MB it never gives back"),
 ];
 
 #[derive(Debug, Clone)]
@@ -68,6 +73,9 @@ pub struct Options {
     pub breaks: Vec<String>,
     /// Keep each scenario's directory (runner.log, runner.stderr, spool).
     pub keep: bool,
+    /// A cap on how long a scenario waits for its operations to end (the
+    /// break checks use it: a broken runner may never end them).
+    pub wait_cap: Option<Duration>,
 }
 
 impl Options {
@@ -112,6 +120,7 @@ fn nodes(n: usize) -> Vec<String> {
 /// Runs one scenario; any setup error becomes a failed row.
 pub async fn run(name: &str, opts: &Options) -> Row {
     KEEP.store(opts.keep, std::sync::atomic::Ordering::Relaxed);
+    WAIT_CAP.with(|c| c.set(opts.wait_cap));
     let start = Instant::now();
     let mut row = Row {
         scenario: name.to_owned(),
@@ -138,6 +147,7 @@ pub async fn run(name: &str, opts: &Options) -> Row {
 
 /// Stops the runner, then judges.
 async fn finish(world: &mut World, name: &str, bounds: Bounds, row: &mut Row, within: Duration) {
+    let within = within.min(WAIT_CAP.with(|c| c.get()).unwrap_or(within));
     if !world.wait_all_terminal(within).await {
         row.notes.push(format!(
             "not every operation ended within {:.0} s",
@@ -158,6 +168,11 @@ async fn finish(world: &mut World, name: &str, bounds: Bounds, row: &mut Row, wi
 
 fn world_keep() -> bool {
     KEEP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Set from `Options::wait_cap` by `run`.
+    static WAIT_CAP: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
 }
 
 /// Set from `Options::keep` by `run`.
