@@ -420,7 +420,7 @@ impl NodeJob {
         if let Some(allowed) = &self.shared.config.allowed_nodes {
             if !allowed(node) {
                 return self.refuse(format!(
-                    "node {} ({}) is outside this runner's allowedNodes filter; the runner refuses to run steps on it (widen allowed_nodes in the runner's config if it should)",
+                    "node {} ({}) is outside this runner's allowedNodes filter; the runner refuses to run steps on it (widen runner.allowedNodes in the runner's configuration if it should)",
                     node.name, node.hostname
                 ));
             }
