@@ -22,6 +22,9 @@ use rdrunner_actors::{
     StepRequest,
 };
 
+/// Lines read from a step's pipes and not yet handed to the output sink.
+const OUTPUT_QUEUE: usize = 1024;
+
 /// How often the waiting loop looks at the abort signal and the child.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -190,7 +193,7 @@ fn signal_name(sig: i32) -> String {
 fn reader(
     mut pipe: impl Read + Send + 'static,
     stream: Stream,
-    tx: mpsc::Sender<(Stream, String)>,
+    tx: mpsc::SyncSender<(Stream, String)>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("local-{stream:?}").to_lowercase())
@@ -230,7 +233,9 @@ fn run(
         .spawn()
         .map_err(|e| io_error(format!("cannot start {:?}", cmd.get_program()), node, e))?;
     let pgid = child.id();
-    let (tx, rx) = mpsc::channel();
+    // Bounded: a step that prints faster than its lines are spooled waits
+    // on its pipe instead of piling its output up in the runner's memory.
+    let (tx, rx) = mpsc::sync_channel(OUTPUT_QUEUE);
     let readers = [
         reader(
             child.stdout.take().expect("piped"),

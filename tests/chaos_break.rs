@@ -29,6 +29,12 @@ const CASES: &[(&str, &str, Caught)] = &[
     ("duplicate-report", "log-flood", Caught::Duplicated),
     ("stall-poller", "outage", Caught::Says("between check-ins")),
     ("leak-process", "cancel-storm", Caught::Says("left running")),
+    (
+        "drop-terminal",
+        "log-flood",
+        Caught::Says("no terminal op report"),
+    ),
+    ("hog-memory", "log-flood", Caught::Says("peak RSS")),
 ];
 
 fn run(scenario: &str, breaks: &[&str]) -> engine::Row {
@@ -37,6 +43,8 @@ fn run(scenario: &str, breaks: &[&str]) -> engine::Row {
         quick: true,
         breaks: breaks.iter().map(|b| b.to_string()).collect(),
         keep: false,
+        // A broken runner may never end its operations.
+        wait_cap: Some(std::time::Duration::from_secs(15)),
     };
     actix_rt::System::new().block_on(engine::scenarios::run(scenario, &opts))
 }

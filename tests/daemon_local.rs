@@ -225,3 +225,35 @@ fn abort_of_a_step_that_obeys_term_ends_without_waiting_for_the_grace() {
     assert_eq!(out.signal.as_deref(), Some("TERM"));
     assert!(out.message.unwrap().contains("TimedOut"));
 }
+
+#[test]
+fn a_step_printing_faster_than_its_lines_are_taken_waits_on_its_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let step = command(&format!("seq 1 200000; touch {}", done.display()));
+    let mut first = true;
+    let mut finished_early = false;
+    let mut count = 0u64;
+    let outcome = LocalExecutor::new()
+        .execute(
+            &request(step),
+            &mut |_: Stream, _: String| {
+                count += 1;
+                if first {
+                    first = false;
+                    // A slow sink: while it holds the first line, the step
+                    // may fill the bounded queue and its pipe, no more.
+                    std::thread::sleep(Duration::from_millis(1000));
+                    finished_early = done.exists();
+                }
+            },
+            &AbortSignal::new(),
+        )
+        .unwrap();
+    assert!(outcome.succeeded());
+    assert_eq!(count, 200_000);
+    assert!(
+        !finished_early,
+        "the step printed all its output while none was taken: it is queued in memory"
+    );
+}

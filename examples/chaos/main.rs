@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         quick: cli.quick,
         breaks: cli.breaks,
         keep: cli.keep,
+        wait_cap: None,
     };
     let rows = engine::run_all(&names, &opts);
     if rows.iter().all(|r| r.pass()) {

@@ -49,6 +49,8 @@ pub struct ChildFailPoint {
 /// SSH settings for nodes with the `ssh` executor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSsh {
+    /// The SSH executor's bound on each blocking call.
+    pub call_timeout_s: u64,
     pub key_store: PathBuf,
     pub known_hosts_file: PathBuf,
     pub user: String,
@@ -135,6 +137,11 @@ async fn run(config: ChildConfig) -> i32 {
         Arc::new(DropOneReport::new(transport))
     } else if config.breaks.iter().any(|b| b == "duplicate-report") {
         Arc::new(DuplicateOneReport::new(transport))
+    } else if config.breaks.iter().any(|b| b == "drop-terminal") {
+        Arc::new(DropTerminal {
+            inner: transport,
+            dropped: Mutex::new(std::collections::HashMap::new()),
+        })
     } else {
         Arc::new(transport)
     };
@@ -144,6 +151,12 @@ async fn run(config: ChildConfig) -> i32 {
             eprintln!("chaos runner child: spool: {e}");
             return 2;
         }
+    };
+    // `--break hog-memory`: 200 MB the runner holds and touches, as a leak would.
+    let _hog: Vec<u8> = if config.breaks.iter().any(|b| b == "hog-memory") {
+        vec![1u8; 200 << 20]
+    } else {
+        Vec::new()
     };
     let fail_points = FailPoints::new();
     for fp in &config.fail_points {
@@ -192,8 +205,9 @@ async fn run(config: ChildConfig) -> i32 {
             known_hosts_file: ssh.known_hosts_file.clone(),
             accepted_hosts_file: ssh.key_store.join("accepted_hosts"),
             default_user: ssh.user.clone(),
-            connect_timeout: Duration::from_secs(5),
-            call_timeout: Duration::from_secs(5),
+            // Generous: dozens of handshakes at once on a loaded machine.
+            connect_timeout: Duration::from_secs(20),
+            call_timeout: Duration::from_secs(ssh.call_timeout_s),
             keepalive_interval: Duration::from_secs(2),
             use_agent: false,
             ..SshSettings::default()
@@ -401,6 +415,44 @@ impl ControlPlane for DuplicateOneReport {
         }
         let fut = self.inner.reports(req);
         Box::pin(async move { fut.await.map(|resp| unshift(resp, &s, 1)) })
+    }
+}
+
+/// `--break drop-terminal`: never delivers an operation's terminal report
+/// but answers as if the control plane had stored it, as a runner that
+/// loses the end of an operation would.
+struct DropTerminal {
+    inner: HttpControlPlane,
+    /// Per operation, the seq of its dropped terminal report.
+    dropped: Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl ControlPlane for DropTerminal {
+    pass_through!();
+    fn reports(&self, mut req: ReportsRequest) -> CallResult<ReportsResponse> {
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        req.reports.retain(|r| {
+            if r.is_terminal() {
+                dropped.insert(r.op_id.clone(), r.seq);
+                false
+            } else {
+                true
+            }
+        });
+        let dropped = dropped.clone();
+        let fut = self.inner.reports(req);
+        Box::pin(async move {
+            fut.await.map(|mut resp| {
+                for (op, seq) in &dropped {
+                    if let Some(ack) = resp.acks.get_mut(op) {
+                        if *ack + 1 == *seq {
+                            *ack = *seq;
+                        }
+                    }
+                }
+                resp
+            })
+        })
     }
 }
 

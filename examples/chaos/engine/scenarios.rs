@@ -59,6 +59,11 @@ pub const BREAKS: &[(&str, &str)] = &[
         "leak-process",
         "aborted steps report aborted but their processes are left running",
     ),
+    (
+        "drop-terminal",
+        "the runner never delivers an operation's terminal report",
+    ),
+    ("hog-memory", "the runner holds 200 MB it never gives back"),
 ];
 
 #[derive(Debug, Clone)]
@@ -68,6 +73,9 @@ pub struct Options {
     pub breaks: Vec<String>,
     /// Keep each scenario's directory (runner.log, runner.stderr, spool).
     pub keep: bool,
+    /// A cap on how long a scenario waits for its operations to end (the
+    /// break checks use it: a broken runner may never end them).
+    pub wait_cap: Option<Duration>,
 }
 
 impl Options {
@@ -112,6 +120,7 @@ fn nodes(n: usize) -> Vec<String> {
 /// Runs one scenario; any setup error becomes a failed row.
 pub async fn run(name: &str, opts: &Options) -> Row {
     KEEP.store(opts.keep, std::sync::atomic::Ordering::Relaxed);
+    WAIT_CAP.with(|c| c.set(opts.wait_cap));
     let start = Instant::now();
     let mut row = Row {
         scenario: name.to_owned(),
@@ -138,6 +147,7 @@ pub async fn run(name: &str, opts: &Options) -> Row {
 
 /// Stops the runner, then judges.
 async fn finish(world: &mut World, name: &str, bounds: Bounds, row: &mut Row, within: Duration) {
+    let within = within.min(WAIT_CAP.with(|c| c.get()).unwrap_or(within));
     if !world.wait_all_terminal(within).await {
         row.notes.push(format!(
             "not every operation ended within {:.0} s",
@@ -158,6 +168,11 @@ async fn finish(world: &mut World, name: &str, bounds: Bounds, row: &mut Row, wi
 
 fn world_keep() -> bool {
     KEEP.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+thread_local! {
+    /// Set from `Options::wait_cap` by `run`.
+    static WAIT_CAP: std::cell::Cell<Option<Duration>> = const { std::cell::Cell::new(None) };
 }
 
 /// Set from `Options::keep` by `run`.
@@ -211,24 +226,23 @@ async fn flaky_api(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     let window = opts.pick(Duration::from_secs(6), Duration::from_secs(60));
     let mut w = World::new("flaky-api", opts.seed, 2, &opts.breaks).await?;
     w.start_runner(opts.fail_points())?;
-    let mixed = |route, hang: bool| {
-        let mut rules = vec![
+    // Five kinds on every route; the sixth is a 300 ms delay on check-ins
+    // (a hang or a 429 there would be a pause the server asked for, longer
+    // than the 1 s of slack the cadence bound allows), a hang on claims and
+    // a 429 with Retry-After on reports.
+    let mixed = |route, sixth: Fault| {
+        vec![
             FaultRule::new(route, Fault::Drop, 0.05),
             FaultRule::new(route, Fault::Status { status: 500 }, 0.05),
             FaultRule::new(route, Fault::Status { status: 503 }, 0.05),
             FaultRule::new(route, Fault::Truncate, 0.05),
             FaultRule::new(route, Fault::Garbage, 0.05),
-        ];
-        rules.push(if hang {
-            FaultRule::new(route, Fault::Hang, 0.05)
-        } else {
-            FaultRule::new(route, Fault::RetryAfter { seconds: 1 }, 0.05)
-        });
-        rules
+            FaultRule::new(route, sixth, 0.05),
+        ]
     };
-    let mut rules = mixed(RouteName::Checkin, false);
-    rules.extend(mixed(RouteName::Claim, true));
-    rules.extend(mixed(RouteName::Reports, true));
+    let mut rules = mixed(RouteName::Checkin, Fault::Delay { ms: 300 });
+    rules.extend(mixed(RouteName::Claim, Fault::Hang));
+    rules.extend(mixed(RouteName::Reports, Fault::RetryAfter { seconds: 1 }));
     let seed = opts.rng("flaky-api").gen();
     w.admin
         .set_faults(&FaultPlan {
@@ -324,7 +338,10 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
     let (execs, per_exec) = opts.pick((5usize, 2usize), (10, 5));
     let step_timeout_ms = opts.pick(4000, 8000);
     let mut w = World::new("ssh-blackhole", opts.seed, 0, &opts.breaks).await?;
-    let nodes = w.add_ssh_nodes(execs * per_exec).await?;
+    // Each blocking SSH call is bounded by this; 50 handshakes at once on
+    // a loaded machine need more than 10 do.
+    let call_timeout_s = opts.pick(5, 10);
+    let nodes = w.add_ssh_nodes(execs * per_exec, call_timeout_s).await?;
     w.start_runner(opts.fail_points())?;
     // Steps would print 50 lines a second for a minute.
     let n = 3000;
@@ -343,16 +360,24 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         row.notes
             .push("not every operation was running before the black hole".into());
     }
-    // Let the steps connect and print, then swallow every byte both ways.
-    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    // Let every step connect and print, then swallow every byte both ways.
+    let printing = Instant::now();
+    while printing.elapsed() < Duration::from_secs(30) && !w.every_node_printed() {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !w.every_node_printed() {
+        row.notes
+            .push("not every node step printed before the black hole".into());
+    }
     let (_, proxy) = w.sshd.as_ref().expect("ssh nodes were added");
     proxy.update(|f| f.black_hole = true);
     let holed = Instant::now();
     // The step timeout, then the SSH executor's own bounds: under a black
     // hole each libssh2 call it makes to end the step (the kill's side
     // command, closing the channel and the session) waits out the call
-    // timeout (5 s in chaos runs), plus the kill grace and some room.
-    let bound = Duration::from_millis(step_timeout_ms) + Duration::from_secs(4 * 5 + 1 + 2);
+    // timeout, plus the kill grace and some room.
+    let bound =
+        Duration::from_millis(step_timeout_ms) + Duration::from_secs(4 * call_timeout_s + 1 + 2);
     let ended = w.wait_all_terminal(bound).await;
     let took = holed.elapsed();
     row.notes.push(format!(

@@ -122,9 +122,12 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
             let c = compare_lines(&expected, &got, complete);
             if c.lost > 0 || c.duplicated > 0 {
                 ok = false;
+                let tail: Vec<&str> = got.iter().rev().take(3).rev().map(String::as_str).collect();
                 why.push(format!(
-                    "node {node}: {} lines lost, {} duplicated",
-                    c.lost, c.duplicated
+                    "node {node}: {} lines lost, {} duplicated ({} arrived, the last: {tail:?})",
+                    c.lost,
+                    c.duplicated,
+                    got.len()
                 ));
             }
             row.lines += c;
@@ -205,11 +208,19 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
 
     // 2. The check-in cadence outside the windows.
     let checkins = world.harness.checkins(&world.runner_id);
-    if let Some((gap, _)) = max_checkin_gap(&checkins, &world.windows) {
+    if let Some((gap, end)) = max_checkin_gap(&checkins, &world.windows) {
         row.max_gap = gap;
         if gap > bounds.gap {
+            let since_window = world
+                .windows
+                .iter()
+                .filter(|w| w.to <= end)
+                .map(|w| end.duration_since(w.to))
+                .min()
+                .map(|d| format!(", ending {:.2} s after a fault window", d.as_secs_f64()))
+                .unwrap_or_default();
             row.failures.push(format!(
-                "a gap of {:.2} s between check-ins outside the fault windows (bound {:.2} s)",
+                "a gap of {:.2} s between check-ins outside the fault windows (bound {:.2} s{since_window})",
                 gap.as_secs_f64(),
                 bounds.gap.as_secs_f64()
             ));

@@ -184,7 +184,11 @@ impl World {
     /// Starts a private sshd behind a fault proxy of its own and adds
     /// `count` SSH nodes (`s1`..) reaching it through the proxy, with the
     /// runner's key store and known_hosts set up for them.
-    pub async fn add_ssh_nodes(&mut self, count: usize) -> anyhow::Result<Vec<String>> {
+    pub async fn add_ssh_nodes(
+        &mut self,
+        count: usize,
+        call_timeout_s: u64,
+    ) -> anyhow::Result<Vec<String>> {
         let sshd_dir = self.dir.path().join("sshd");
         std::fs::create_dir_all(&sshd_dir)?;
         let sshd = TestSshd::start_with(
@@ -208,6 +212,7 @@ impl World {
             format!("[127.0.0.1]:{} {kind} {blob}\n", proxy.addr().port()),
         )?;
         self.ssh = Some(ChildSsh {
+            call_timeout_s,
             key_store: keys,
             known_hosts_file: known_hosts,
             user: sshd.user().to_owned(),
@@ -426,6 +431,21 @@ impl World {
             self.harness
                 .execution(s.execution_id)
                 .is_some_and(|e| e.state.is_terminal())
+        })
+    }
+
+    /// Whether every node of every submitted execution has printed a line.
+    pub fn every_node_printed(&self) -> bool {
+        self.submitted.iter().all(|s| {
+            let Some(exec) = self.harness.execution(s.execution_id) else {
+                return false;
+            };
+            exec.operations.iter().all(|op| {
+                let reports = self.harness.reports(&op.id);
+                s.nodes
+                    .iter()
+                    .all(|n| !rdrunner_harness::invariants::node_lines(&reports, n).is_empty())
+            })
         })
     }
 
