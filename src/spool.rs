@@ -1,0 +1,878 @@
+//! The disk spool: `rdrunner_actors::Spool` on append-only segment files, so
+//! that no report is lost across a crash or a `kill -9` of the runner.
+//!
+//! Layout of the spool directory:
+//! - `seg-NNNNNNNNNN.spool`: reports, one framed record each, appended in
+//!   order; a new segment is started at every open and when one grows past
+//!   `segmentBytes`.
+//! - `acks.log`: framed ack / forget records (the durable ack state),
+//!   rewritten whole when it grows.
+//!
+//! A record is `len: u32 LE | crc32(payload): u32 LE | payload (JSON)`. A
+//! crash can leave a torn record at the end of a file: it is detected by its
+//! length or checksum and cut on open. Memory holds an index (segment and
+//! offset per unacked report), not the reports. A segment file is deleted
+//! once every record in it is acked or forgotten; the ack state is made
+//! durable before that, so an acked report is never needed again.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rdrunner_actors::model::Report;
+use rdrunner_actors::{Spool, SpoolError, SpooledOperation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::FsyncPolicy;
+
+/// Bytes before each record's payload: length and checksum.
+const HEADER: usize = 8;
+/// A length above this is treated as a torn or corrupt header.
+const MAX_RECORD: usize = 64 * 1024 * 1024;
+/// `acks.log` is rewritten from the state in memory past this size.
+const ACK_LOG_COMPACT_BYTES: u64 = 1024 * 1024;
+const ACK_LOG: &str = "acks.log";
+
+/// Frames `payload` onto `out`.
+fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Splits `bytes` into records: (offset, payload) of every whole, intact
+/// record, and the length of the valid prefix (where a torn tail starts).
+fn unframe(bytes: &[u8]) -> (Vec<(u64, &[u8])>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= HEADER {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        if len > MAX_RECORD || bytes.len() - at - HEADER < len {
+            break;
+        }
+        let payload = &bytes[at + HEADER..at + HEADER + len];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        out.push((at as u64, payload));
+        at += HEADER + len;
+    }
+    (out, at)
+}
+
+/// A record of `acks.log`.
+#[derive(Debug, Serialize, Deserialize)]
+struct AckRecord {
+    op: String,
+    #[serde(default)]
+    acked: u64,
+    #[serde(default)]
+    last: u64,
+    #[serde(default)]
+    terminal: bool,
+    /// The operation is forgotten; its records in older segments are dead.
+    #[serde(default)]
+    forget: bool,
+}
+
+/// Where one spooled report is.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    segment: u64,
+    offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct OpIndex {
+    last_seq: u64,
+    acked: u64,
+    terminal: bool,
+    /// Locations of seqs `acked+1 ..= last_seq`, in order.
+    live: VecDeque<Loc>,
+}
+
+/// The file spool. See the module documentation for the format.
+pub struct DiskSpool {
+    dir: PathBuf,
+    fsync: FsyncPolicy,
+    segment_bytes: u64,
+    ops: BTreeMap<String, OpIndex>,
+    /// Forgotten operations and the newest segment that may hold their
+    /// records; kept until that segment is gone.
+    forgotten: HashMap<String, u64>,
+    /// Live (unacked) records per segment.
+    segments: BTreeMap<u64, usize>,
+    readers: HashMap<u64, File>,
+    active: File,
+    active_id: u64,
+    active_len: u64,
+    acks: File,
+    acks_len: u64,
+    /// Written since the last fsync.
+    dirty_segment: bool,
+    dirty_acks: bool,
+    /// Bytes of torn records cut when the spool was opened.
+    cut_on_open: u64,
+}
+
+impl std::fmt::Debug for DiskSpool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskSpool")
+            .field("dir", &self.dir)
+            .field("operations", &self.ops.len())
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+fn err(path: &Path, message: impl std::fmt::Display) -> SpoolError {
+    SpoolError {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("seg-{id:010}.spool"))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(dir, format!("fsync of the directory: {e}")))
+}
+
+/// Reads `path` whole and cuts a torn tail off it; returns the bytes kept
+/// and how many were cut.
+fn read_and_cut(path: &Path, fsync: FsyncPolicy) -> Result<(Vec<u8>, u64), SpoolError> {
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| err(path, e))?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(|e| err(path, e))?;
+    let (_, valid) = unframe(&bytes);
+    let cut = (bytes.len() - valid) as u64;
+    if cut > 0 {
+        f.set_len(valid as u64)
+            .and_then(|_| {
+                if fsync == FsyncPolicy::Never {
+                    Ok(())
+                } else {
+                    f.sync_all()
+                }
+            })
+            .map_err(|e| err(path, format!("cutting a torn record: {e}")))?;
+        bytes.truncate(valid);
+    }
+    Ok((bytes, cut))
+}
+
+impl DiskSpool {
+    /// Opens (or creates) the spool in `dir`: replays the ack state and the
+    /// segments, cuts torn tails, and starts a new segment for appends.
+    pub fn open(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> Result<Self, SpoolError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+        let mut cut_on_open = 0;
+
+        // The ack state.
+        let ack_path = dir.join(ACK_LOG);
+        if !ack_path.exists() {
+            File::create(&ack_path).map_err(|e| err(&ack_path, e))?;
+        }
+        let (ack_bytes, cut) = read_and_cut(&ack_path, fsync)?;
+        cut_on_open += cut;
+        let mut ops: BTreeMap<String, OpIndex> = BTreeMap::new();
+        let mut forgotten: HashMap<String, u64> = HashMap::new();
+        for (_, payload) in unframe(&ack_bytes).0 {
+            let Ok(rec) = serde_json::from_slice::<AckRecord>(payload) else {
+                continue;
+            };
+            if rec.forget {
+                ops.remove(&rec.op);
+                forgotten.insert(rec.op, u64::MAX);
+            } else {
+                forgotten.remove(&rec.op);
+                let op = ops.entry(rec.op).or_default();
+                op.acked = op.acked.max(rec.acked);
+                op.last_seq = op.last_seq.max(rec.last).max(op.acked);
+                op.terminal |= rec.terminal;
+            }
+        }
+
+        // The segments, oldest first.
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(|e| err(dir, e))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".spool")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut segments = BTreeMap::new();
+        for &id in &ids {
+            let path = segment_path(dir, id);
+            let (bytes, cut) = read_and_cut(&path, fsync)?;
+            cut_on_open += cut;
+            let mut live = 0;
+            for (offset, payload) in unframe(&bytes).0 {
+                let Ok(report) = serde_json::from_slice::<Report>(payload) else {
+                    continue;
+                };
+                if let Some(last) = forgotten.get_mut(&report.op_id) {
+                    *last = id;
+                    continue;
+                }
+                let op = ops.entry(report.op_id.clone()).or_default();
+                if report.seq <= op.acked {
+                    op.terminal |= report.is_terminal();
+                    continue;
+                }
+                // Seqs of one operation are contiguous; anything else is a
+                // duplicate written before a crash and is skipped.
+                if report.seq != op.acked + op.live.len() as u64 + 1 {
+                    continue;
+                }
+                op.live.push_back(Loc {
+                    segment: id,
+                    offset,
+                });
+                op.last_seq = op.last_seq.max(report.seq);
+                op.terminal |= report.is_terminal();
+                live += 1;
+            }
+            segments.insert(id, live);
+        }
+        // Forget markers whose records are all gone are dropped.
+        forgotten.retain(|_, last| *last != u64::MAX);
+
+        let active_id = ids.last().map_or(1, |l| l + 1);
+        let active_path = segment_path(dir, active_id);
+        let active = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&active_path)
+            .map_err(|e| err(&active_path, e))?;
+        segments.insert(active_id, 0);
+        let acks = OpenOptions::new()
+            .append(true)
+            .open(&ack_path)
+            .map_err(|e| err(&ack_path, e))?;
+        let mut spool = DiskSpool {
+            dir: dir.to_owned(),
+            fsync,
+            segment_bytes,
+            ops,
+            forgotten,
+            segments,
+            readers: HashMap::new(),
+            active,
+            active_id,
+            active_len: 0,
+            acks_len: ack_bytes.len() as u64,
+            acks,
+            dirty_segment: false,
+            dirty_acks: false,
+            cut_on_open,
+        };
+        if fsync != FsyncPolicy::Never {
+            fsync_dir(dir)?;
+        }
+        spool.drop_dead_segments()?;
+        if spool.acks_len > 0 {
+            spool.compact_ack_log()?;
+        }
+        Ok(spool)
+    }
+
+    /// Bytes of torn records cut when the spool was opened.
+    pub fn cut_on_open(&self) -> u64 {
+        self.cut_on_open
+    }
+
+    /// Segment files present (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Reports held and not yet acked, across operations.
+    pub fn unacked(&self) -> usize {
+        self.ops.values().map(|o| o.live.len()).sum()
+    }
+
+    fn rotate(&mut self) -> Result<(), SpoolError> {
+        if self.fsync != FsyncPolicy::Never && self.dirty_segment {
+            self.active
+                .sync_data()
+                .map_err(|e| err(&segment_path(&self.dir, self.active_id), e))?;
+        }
+        self.dirty_segment = false;
+        self.active_id += 1;
+        let path = segment_path(&self.dir, self.active_id);
+        self.active = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| err(&path, e))?;
+        self.active_len = 0;
+        self.segments.insert(self.active_id, 0);
+        if self.fsync != FsyncPolicy::Never {
+            fsync_dir(&self.dir)?;
+        }
+        self.drop_dead_segments()
+    }
+
+    /// Deletes every segment but the active one that holds no live record.
+    fn drop_dead_segments(&mut self) -> Result<(), SpoolError> {
+        let dead: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|(id, live)| **live == 0 && **id != self.active_id)
+            .map(|(id, _)| *id)
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        // The acks that made these records dead must survive a crash first.
+        self.sync_acks()?;
+        for id in dead {
+            let path = segment_path(&self.dir, id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err(&path, format!("cannot delete: {e}"))),
+            }
+            self.segments.remove(&id);
+            self.readers.remove(&id);
+        }
+        let oldest = self
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.active_id);
+        self.forgotten.retain(|_, last| *last >= oldest);
+        Ok(())
+    }
+
+    fn sync_acks(&mut self) -> Result<(), SpoolError> {
+        if self.dirty_acks && self.fsync != FsyncPolicy::Never {
+            self.acks
+                .sync_data()
+                .map_err(|e| err(&self.dir.join(ACK_LOG), e))?;
+        }
+        self.dirty_acks = false;
+        Ok(())
+    }
+
+    fn write_ack(&mut self, rec: &AckRecord) -> Result<(), SpoolError> {
+        let mut buf = Vec::new();
+        frame(&serde_json::to_vec(rec).expect("serializable"), &mut buf);
+        self.acks
+            .write_all(&buf)
+            .map_err(|e| err(&self.dir.join(ACK_LOG), e))?;
+        self.acks_len += buf.len() as u64;
+        self.dirty_acks = true;
+        if self.fsync == FsyncPolicy::Always {
+            self.sync_acks()?;
+        }
+        if self.acks_len > ACK_LOG_COMPACT_BYTES {
+            self.compact_ack_log()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites `acks.log` with only the current state (write, fsync, rename).
+    fn compact_ack_log(&mut self) -> Result<(), SpoolError> {
+        let mut buf = Vec::new();
+        for (id, op) in &self.ops {
+            let rec = AckRecord {
+                op: id.clone(),
+                acked: op.acked,
+                last: op.last_seq,
+                terminal: op.terminal,
+                forget: false,
+            };
+            frame(&serde_json::to_vec(&rec).expect("serializable"), &mut buf);
+        }
+        for id in self.forgotten.keys() {
+            let rec = AckRecord {
+                op: id.clone(),
+                acked: 0,
+                last: 0,
+                terminal: false,
+                forget: true,
+            };
+            frame(&serde_json::to_vec(&rec).expect("serializable"), &mut buf);
+        }
+        let path = self.dir.join(ACK_LOG);
+        let tmp = self.dir.join("acks.log.tmp");
+        let sync = self.fsync != FsyncPolicy::Never;
+        let write = || -> std::io::Result<File> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&buf)?;
+            if sync {
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            OpenOptions::new().append(true).open(&path)
+        };
+        self.acks = write().map_err(|e| err(&path, format!("rewriting: {e}")))?;
+        self.acks_len = buf.len() as u64;
+        self.dirty_acks = false;
+        if sync {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    fn read_at(&mut self, loc: Loc) -> Result<Report, SpoolError> {
+        let path = segment_path(&self.dir, loc.segment);
+        let file = match self.readers.entry(loc.segment) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(File::open(&path).map_err(|e| err(&path, e))?)
+            }
+        };
+        let mut header = [0u8; HEADER];
+        file.read_exact_at(&mut header, loc.offset)
+            .map_err(|e| err(&path, format!("reading offset {}: {e}", loc.offset)))?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > MAX_RECORD {
+            return Err(err(
+                &path,
+                format!("corrupt record at offset {}", loc.offset),
+            ));
+        }
+        let mut payload = vec![0u8; len];
+        file.read_exact_at(&mut payload, loc.offset + HEADER as u64)
+            .map_err(|e| err(&path, format!("reading offset {}: {e}", loc.offset)))?;
+        if crc32fast::hash(&payload) != crc {
+            return Err(err(
+                &path,
+                format!("checksum mismatch at offset {}", loc.offset),
+            ));
+        }
+        serde_json::from_slice(&payload)
+            .map_err(|e| err(&path, format!("bad record at offset {}: {e}", loc.offset)))
+    }
+}
+
+impl Spool for DiskSpool {
+    fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError> {
+        let path = segment_path(&self.dir, self.active_id);
+        // Check the whole batch first, so that a refused batch writes nothing.
+        let mut next: HashMap<&str, u64> = HashMap::new();
+        for r in reports {
+            let expected = next
+                .entry(&r.op_id)
+                .or_insert_with(|| self.ops.get(&r.op_id).map_or(0, |o| o.last_seq) + 1);
+            if r.seq != *expected {
+                return Err(err(
+                    &path,
+                    format!(
+                        "operation {}: append of seq {} where {} was expected",
+                        r.op_id, r.seq, expected
+                    ),
+                ));
+            }
+            *expected += 1;
+        }
+        let mut buf = Vec::new();
+        let mut locs = Vec::with_capacity(reports.len());
+        for r in reports {
+            let offset = self.active_len + buf.len() as u64;
+            frame(&serde_json::to_vec(r).expect("serializable"), &mut buf);
+            locs.push(offset);
+        }
+        self.active
+            .write_all(&buf)
+            .map_err(|e| err(&path, format!("append: {e}")))?;
+        self.active_len += buf.len() as u64;
+        self.dirty_segment = true;
+        for (r, offset) in reports.iter().zip(locs) {
+            self.forgotten.remove(&r.op_id);
+            let op = self.ops.entry(r.op_id.clone()).or_default();
+            op.last_seq = r.seq;
+            op.terminal |= r.is_terminal();
+            op.live.push_back(Loc {
+                segment: self.active_id,
+                offset,
+            });
+            *self.segments.entry(self.active_id).or_default() += 1;
+        }
+        if self.fsync == FsyncPolicy::Always {
+            self.flush()?;
+        }
+        if self.active_len >= self.segment_bytes {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SpoolError> {
+        if self.fsync == FsyncPolicy::Never {
+            return Ok(());
+        }
+        if self.dirty_segment {
+            self.active
+                .sync_data()
+                .map_err(|e| err(&segment_path(&self.dir, self.active_id), e))?;
+            self.dirty_segment = false;
+        }
+        self.sync_acks()
+    }
+
+    fn read(&mut self, op_id: &str, after: u64, max: usize) -> Result<Vec<Report>, SpoolError> {
+        let Some(op) = self.ops.get(op_id) else {
+            return Ok(Vec::new());
+        };
+        let first = op.acked + 1;
+        let skip = after.saturating_add(1).saturating_sub(first) as usize;
+        let locs: Vec<Loc> = op.live.iter().skip(skip).take(max).copied().collect();
+        locs.into_iter().map(|l| self.read_at(l)).collect()
+    }
+
+    fn ack(&mut self, op_id: &str, seq: u64) -> Result<(), SpoolError> {
+        let Some(op) = self.ops.get_mut(op_id) else {
+            return Ok(());
+        };
+        let new = seq.min(op.last_seq);
+        if new <= op.acked {
+            return Ok(());
+        }
+        for _ in op.acked..new {
+            if let Some(loc) = op.live.pop_front() {
+                if let Some(n) = self.segments.get_mut(&loc.segment) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        op.acked = new;
+        let rec = AckRecord {
+            op: op_id.to_owned(),
+            acked: op.acked,
+            last: op.last_seq,
+            terminal: op.terminal,
+            forget: false,
+        };
+        self.write_ack(&rec)?;
+        self.drop_dead_segments()
+    }
+
+    fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError> {
+        Ok(self
+            .ops
+            .iter()
+            .map(|(id, op)| SpooledOperation {
+                op_id: id.clone(),
+                last_seq: op.last_seq,
+                acked: op.acked,
+                terminal: op.terminal,
+            })
+            .collect())
+    }
+
+    fn forget(&mut self, op_id: &str) -> Result<(), SpoolError> {
+        let Some(op) = self.ops.remove(op_id) else {
+            return Ok(());
+        };
+        let mut newest = 0;
+        for loc in op.live {
+            newest = newest.max(loc.segment);
+            if let Some(n) = self.segments.get_mut(&loc.segment) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        // Records of the operation may sit in any segment up to the active one.
+        self.forgotten
+            .insert(op_id.to_owned(), newest.max(self.active_id));
+        let rec = AckRecord {
+            op: op_id.to_owned(),
+            acked: 0,
+            last: 0,
+            terminal: false,
+            forget: true,
+        };
+        self.write_ack(&rec)?;
+        self.drop_dead_segments()
+    }
+}
+
+/// Total size of the files in `dir` (for tests and `rdrunner config`).
+pub fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdrunner_actors::model::{LogReport, OpReport, ReportBody, State, Stream};
+
+    fn log(op: &str, seq: u64) -> Report {
+        Report {
+            op_id: op.into(),
+            seq,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            body: ReportBody::Log(LogReport {
+                node: "n1".into(),
+                step: 1,
+                stream: Stream::Stdout,
+                text: format!("{op} line {seq}"),
+            }),
+        }
+    }
+
+    fn terminal(op: &str, seq: u64) -> Report {
+        Report {
+            body: ReportBody::Op(OpReport {
+                state: State::Succeeded,
+                message: None,
+            }),
+            ..log(op, seq)
+        }
+    }
+
+    fn seqs(r: &[Report]) -> Vec<u64> {
+        r.iter().map(|r| r.seq).collect()
+    }
+
+    fn open(dir: &Path) -> DiskSpool {
+        DiskSpool::open(dir, FsyncPolicy::Batch, 4096).unwrap()
+    }
+
+    #[test]
+    fn reopen_after_append_keeps_everything_unacked() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.append(&[log("a", 1), log("a", 2), log("b", 1)]).unwrap();
+        s.append(&[terminal("a", 3)]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(seqs(&s.read("a", 1, 10).unwrap()), vec![2, 3]);
+        drop(s);
+        let mut s = open(d.path());
+        assert_eq!(
+            s.read("a", 0, 10).unwrap(),
+            vec![log("a", 1), log("a", 2), terminal("a", 3)]
+        );
+        assert_eq!(s.read("b", 0, 10).unwrap(), vec![log("b", 1)]);
+        let ops = s.operations().unwrap();
+        assert_eq!(
+            ops.iter()
+                .map(|o| (o.op_id.as_str(), o.last_seq, o.acked, o.terminal))
+                .collect::<Vec<_>>(),
+            vec![("a", 3, 0, true), ("b", 1, 0, false)]
+        );
+        // Appends go on from where they were; gaps are refused.
+        assert!(s.append(&[log("b", 3)]).is_err());
+        s.append(&[log("b", 2)]).unwrap();
+    }
+
+    #[test]
+    fn torn_tail_is_cut_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.append(&[log("a", 1), log("a", 2)]).unwrap();
+        let seg = segment_path(d.path(), s.active_id);
+        drop(s);
+        // Half a record at the end, as a crash mid-write leaves it.
+        let mut extra = Vec::new();
+        frame(&serde_json::to_vec(&log("a", 3)).unwrap(), &mut extra);
+        let before = std::fs::metadata(&seg).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&extra[..extra.len() / 2]).unwrap();
+        drop(f);
+        let mut s = open(d.path());
+        assert_eq!(s.cut_on_open(), (extra.len() / 2) as u64);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), before);
+        assert_eq!(seqs(&s.read("a", 0, 10).unwrap()), vec![1, 2]);
+        s.append(&[log("a", 3)]).unwrap();
+        // A flipped byte in the payload fails the checksum: cut there too.
+        drop(s);
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0xff;
+        std::fs::write(&seg, &bytes).unwrap();
+        let mut s = open(d.path());
+        assert_eq!(seqs(&s.read("a", 0, 10).unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn ack_drops_whole_segments_and_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        // Small segments: many rotations.
+        for seq in 1..=200 {
+            s.append(&[log("a", seq)]).unwrap();
+        }
+        s.append(&[log("b", 1)]).unwrap();
+        let many = s.segment_count();
+        assert!(many > 3, "{many}");
+        s.ack("a", 150).unwrap();
+        let fewer = s.segment_count();
+        assert!(fewer < many, "{fewer} < {many}");
+        assert_eq!(
+            seqs(&s.read("a", 0, 100).unwrap()),
+            (151..=200).collect::<Vec<_>>()
+        );
+        drop(s);
+        let mut s = open(d.path());
+        let a = s
+            .operations()
+            .unwrap()
+            .into_iter()
+            .find(|o| o.op_id == "a")
+            .unwrap();
+        assert_eq!((a.acked, a.last_seq), (150, 200));
+        assert_eq!(
+            seqs(&s.read("a", 150, 100).unwrap()),
+            (151..=200).collect::<Vec<_>>()
+        );
+        s.append(&[terminal("a", 201)]).unwrap();
+        s.ack("a", 201).unwrap();
+        s.forget("a").unwrap();
+        s.ack("b", 1).unwrap();
+        s.forget("b").unwrap();
+        drop(s);
+        let mut s = open(d.path());
+        assert!(s.operations().unwrap().is_empty());
+        // Everything acked: only the fresh active segment and the ack log remain.
+        assert_eq!(s.segment_count(), 1);
+        assert!(dir_size(d.path()) < 1024, "{}", dir_size(d.path()));
+    }
+
+    #[test]
+    fn terminal_state_survives_even_when_its_segment_is_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.append(&[log("a", 1), terminal("a", 2)]).unwrap();
+        s.ack("a", 2).unwrap();
+        drop(s);
+        // Reopen twice so that the segment holding the reports is deleted.
+        drop(open(d.path()));
+        let mut s = open(d.path());
+        let ops = s.operations().unwrap();
+        assert_eq!(ops.len(), 1);
+        assert_eq!(
+            (ops[0].acked, ops[0].last_seq, ops[0].terminal),
+            (2, 2, true)
+        );
+        assert!(s.read("a", 0, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn many_operations_interleaved() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = DiskSpool::open(d.path(), FsyncPolicy::Never, 8192).unwrap();
+        let mut model = rdrunner_actors::MemorySpool::new();
+        let mut rng_state = 7u64;
+        let mut next = || {
+            rng_state = rng_state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            rng_state >> 33
+        };
+        let mut last = [0u64; 8];
+        let mut acked = [0u64; 8];
+        for round in 0..3000 {
+            if round % 500 == 499 {
+                // Reopen: the index is rebuilt from the files.
+                drop(std::mem::replace(
+                    &mut s,
+                    DiskSpool::open(d.path(), FsyncPolicy::Never, 8192).unwrap(),
+                ));
+            }
+            let i = (next() % 8) as usize;
+            let op = format!("op-{i}");
+            match next() % 10 {
+                0..=5 => {
+                    let n = 1 + next() % 4;
+                    let batch: Vec<Report> = (1..=n).map(|k| log(&op, last[i] + k)).collect();
+                    last[i] += n;
+                    s.append(&batch).unwrap();
+                    model.append(&batch).unwrap();
+                }
+                6 | 7 if last[i] > acked[i] => {
+                    let to = acked[i] + 1 + next() % (last[i] - acked[i]);
+                    acked[i] = to;
+                    s.ack(&op, to).unwrap();
+                    model.ack(&op, to).unwrap();
+                }
+                _ => s.flush().unwrap(),
+            }
+            let after = acked[i] + next() % 3;
+            assert_eq!(
+                s.read(&op, after, 5).unwrap(),
+                model.read(&op, after, 5).unwrap(),
+                "round {round}"
+            );
+        }
+        assert_eq!(s.operations().unwrap(), model.operations().unwrap());
+        assert_eq!(s.unacked(), model.len());
+    }
+
+    #[test]
+    fn truncation_at_every_byte_offset_keeps_a_valid_prefix() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        let reports: Vec<Report> = (1..=2).map(|q| log("a", q)).collect();
+        s.append(&reports).unwrap();
+        s.append(&[terminal("a", 3)]).unwrap();
+        let seg = segment_path(d.path(), s.active_id);
+        drop(s);
+        let full = std::fs::read(&seg).unwrap();
+        let (records, _) = unframe(&full);
+        let ends: Vec<usize> = records
+            .iter()
+            .map(|(off, p)| *off as usize + HEADER + p.len())
+            .collect();
+        for cut in 0..=full.len() {
+            let case = tempfile::tempdir().unwrap();
+            std::fs::write(segment_path(case.path(), 1), &full[..cut]).unwrap();
+            let mut s = DiskSpool::open(case.path(), FsyncPolicy::Never, 4096).unwrap();
+            let whole = ends.iter().filter(|e| **e <= cut).count() as u64;
+            let got = s.read("a", 0, 100).unwrap();
+            assert_eq!(seqs(&got), (1..=whole).collect::<Vec<_>>(), "cut at {cut}");
+            let kept = ends
+                .iter()
+                .copied()
+                .filter(|e| *e <= cut)
+                .max()
+                .unwrap_or(0);
+            assert_eq!(s.cut_on_open(), (cut - kept) as u64, "cut at {cut}");
+            // The spool goes on appending after the cut.
+            s.append(&[log("a", whole + 1)]).unwrap();
+        }
+    }
+
+    #[test]
+    fn fsync_always_and_read_of_unknown_operation() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = DiskSpool::open(d.path(), FsyncPolicy::Always, 4096).unwrap();
+        s.append(&[log("a", 1)]).unwrap();
+        assert!(!s.dirty_segment, "always: fsynced at append");
+        assert!(s.read("zzz", 0, 10).unwrap().is_empty());
+        s.ack("zzz", 5).unwrap();
+        let mut s = DiskSpool::open(d.path(), FsyncPolicy::Batch, 4096).unwrap();
+        s.append(&[log("a", 2)]).unwrap();
+        assert!(s.dirty_segment, "batch: not fsynced until flush");
+        s.flush().unwrap();
+        assert!(!s.dirty_segment);
+    }
+}

@@ -1,0 +1,571 @@
+//! The HTTPS transport: `rdrunner_actors::ControlPlane` over awc + rustls.
+//!
+//! One `awc::Client` per thread (awc's client is `!Send`), kept in a
+//! thread-local so that connections are reused across calls. Every request
+//! carries the runner's bearer token, runner id and, after startup, the
+//! replica id; every request has a deadline; every failure is mapped to the
+//! `ControlPlaneError` class the actors act on. An HTTP proxy is used through
+//! CONNECT by a TCP connector of our own plugged into awc's `Connector`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection};
+use awc::http::{StatusCode, Uri};
+use rdrunner_actors::model::{
+    CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ReportsRequest,
+    ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse,
+};
+use rdrunner_actors::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::{ProxyConfig, TlsConfig};
+use crate::creds::{Credentials, Token};
+
+/// Path prefix of the runner API.
+pub const API_BASE: &str = "/api/runner/v1";
+
+/// Largest answer body accepted (a check-in may carry many operations).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// A transport that cannot be built (bad CA file, bad URL).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("TLS CA file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// What the transport needs; built from the credentials and the config.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    /// e.g. `https://cp.example:4443`, no trailing slash.
+    pub server_url: String,
+    pub runner_id: String,
+    pub token: Token,
+    /// Sent as `User-Agent: rdrunner/<version>`.
+    pub version: String,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub tls: TlsConfig,
+    pub proxy: Option<ProxyConfig>,
+}
+
+impl TransportSettings {
+    pub fn new(creds: &Credentials, cfg: &crate::config::Config, version: &str) -> Self {
+        TransportSettings {
+            server_url: creds.server_url.clone(),
+            runner_id: creds.runner_id.clone(),
+            token: creds.token.clone(),
+            version: version.to_owned(),
+            request_timeout: cfg.http.request_timeout,
+            connect_timeout: cfg.http.connect_timeout,
+            tls: cfg.tls.clone(),
+            proxy: cfg.http.proxy.clone(),
+        }
+    }
+}
+
+/// The control plane over HTTP(S). Cheap to clone; shareable across threads.
+#[derive(Clone)]
+pub struct HttpControlPlane {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Distinguishes instances in the per-thread client table.
+    id: u64,
+    base: String,
+    settings: TransportSettings,
+    tls: Arc<rustls::ClientConfig>,
+    /// Remembered from the startup answer; sent as `X-Replica-Id`.
+    replica_id: Mutex<Option<String>>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static CLIENTS: RefCell<HashMap<u64, awc::Client>> = RefCell::new(HashMap::new());
+}
+
+impl HttpControlPlane {
+    /// Builds the transport. With `tls.insecureSkipVerify` a warning is
+    /// logged to `log`, at every start.
+    pub fn new(settings: TransportSettings, log: &slog::Logger) -> Result<Self, TransportError> {
+        if settings.tls.insecure_skip_verify {
+            slog::warn!(log, "TLS certificate verification is OFF (tls.insecureSkipVerify = true): anyone on the network path can impersonate the control plane; never use this in production";
+                "server" => &settings.server_url);
+        }
+        let tls = Arc::new(client_tls_config(&settings.tls)?);
+        Ok(HttpControlPlane {
+            shared: Arc::new(Shared {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                base: format!("{}{API_BASE}", settings.server_url.trim_end_matches('/')),
+                settings,
+                tls,
+                replica_id: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The replica id from the last startup answer.
+    pub fn replica_id(&self) -> Option<String> {
+        self.shared
+            .replica_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The base URL of the runner API.
+    pub fn base_url(&self) -> &str {
+        &self.shared.base
+    }
+}
+
+impl Shared {
+    fn client(&self) -> awc::Client {
+        CLIENTS.with(|c| {
+            c.borrow_mut()
+                .entry(self.id)
+                .or_insert_with(|| self.build_client())
+                .clone()
+        })
+    }
+
+    fn build_client(&self) -> awc::Client {
+        let proxy = self.settings.proxy.clone();
+        let connect_timeout = self.settings.connect_timeout;
+        let tcp = actix_service::fn_service(move |req: ConnectInfo<Uri>| {
+            let proxy = proxy.clone();
+            async move { connect_tcp(req, proxy, connect_timeout).await }
+        });
+        let connector = awc::Connector::new()
+            .connector(tcp)
+            .rustls_0_23(self.tls.clone())
+            .timeout(connect_timeout)
+            .handshake_timeout(connect_timeout);
+        awc::Client::builder()
+            .connector(connector)
+            // Deadlines are set per request.
+            .disable_timeout()
+            .add_default_header(("User-Agent", format!("rdrunner/{}", self.settings.version)))
+            .finish()
+    }
+
+    /// POSTs `body` to `path` with a deadline; returns status and body bytes.
+    async fn post<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        deadline: Duration,
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), ControlPlaneError> {
+        let url = format!("{}{path}", self.base);
+        let client = self.client();
+        let mut req = client
+            .post(&url)
+            .timeout(deadline)
+            .insert_header((
+                "Authorization",
+                format!("Bearer {}", self.settings.token.expose()),
+            ))
+            .insert_header(("X-Runner-Id", self.settings.runner_id.clone()));
+        if let Some(replica) = self
+            .replica_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            req = req.insert_header(("X-Replica-Id", replica));
+        }
+        let call = async {
+            let mut resp = req
+                .send_json(body)
+                .await
+                .map_err(|e| send_error(&url, e, deadline))?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let bytes = resp.body().limit(MAX_BODY).await.map_err(|e| {
+                ControlPlaneError::Transport(format!("{url}: reading the answer: {e}"))
+            })?;
+            Ok((status, retry_after, bytes.to_vec()))
+        };
+        match tokio::time::timeout(deadline, call).await {
+            Ok(r) => r,
+            Err(_) => Err(ControlPlaneError::Timeout(deadline)),
+        }
+    }
+
+    /// Maps a non-2xx answer to its error class.
+    fn error(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> ControlPlaneError {
+        let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+        let message = parsed
+            .as_ref()
+            .map(|b| b.message.clone())
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+        let code = parsed.map(|b| b.error).unwrap_or_default();
+        let s = status.as_u16();
+        match s {
+            401 => ControlPlaneError::Unauthorized { message },
+            403 => ControlPlaneError::Forbidden { message },
+            429 | 503 => ControlPlaneError::Throttled {
+                status: s,
+                retry_after,
+            },
+            500..=599 => ControlPlaneError::Server { status: s, message },
+            _ => ControlPlaneError::Rejected {
+                status: s,
+                code,
+                message,
+            },
+        }
+    }
+
+    async fn call<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+        deadline: Duration,
+    ) -> Result<R, ControlPlaneError> {
+        let (status, retry_after, bytes) = self.post(path, body, deadline).await?;
+        if !status.is_success() {
+            return Err(Self::error(status, retry_after, &bytes));
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ControlPlaneError::Protocol(format!("{}{path}: {e}", self.base)))
+    }
+}
+
+fn send_error(url: &str, e: awc::error::SendRequestError, deadline: Duration) -> ControlPlaneError {
+    use awc::error::{ConnectError, SendRequestError};
+    match e {
+        SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => {
+            ControlPlaneError::Timeout(deadline)
+        }
+        SendRequestError::Connect(ConnectError::Io(io)) => {
+            ControlPlaneError::Transport(format!("{url}: {io}"))
+        }
+        other => ControlPlaneError::Transport(format!("{url}: {other}")),
+    }
+}
+
+/// TCP connection for awc, directly or through the proxy's CONNECT tunnel.
+async fn connect_tcp(
+    req: ConnectInfo<Uri>,
+    proxy: Option<ProxyConfig>,
+    timeout: Duration,
+) -> Result<Connection<Uri, TcpStream>, TcpConnectError> {
+    let uri = req.request().clone();
+    let host = req
+        .hostname()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let io = |kind, msg: String| TcpConnectError::Io(std::io::Error::new(kind, msg));
+    let fut = async {
+        match proxy.filter(|p| p.applies_to(&host)) {
+            None => TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(TcpConnectError::Io),
+            Some(p) => {
+                let mut s = TcpStream::connect((p.host.as_str(), p.port))
+                    .await
+                    .map_err(|e| io(e.kind(), format!("proxy {}:{}: {e}", p.host, p.port)))?;
+                let target = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                let hello = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+                s.write_all(hello.as_bytes())
+                    .await
+                    .map_err(TcpConnectError::Io)?;
+                // Read the proxy's answer head byte by byte, so that nothing
+                // of the tunnelled stream is consumed.
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    if head.len() > 8192 {
+                        return Err(io(
+                            std::io::ErrorKind::InvalidData,
+                            format!("proxy {}:{}: answer to CONNECT too long", p.host, p.port),
+                        ));
+                    }
+                    let b = s.read_u8().await.map_err(TcpConnectError::Io)?;
+                    head.push(b);
+                }
+                let status_line = String::from_utf8_lossy(&head);
+                let status_line = status_line.lines().next().unwrap_or_default();
+                let ok = status_line
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|c| c.starts_with('2'));
+                if !ok {
+                    return Err(io(
+                        std::io::ErrorKind::ConnectionRefused,
+                        format!(
+                            "proxy {}:{} refused CONNECT {target}: {status_line}",
+                            p.host, p.port
+                        ),
+                    ));
+                }
+                Ok(s)
+            }
+        }
+    };
+    let stream = tokio::time::timeout(timeout, fut).await.map_err(|_| {
+        io(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "connecting to {host}:{port} took over {} ms",
+                timeout.as_millis()
+            ),
+        )
+    })??;
+    let _ = stream.set_nodelay(true);
+    Ok(Connection::new(uri, stream))
+}
+
+/// The rustls client config: webpki roots + the system bundle when there is
+/// one + `tls.caFile`; or no verification when explicitly asked.
+pub fn client_tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        // The distribution's bundle, when present, adds CAs an organisation
+        // installed system-wide. Unparseable entries are skipped.
+        for bundle in [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+        ] {
+            if let Ok(f) = std::fs::File::open(bundle) {
+                let mut reader = BufReader::new(f);
+                let certs = rustls_pemfile::certs(&mut reader).flatten();
+                roots.add_parsable_certificates(certs);
+                break;
+            }
+        }
+        if let Some(path) = &tls.ca_file {
+            add_ca_file(&mut roots, path)?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), TransportError> {
+    let err = |message: String| TransportError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(f))
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(format!("not a PEM file: {e}")))?;
+    if certs.is_empty() {
+        return Err(err(
+            "holds no certificate (expected PEM blocks `-----BEGIN CERTIFICATE-----`)".into(),
+        ));
+    }
+    for c in certs {
+        roots
+            .add(c)
+            .map_err(|e| err(format!("unusable certificate: {e}")))?;
+    }
+    Ok(())
+}
+
+/// `tls.insecureSkipVerify`: accepts any certificate, still checks the
+/// handshake signatures so that the connection is at least encrypted.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl ControlPlane for HttpControlPlane {
+    fn startup(&self, req: StartupRequest) -> CallResult<StartupResponse> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let deadline = s.settings.request_timeout;
+            let resp: StartupResponse = s.call("/startup", &req, deadline).await?;
+            *s.replica_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(resp.replica_id.clone());
+            Ok(resp)
+        })
+    }
+
+    fn checkin(&self, req: CheckinRequest, wait: Duration) -> CallResult<CheckinResponse> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let deadline = wait + s.settings.request_timeout;
+            let path = format!("/checkin?waitMs={}", wait.as_millis());
+            s.call(&path, &req, deadline).await
+        })
+    }
+
+    fn claim(&self, op_id: &str, replica_id: &str) -> CallResult<ClaimOutcome> {
+        let s = self.shared.clone();
+        let path = format!("/operations/{}/claim", encode_path_segment(op_id));
+        let req = ClaimRequest {
+            replica_id: replica_id.to_owned(),
+        };
+        Box::pin(async move {
+            let (status, retry_after, bytes) =
+                s.post(&path, &req, s.settings.request_timeout).await?;
+            if status.is_success() {
+                let r: ClaimResponse = serde_json::from_slice(&bytes)
+                    .map_err(|e| ControlPlaneError::Protocol(format!("{}{path}: {e}", s.base)))?;
+                return Ok(ClaimOutcome::Claimed(Box::new(r.operation)));
+            }
+            if status == StatusCode::CONFLICT {
+                let code = serde_json::from_slice::<ErrorBody>(&bytes)
+                    .map(|b| b.error)
+                    .unwrap_or_default();
+                match code.as_str() {
+                    "taken" => return Ok(ClaimOutcome::Taken),
+                    "cancelled" => return Ok(ClaimOutcome::Cancelled),
+                    _ => {}
+                }
+            }
+            Err(Shared::error(status, retry_after, &bytes))
+        })
+    }
+
+    fn reports(&self, req: ReportsRequest) -> CallResult<ReportsResponse> {
+        let s = self.shared.clone();
+        Box::pin(async move { s.call("/reports", &req, s.settings.request_timeout).await })
+    }
+
+    fn shutdown(&self, req: ShutdownRequest) -> CallResult<()> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let (status, retry_after, bytes) = s
+                .post("/shutdown", &req, s.settings.request_timeout)
+                .await?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(Shared::error(status, retry_after, &bytes))
+            }
+        })
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, so that an
+/// operation id can never change the request path.
+fn encode_path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_mapping() {
+        let body = br#"{"error":"bad_request","message":"no"}"#;
+        let e = |s: u16, ra| Shared::error(StatusCode::from_u16(s).unwrap(), ra, body);
+        assert!(
+            matches!(e(401, None), ControlPlaneError::Unauthorized { message } if message == "no")
+        );
+        assert!(matches!(e(403, None), ControlPlaneError::Forbidden { .. }));
+        assert_eq!(
+            e(429, Some(Duration::from_secs(3))).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        assert!(matches!(
+            e(503, None),
+            ControlPlaneError::Throttled { status: 503, .. }
+        ));
+        assert!(matches!(
+            e(502, None),
+            ControlPlaneError::Server { status: 502, .. }
+        ));
+        assert!(
+            matches!(e(400, None), ControlPlaneError::Rejected { status: 400, code, .. } if code == "bad_request")
+        );
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(encode_path_segment("op-1_a.b"), "op-1_a.b");
+        assert_eq!(encode_path_segment("a/../b c"), "a%2F..%2Fb%20c");
+    }
+}

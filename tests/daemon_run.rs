@@ -1,0 +1,361 @@
+//! `rdrunner run` (the real binary) against the reference control plane on
+//! 127.0.0.1:0: a local job end to end, SIGTERM drain, `kill -9` and
+//! restart without losing or duplicating a report, refused credentials.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdrunner_actors::model::{CommandStep, Node, ReportBody, Step};
+use rdrunner_harness::{
+    AdminClient, Cadence, CreateRunner, Harness, HarnessConfig, RunState, RunnerStatus,
+    SubmitExecution,
+};
+
+/// Small cadences so that the tests take seconds.
+const CONFIG: &str = "\
+[runner]
+pollIntervalMs = 1000
+reportIntervalMs = 50
+drainTimeoutMs = 5000
+killGraceMs = 300
+[log]
+stderr = false
+[spool]
+fsync = \"always\"
+";
+
+fn harness() -> Harness {
+    Harness::start(HarnessConfig {
+        cadence: Cadence {
+            poll_interval_ms: 1000,
+            long_poll_ms: 500,
+            report_interval_ms: 50,
+            report_batch_max: 1000,
+            lease_ms: 5000,
+        },
+        ..HarnessConfig::default()
+    })
+    .unwrap()
+}
+
+/// A runner covering every node of project `p`, whose only node is local.
+async fn setup(admin: &AdminClient, dir: &Path) -> String {
+    let created = admin
+        .create_runner(&CreateRunner {
+            name: "segment".into(),
+            description: String::new(),
+            tags: vec![],
+            projects: Default::default(),
+        })
+        .await
+        .unwrap();
+    admin
+        .assign_project(&created.runner_id, "p", ".*")
+        .await
+        .unwrap();
+    admin.set_nodes("p", &[Node::local("self")]).await.unwrap();
+    let creds = dir.join(".rdrunner-creds");
+    std::fs::write(&creds, &created.credentials).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(dir.join("runner.toml"), CONFIG).unwrap();
+    created.runner_id
+}
+
+fn start(dir: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rdrunner"));
+    cmd.current_dir(dir)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("RDRUNNER__")
+            || k.starts_with("RUNNER_RUNDECK_")
+            || k.to_ascii_uppercase().ends_with("_PROXY")
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.spawn().unwrap()
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// Waits for the child's exit, at most `timeout`.
+async fn exit_code(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rdrunner did not exit within {timeout:?}");
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn command(c: &str) -> Step {
+    Step::Command(CommandStep { command: c.into() })
+}
+
+fn log_file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(PathBuf::from(dir).join("runner/logs").join(name)).unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn local_job_runs_then_sigterm_drains_and_exits_0() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    let runner_id = setup(&admin, d.path()).await;
+    let mut child = start(d.path());
+
+    let exec = admin
+        .submit_execution(
+            "p",
+            &SubmitExecution::new(
+                vec![command("echo hello from $RD_NODE_NAME; echo err >&2")],
+                ".*",
+            ),
+        )
+        .await
+        .unwrap();
+    let status = admin
+        .wait_terminal(exec, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.state,
+        RunState::Succeeded,
+        "{status:?}\n{}",
+        log_file(d.path(), "runner.log")
+    );
+    let out = admin.all_output(exec).await.unwrap();
+    let texts: Vec<&str> = out.iter().map(|e| e.text.as_str()).collect();
+    assert!(texts.contains(&"hello from self"), "{texts:?}");
+    assert!(texts.contains(&"err"), "{texts:?}");
+
+    signal(&child, "TERM");
+    assert_eq!(
+        exit_code(&mut child, Duration::from_secs(20)).await,
+        Some(0)
+    );
+    let info = admin.get_runner(&runner_id).await.unwrap();
+    assert!(
+        info.replicas.iter().all(|r| r.status == RunnerStatus::Down),
+        "{info:?}"
+    );
+
+    let ops = log_file(d.path(), "operations.log");
+    let op_id = &status.operations[0].id;
+    assert!(
+        ops.lines().filter(|l| l.contains(op_id.as_str())).count() >= 2,
+        "{ops}"
+    );
+    let runner_log = log_file(d.path(), "runner.log");
+    assert!(
+        runner_log.contains("rdrunner starting") && runner_log.contains("rdrunner stopped"),
+        "{runner_log}"
+    );
+    // The token appears in no log.
+    let creds = std::fs::read_to_string(d.path().join(".rdrunner-creds")).unwrap();
+    let token = creds
+        .lines()
+        .find_map(|l| l.strip_prefix("RUNDECK_RUNNER_TOKEN="))
+        .unwrap();
+    assert!(!runner_log.contains(token) && !ops.contains(token));
+}
+
+#[actix_rt::test]
+async fn kill_9_then_restart_loses_and_duplicates_no_report() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    setup(&admin, d.path()).await;
+    let mut child = start(d.path());
+
+    let exec = admin
+        .submit_execution(
+            "p",
+            &SubmitExecution::new(
+                vec![command(
+                    "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); sleep 0.02; done",
+                )],
+                ".*",
+            ),
+        )
+        .await
+        .unwrap();
+    // Kill -9 while output flows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = admin.all_output(exec).await.unwrap();
+        if out.len() >= 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no output arrived");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut child = start(d.path());
+    let status = admin
+        .wait_terminal(exec, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let op_id = status.operations[0].id.clone();
+    let reports = h.reports(&op_id);
+    let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "a gap or a duplicate"
+    );
+    let last = reports.last().unwrap();
+    match &last.body {
+        ReportBody::Op(op) => {
+            assert!(op.state.is_terminal());
+            assert!(
+                op.message.as_deref().unwrap_or("").contains("restarted"),
+                "{op:?}"
+            );
+        }
+        other => panic!("last report is not the terminal one: {other:?}"),
+    }
+    assert!(status.state.is_terminal());
+    signal(&child, "TERM");
+    assert_eq!(
+        exit_code(&mut child, Duration::from_secs(20)).await,
+        Some(0)
+    );
+}
+
+#[actix_rt::test]
+async fn refused_credentials_at_startup_exit_3() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    let runner_id = setup(&admin, d.path()).await;
+    admin.regenerate_credentials(&runner_id).await.unwrap();
+    let mut child = start(d.path());
+    assert_eq!(
+        exit_code(&mut child, Duration::from_secs(30)).await,
+        Some(3)
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("refused the runner's credentials"),
+        "{stderr}"
+    );
+}
+
+#[actix_rt::test]
+async fn sigterm_lets_a_running_operation_finish_and_hup_reopens_logs() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    setup(&admin, d.path()).await;
+    let mut child = start(d.path());
+
+    // HUP: the log file moved away is replaced by a new one.
+    let logs = d.path().join("runner/logs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_file(d.path(), "runner.log").contains("rdrunner starting") {
+        assert!(Instant::now() < deadline, "runner.log was not written");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::rename(logs.join("runner.log"), logs.join("runner.log.moved")).unwrap();
+    signal(&child, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_file(d.path(), "runner.log").contains("log files reopened") {
+        assert!(Instant::now() < deadline, "no new runner.log after HUP");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let exec = admin
+        .submit_execution(
+            "p",
+            &SubmitExecution::new(vec![command("echo begun; sleep 1; echo finished")], ".*"),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !admin
+        .all_output(exec)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.text == "begun")
+    {
+        assert!(Instant::now() < deadline, "the step did not start");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "TERM");
+    assert_eq!(
+        exit_code(&mut child, Duration::from_secs(20)).await,
+        Some(0)
+    );
+    let status = admin.execution(exec).await.unwrap();
+    assert_eq!(status.state, RunState::Succeeded, "{status:?}");
+    let out = admin.all_output(exec).await.unwrap();
+    assert!(out.iter().any(|e| e.text == "finished"));
+}
+
+#[actix_rt::test]
+async fn two_replicas_share_the_work_each_operation_runs_once() {
+    let h = harness();
+    let admin = h.admin();
+    let d1 = tempfile::tempdir().unwrap();
+    let runner_id = setup(&admin, d1.path()).await;
+    // The second replica: same credentials, its own spool and logs.
+    let d2 = tempfile::tempdir().unwrap();
+    for f in [".rdrunner-creds", "runner.toml"] {
+        std::fs::copy(d1.path().join(f), d2.path().join(f)).unwrap();
+    }
+    let mut a = start(d1.path());
+    let mut b = start(d2.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin.get_runner(&runner_id).await.unwrap().replicas.len() < 2 {
+        assert!(Instant::now() < deadline, "two replicas did not register");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut execs = Vec::new();
+    for i in 0..6 {
+        let step = command(&format!("echo run {i}"));
+        execs.push(
+            admin
+                .submit_execution("p", &SubmitExecution::new(vec![step], ".*"))
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, exec) in execs.iter().enumerate() {
+        let status = admin
+            .wait_terminal(*exec, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(status.state, RunState::Succeeded, "{status:?}");
+        let out = admin.all_output(*exec).await.unwrap();
+        let runs = out.iter().filter(|e| e.text == format!("run {i}")).count();
+        assert_eq!(runs, 1, "execution {exec} ran {runs} times");
+        let op = &status.operations[0].id;
+        assert_eq!(h.duplicates_dropped(op), 0);
+    }
+    signal(&a, "TERM");
+    signal(&b, "TERM");
+    assert_eq!(exit_code(&mut a, Duration::from_secs(20)).await, Some(0));
+    assert_eq!(exit_code(&mut b, Duration::from_secs(20)).await, Some(0));
+}
