@@ -80,8 +80,8 @@ impl Row {
             None => "",
         };
         format!(
-            "{} / {}: {} = {}{}",
-            self.contender, self.metric, self.metric, fig, verdict
+            "{} | {} | {}: {}{}",
+            self.bench, self.contender, self.metric, fig, verdict
         )
     }
 }
