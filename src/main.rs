@@ -231,6 +231,18 @@ fn print_config(cli: &Cli) -> Result<(), Failure> {
     let env = environment();
     let cfg = load_config(cli, &env)?;
     print!("{}", cfg.to_redacted_toml());
+    // The credentials in use, the token redacted (its Display does that).
+    println!();
+    match load_credentials(cli, &cfg, &env) {
+        Ok(c) => println!(
+            "# credentials ({}): runner id {}, server {}, token {}",
+            cli.creds.display(),
+            c.runner_id,
+            c.server_url,
+            c.token
+        ),
+        Err(f) => println!("# credentials: {:#}", f.error),
+    }
     Ok(())
 }
 
@@ -316,7 +328,10 @@ fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> 
     let ops_log = logs.operations.clone();
 
     actix_rt::System::new().block_on(async move {
-        let handle = Runtime::builder()
+        let builder = Runtime::builder();
+        #[cfg(feature = "failpoints")]
+        let builder = builder.fail_points(fail_points_from_env(&log)?);
+        let handle = builder
             .config(runtime_config)
             .control_plane(Arc::new(cp))
             .executor(ExecutorKind::Local, Arc::new(LocalExecutor::new()))
@@ -381,6 +396,40 @@ fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> 
             }
         }
     })
+}
+
+/// `RDRUNNER_FAILPOINTS=name=panic,name=error,name=delay:MS` arms fail points
+/// (builds with the `failpoints` feature only, for the chaos suite).
+#[cfg(feature = "failpoints")]
+fn fail_points_from_env(log: &slog::Logger) -> Result<rdrunner_actors::FailPoints, Failure> {
+    use rdrunner_actors::{FailAction, FailPoints};
+    let fp = FailPoints::new();
+    let Ok(spec) = std::env::var("RDRUNNER_FAILPOINTS") else {
+        return Ok(fp);
+    };
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let bad = || Failure {
+            code: EXIT_USAGE,
+            error: anyhow::anyhow!(
+                "RDRUNNER_FAILPOINTS: `{item}` is not NAME=panic, NAME=error or NAME=delay:MS"
+            ),
+        };
+        let (name, action) = item.split_once('=').ok_or_else(bad)?;
+        let action = match action {
+            "panic" => FailAction::Panic,
+            "error" => FailAction::Error,
+            other => {
+                let ms = other
+                    .strip_prefix("delay:")
+                    .and_then(|m| m.parse().ok())
+                    .ok_or_else(bad)?;
+                FailAction::Delay(Duration::from_millis(ms))
+            }
+        };
+        slog::warn!(log, "fail point armed"; "name" => name, "action" => ?action);
+        fp.set(name, action);
+    }
+    Ok(fp)
 }
 
 /// TERM or INT: the first drains, the second aborts what still runs.

@@ -119,6 +119,15 @@ fn config_prints_the_effective_configuration() {
     assert!(t.contains("maxRunning = 7"), "{t}");
     assert!(t.contains("format = \"json\""), "{t}");
     assert!(t.contains("proxy = \"http://proxy.example:3128\""), "{t}");
+    assert!(t.contains("# credentials: no runner id"), "{t}");
+    write_creds(d.path(), "https://cp.example", TOKEN, 0o600);
+    let o = rdrunner(d.path(), &["config"], &[]);
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.contains("runner id runner-1, server https://cp.example, token [redacted]"),
+        "{t}"
+    );
+    assert!(!t.contains(TOKEN));
     let o = rdrunner(d.path(), &["config"], &[("RDRUNNER__RUNNER__BOGUS", "1")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("RDRUNNER__RUNNER__BOGUS"));

@@ -86,3 +86,62 @@ async fn check_registers_a_replica_and_shuts_it_down_then_a_deleted_runner_exits
         .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
 }
+
+#[actix_rt::test]
+async fn check_over_https_trusts_a_private_ca_only_through_ca_file() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let d = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "private CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let cert = d.path().join("cert.pem");
+    let key = d.path().join("key.pem");
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(d.path().join("ca.pem"), ca.pem()).unwrap();
+
+    let harness = Harness::start(HarnessConfig {
+        tls: Some(rdrunner_harness::TlsFiles { cert, key }),
+        ..HarnessConfig::default()
+    })
+    .unwrap();
+    assert!(harness.base_url().starts_with("https://"));
+    let created = harness
+        .admin()
+        .create_runner(&CreateRunner {
+            name: "tls".into(),
+            description: String::new(),
+            tags: vec![],
+            projects: Default::default(),
+        })
+        .await
+        .unwrap();
+    let creds = d.path().join(".rdrunner-creds");
+    std::fs::write(&creds, &created.credentials).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Not trusted without the CA file: unreachable (4), naming the certificate.
+    let dir = d.path().to_owned();
+    let o = actix_rt::task::spawn_blocking(move || rdrunner(&dir, &["check"]))
+        .await
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(t.to_lowercase().contains("certificate"), "{t}");
+
+    std::fs::write(d.path().join("runner.toml"), "[tls]\ncaFile = \"ca.pem\"\n").unwrap();
+    let dir = d.path().to_owned();
+    let o = actix_rt::task::spawn_blocking(move || rdrunner(&dir, &["check"]))
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
