@@ -40,7 +40,10 @@ const FORGOTTEN_MEMORY: usize = 10_000;
 /// and every LogShipper instance.
 pub(crate) struct ReportIntake {
     inner: Mutex<IntakeInner>,
+    /// "Send now": a batch is full, or a drain flushes.
     wake: Notify,
+    /// The first report since the last batch was taken: ends an idle wait.
+    arrived: Notify,
     acked: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     stats: StatsCell,
@@ -103,6 +106,7 @@ impl ReportIntake {
                 batch_max: 1000,
             }),
             wake: Notify::new(),
+            arrived: Notify::new(),
             acked: watch::channel(0).0,
             clock,
             stats,
@@ -146,11 +150,14 @@ impl ReportIntake {
             g.next_seq.insert(op_id.to_owned(), seq + 1);
         }
         g.waiting += 1;
+        let first = g.waiting == 1;
         let full = g.waiting >= g.batch_max;
         drop(g);
         self.stats.update(|s| s.reports_spooled += 1);
         if full {
             self.wake.notify_one();
+        } else if first {
+            self.arrived.notify_one();
         }
         true
     }
@@ -410,7 +417,7 @@ async fn ship(shared: Arc<Shared>) {
                     shared.inbox.push(RegistryCommand::Cancel(op_id));
                 }
                 if n < batch_max {
-                    idle(&shared, interval).await;
+                    linger(&shared, interval).await;
                 }
             }
             Err(ControlPlaneError::Rejected { status: 413, .. }) if n > 1 => {
@@ -455,13 +462,34 @@ async fn ship(shared: Arc<Shared>) {
     }
 }
 
-/// Waits for the next batch: the report interval, or sooner when a batch
-/// fills up.
+/// Waits for the next batch when nothing is waiting: until a report
+/// arrives, a batch fills up, or the report interval passes. A line printed
+/// on an idle runner is thus sent at once rather than up to an interval
+/// later.
 async fn idle(shared: &Shared, interval: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(interval) => {}
         _ = shared.intake.wake.notified() => {}
+        _ = shared.intake.arrived.notified() => {}
     }
+}
+
+/// The pause after a batch that was not full, so that output flowing line
+/// by line is sent in batches (at most one per `linger_time`) rather than
+/// one request per line; a full batch ends it at once.
+async fn linger(shared: &Shared, interval: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(linger_time(interval)) => {}
+        _ = shared.intake.wake.notified() => {}
+    }
+}
+
+/// A tenth of the report interval (20 ms for the usual 200 ms), at least
+/// 2 ms: how long reports wait to be batched while output flows. Every
+/// report is sent within this time plus one round trip, well within the
+/// interval.
+pub fn linger_time(interval: Duration) -> Duration {
+    (interval / 10).max(Duration::from_millis(2))
 }
 
 #[cfg(test)]
