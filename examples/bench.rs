@@ -44,6 +44,8 @@ pub const NAMES: &[&str] = &[
 pub struct Args {
     pub quick: bool,
     pub only: Option<String>,
+    /// Run the in-process runtime even when the release binary is there.
+    pub in_process: bool,
     /// Where the Markdown goes (BENCHMARKS.md at the workspace root).
     pub out: PathBuf,
 }
@@ -52,12 +54,14 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         quick: false,
         only: None,
+        in_process: false,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => args.quick = true,
+            "--in-process" => args.in_process = true,
             "--only" => {
                 let name = it.next().context("--only needs a benchmark name")?;
                 if !NAMES.contains(&name.as_str()) {
@@ -68,7 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--out" => args.out = PathBuf::from(it.next().context("--out needs a path")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release --example bench -- [--quick] [--only NAME] [--out FILE]\n\
+                    "usage: cargo run --release --example bench -- [--quick] [--only NAME] [--in-process] [--out FILE]\n\
                      benchmarks: {}",
                     NAMES.join(", ")
                 );
@@ -114,7 +118,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         nodes.sshd.port(),
         fixture::SSHD_SETTINGS.join(", ")
     );
-    let kind = choose_runner(&nodes, work.path()).await;
+    println!("nodes: {}", nodes.user_note);
+    let kind = if args.in_process {
+        RunnerKind::InProcess
+    } else {
+        choose_runner(&nodes, work.path()).await
+    };
     println!("runner: {}", kind.describe());
 
     let env = suites::Env {
@@ -148,6 +157,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         &kind,
         started.elapsed(),
         &load_start,
+        &format!(
+            "one private sshd on 127.0.0.1 ({}), {}",
+            fixture::SSHD_SETTINGS.join(", "),
+            env.nodes.user_note
+        ),
     );
     println!("\n{markdown}");
     report::write_benchmarks_md(&args.out, &markdown)
@@ -193,6 +207,9 @@ fn command_line(args: &Args) -> String {
     }
     if let Some(o) = &args.only {
         c.push_str(&format!(" --only {o}"));
+    }
+    if args.in_process {
+        c.push_str(" --in-process");
     }
     c
 }

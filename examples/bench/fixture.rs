@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,7 +36,16 @@ pub struct Nodes {
     pub key_store: PathBuf,
     /// Where scripts land on the nodes.
     pub remote_tmp: PathBuf,
+    /// The account every contender logs in as.
+    pub user: String,
+    /// Why that account (shown in the output).
+    pub user_note: String,
 }
+
+/// The account the nodes are logged in to when the benchmark runs as root:
+/// its login shell is `/bin/sh`, so no shell startup file (a `.bashrc`
+/// that runs, say, a version manager) is timed with every connection.
+pub const BENCH_USER: &str = "rdrunner-bench";
 
 /// Server settings raised for hundreds of parallel connections; the same
 /// for every contender.
@@ -71,11 +81,37 @@ impl Nodes {
         )?;
         let remote_tmp = dir.join("remote-tmp");
         fs::create_dir_all(&remote_tmp)?;
+        let (user, user_note) = match login_user() {
+            Ok(u) => {
+                // sshd reads authorized_keys as the user logging in.
+                for d in [dir, sshd.dir()] {
+                    fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
+                }
+                fs::set_permissions(
+                    sshd.dir().join("authorized_keys"),
+                    fs::Permissions::from_mode(0o644),
+                )?;
+                fs::set_permissions(&remote_tmp, fs::Permissions::from_mode(0o1777))?;
+                (
+                    u.clone(),
+                    format!("login user {u} (login shell /bin/sh: no shell startup file runs)"),
+                )
+            }
+            Err(why) => (
+                sshd.user().to_owned(),
+                format!(
+                    "login user {} with its own login shell and startup files ({why})",
+                    sshd.user()
+                ),
+            ),
+        };
         Ok(Nodes {
             sshd,
             known_hosts,
             key_store,
             remote_tmp,
+            user,
+            user_note,
         })
     }
 
@@ -85,7 +121,7 @@ impl Nodes {
             .map(|i| {
                 let mut n = Node::new(format!("node-{i:03}"), self.sshd.host());
                 n.port = Some(self.sshd.port());
-                n.username = Some(self.sshd.user().to_owned());
+                n.username = Some(self.user.clone());
                 n.tags = vec!["ssh".into()];
                 n.attributes =
                     BTreeMap::from([("ssh-key-storage-path".to_owned(), KEY_NAME.to_owned())]);
@@ -122,7 +158,7 @@ impl Nodes {
             "-p".into(),
             self.sshd.port().to_string(),
             "-l".into(),
-            self.sshd.user().to_owned(),
+            self.user.clone(),
             self.sshd.host().to_owned(),
         ]);
         v
@@ -145,6 +181,32 @@ impl Nodes {
     pub fn key_path(&self) -> PathBuf {
         self.key_store.join(KEY_NAME)
     }
+
+    /// What an OpenSSH-based contender needs, as plain data it can take to
+    /// a thread of its own.
+    pub fn target(&self) -> SshTarget {
+        SshTarget {
+            args: self.ssh_args(),
+            options: self.ssh_options(),
+            host: self.sshd.host().to_owned(),
+            port: self.sshd.port(),
+            user: self.user.clone(),
+            key: self.key_path(),
+        }
+    }
+}
+
+/// The nodes' server as OpenSSH's client and Ansible are pointed at it.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Full `ssh` arguments up to the destination ([`Nodes::ssh_args`]).
+    pub args: Vec<String>,
+    /// The `-o` options alone ([`Nodes::ssh_options`]).
+    pub options: Vec<String>,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub key: PathBuf,
 }
 
 /// The reference control plane with one runner assigned to [`PROJECT`].
@@ -262,7 +324,7 @@ pub fn runner_toml(dir: &Path, nodes: &Nodes, opts: &RunnerOptions) -> String {
         "acceptedHostsFile = {:?}",
         dir.join("accepted_hosts").display().to_string()
     );
-    let _ = writeln!(t, "defaultUser = {:?}", nodes.sshd.user());
+    let _ = writeln!(t, "defaultUser = {:?}", nodes.user);
     let _ = writeln!(t, "connectTimeoutMs = 10000");
     let _ = writeln!(t, "callTimeoutMs = 30000");
     let _ = writeln!(
@@ -319,6 +381,15 @@ impl RunnerProcess {
             }
         };
         let stderr = fs::File::create(dir.join("stderr.log"))?;
+        // SAFETY: prctl in the forked child before exec, async-signal-safe.
+        // The runner dies with the benchmark, even when the benchmark is
+        // killed, rather than checking in forever.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd
             .current_dir(dir)
             .stdin(Stdio::null())
@@ -397,4 +468,51 @@ pub fn release_binary() -> Option<PathBuf> {
     let release = exe.parent()?.parent()?;
     let bin = release.join("rdrunner");
     (release.file_name()? == "release" && bin.is_file()).then_some(bin)
+}
+
+/// [`BENCH_USER`], created when missing (as root only: `useradd`).
+fn login_user() -> Result<String, String> {
+    let exists = Command::new("id")
+        .arg(BENCH_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run id: {e}"))?
+        .success();
+    if !exists {
+        let out = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", BENCH_USER])
+            .output()
+            .map_err(|e| format!("cannot run useradd: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "useradd {BENCH_USER} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    // useradd leaves the account locked ('!'), and sshd refuses a locked
+    // account whatever the method; '*' = no password, not locked.
+    let out = Command::new("usermod")
+        .args(["-p", "*", BENCH_USER])
+        .output()
+        .map_err(|e| format!("cannot run usermod: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "usermod -p '*' {BENCH_USER} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let shell = fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(&format!("{BENCH_USER}:")))
+        .and_then(|l| l.rsplit(':').next().map(str::to_owned))
+        .unwrap_or_default();
+    if shell != "/bin/sh" {
+        return Err(format!(
+            "{BENCH_USER}'s login shell is {shell:?}, not /bin/sh"
+        ));
+    }
+    Ok(BENCH_USER.to_owned())
 }

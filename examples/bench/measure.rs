@@ -75,8 +75,12 @@ pub struct ProcUsage {
     pub rss_kib: u64,
     /// Peak resident set size (VmHWM), in KiB.
     pub peak_rss_kib: u64,
-    /// User + system CPU time so far.
+    /// User + system CPU time so far, threads that ended included, in
+    /// clock ticks (10 ms).
     pub cpu: Duration,
+    /// CPU time of the live threads, to the nanosecond: for a process whose
+    /// threads all live on (an idle runner).
+    pub live_threads_cpu: Option<Duration>,
 }
 
 /// Reads `/proc/PID/status` and `/proc/PID/stat`; `None` once the process is gone.
@@ -97,11 +101,28 @@ pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let tick_cpu = Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
     Some(ProcUsage {
         rss_kib: kib("VmRSS:")?,
         peak_rss_kib: kib("VmHWM:")?,
-        cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64),
+        cpu: tick_cpu,
+        // Clock ticks are 10 ms: too coarse for an idle process.
+        live_threads_cpu: schedstat_cpu(pid),
     })
+}
+
+/// CPU time of every thread of the process in nanoseconds, from
+/// `/proc/PID/task/*/schedstat` (first field: time spent on a CPU).
+/// Threads that already ended are not counted, so this is for long-lived
+/// processes whose threads live as long as they do.
+fn schedstat_cpu(pid: u32) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        let text = fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
 }
 
 fn clock_ticks() -> u64 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::fixture::Nodes;
+use crate::fixture::SshTarget;
 
 /// Whether `program` is on the PATH.
 pub fn installed(program: &str) -> bool {
@@ -27,7 +27,11 @@ pub fn installed(program: &str) -> bool {
 
 /// Runs `true` on `count` nodes over OpenSSH, `parallel` at a time, with
 /// `xargs -P`; returns the wall time. Every connection must succeed.
-pub fn openssh_fan_out(nodes: &Nodes, count: usize, parallel: usize) -> anyhow::Result<Duration> {
+pub fn openssh_fan_out(
+    nodes: &SshTarget,
+    count: usize,
+    parallel: usize,
+) -> anyhow::Result<Duration> {
     // `ssh ARGS true node-001`: the node name rides along as an argument of
     // `true`, so each line is one connection.
     let mut cmd = Command::new("xargs");
@@ -36,7 +40,7 @@ pub fn openssh_fan_out(nodes: &Nodes, count: usize, parallel: usize) -> anyhow::
         .arg("-n")
         .arg("1")
         .arg("ssh")
-        .args(nodes.ssh_args())
+        .args(&nodes.args)
         .arg("true");
     let names: String = (1..=count).fold(String::new(), |mut s, i| {
         let _ = writeln!(s, "node-{i:03}");
@@ -70,7 +74,7 @@ pub fn openssh_fan_out(nodes: &Nodes, count: usize, parallel: usize) -> anyhow::
 /// returns the wall time. Ansible's connection sharing is turned off, as it
 /// is for the other contenders, since all nodes are one server here.
 pub fn ansible_fan_out(
-    nodes: &Nodes,
+    nodes: &SshTarget,
     dir: &Path,
     count: usize,
     forks: usize,
@@ -81,9 +85,7 @@ pub fn ansible_fan_out(
         let _ = writeln!(
             inventory,
             "node-{i:03} ansible_host={} ansible_port={} ansible_user={}",
-            nodes.sshd.host(),
-            nodes.sshd.port(),
-            nodes.sshd.user()
+            nodes.host, nodes.port, nodes.user
         );
     }
     let inv = dir.join("inventory.ini");
@@ -91,7 +93,7 @@ pub fn ansible_fan_out(
     let cfg = dir.join("ansible.cfg");
     fs::write(&cfg, "[defaults]\n")?;
     let ssh_args = nodes
-        .ssh_options()
+        .options
         .iter()
         .map(|o| format!("-o {o}"))
         .collect::<Vec<_>>()
@@ -108,7 +110,7 @@ pub fn ansible_fan_out(
         .arg("-a")
         .arg("true")
         .arg("--private-key")
-        .arg(nodes.key_path())
+        .arg(&nodes.key)
         .arg("-o")
         .env("ANSIBLE_CONFIG", &cfg)
         .env("ANSIBLE_HOME", dir.join("home"))
@@ -141,10 +143,10 @@ pub fn ansible_fan_out(
 
 /// `ssh node 'CMD' > /dev/null`: the wall time of moving the command's
 /// output over one plain OpenSSH session.
-pub fn ssh_to_null(nodes: &Nodes, command: &str) -> anyhow::Result<Duration> {
+pub fn ssh_to_null(nodes: &SshTarget, command: &str) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let out = Command::new("ssh")
-        .args(nodes.ssh_args())
+        .args(&nodes.args)
         .arg(command)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -103,11 +103,13 @@ pub fn markdown(
     kind: &RunnerKind,
     took: Duration,
     load_start: &str,
+    nodes: &str,
 ) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "Command: `{command}`  ");
     let _ = writeln!(m, "Machine: {machine}  ");
     let _ = writeln!(m, "Runner: {}  ", kind.describe());
+    let _ = writeln!(m, "Nodes: {nodes}  ");
     let _ = writeln!(
         m,
         "Load average (1/5/15 min) at start: {load_start}, at end: {}  ",
@@ -207,6 +209,7 @@ mod tests {
             &RunnerKind::InProcess,
             Duration::from_secs(1),
             "0.00 0.00 0.00",
+            "one sshd",
         );
         assert!(md.contains("| fanout | Ansible | wall | *not installed (install with apt-get install -y ansible-core)* |  |  |"), "{md}");
     }

@@ -391,6 +391,16 @@ async fn report_latency(env: &Env) -> anyhow::Result<Vec<Row>> {
 
 const ANSIBLE_HINT: &str = "not installed (install with apt-get install -y ansible-core)";
 
+/// Runs a peer (a blocking child process) off the actix thread, so the
+/// control plane's clients stay served meanwhile.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    actix_rt::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("a peer's thread failed: {e}"))?
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -443,12 +453,15 @@ async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                 all_succeeded(&status, n)?;
                 ours.push(end - start);
             }
-            match peers::openssh_fan_out(&env.nodes, n, threads) {
+            let target = env.nodes.target();
+            match blocking(move || peers::openssh_fan_out(&target, n, threads)).await {
                 Ok(d) => floor.push(d),
                 Err(e) => failure = Some(format!("{e:#}")),
             }
             if have_ansible {
-                match peers::ansible_fan_out(&env.nodes, &env.work.join("ansible"), n, threads) {
+                let target = env.nodes.target();
+                let dir = env.work.join("ansible");
+                match blocking(move || peers::ansible_fan_out(&target, &dir, n, threads)).await {
                     Ok(d) => ansible.push(d),
                     Err(e) => failure = Some(format!("ansible: {e:#}")),
                 }
@@ -565,7 +578,9 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let bench = format!("log throughput, {} MB", size / 1_000_000);
 
-    let raw = peers::ssh_to_null(&env.nodes, &cmd)?;
+    let target = env.nodes.target();
+    let raw_cmd = cmd.clone();
+    let raw = blocking(move || peers::ssh_to_null(&target, &raw_cmd)).await?;
     let raw_rate = size as f64 / 1e6 / raw.as_secs_f64();
     rows.push(Row::measured(
         &bench,
@@ -707,7 +722,11 @@ async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
     if checkins == 0 {
         bail!("the runner did not check in while idle");
     }
-    let cpu_pct = (u1.cpu - u0.cpu).as_secs_f64() / elapsed.as_secs_f64() * 100.0;
+    let cpu = match (u0.live_threads_cpu, u1.live_threads_cpu) {
+        (Some(a), Some(b)) if b >= a => b - a,
+        _ => u1.cpu - u0.cpu,
+    };
+    let cpu_pct = cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0;
     let mut rows = vec![
         Row::measured(
             &bench,
