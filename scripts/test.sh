@@ -20,3 +20,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== runner.example.toml is a valid configuration"
+cargo run --quiet -- config --check runner.example.toml
+# A quick seeded run of every chaos scenario (fault injection against the
+# real runner); the seed is printed first, so a failure can be replayed.
+CHAOS_SEED="${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
+echo "== chaos (quick), seed $CHAOS_SEED"
+cargo run --release --example chaos -- --seed "$CHAOS_SEED" --scenario all --quick

@@ -32,6 +32,9 @@ struct Armed {
     action: FailAction,
     /// How many more times it fires; `None` = every time.
     remaining: Option<u32>,
+    /// Fires only when a draw from this seeded generator falls below the
+    /// probability; `None` = every time it is reached.
+    chance: Option<(f64, rand::rngs::StdRng)>,
 }
 
 /// A registry of armed fail points, shared by every actor of one runtime.
@@ -55,6 +58,27 @@ impl FailPoints {
         self.arm(name, action, Some(times));
     }
 
+    /// Arms `name` so that each time it is reached it fires with
+    /// `probability`, decided by a generator seeded with `seed` (the same
+    /// seed and the same order of arrivals fire the same times).
+    pub fn set_with_probability(
+        &self,
+        name: &str,
+        action: FailAction,
+        probability: f64,
+        seed: u64,
+    ) {
+        use rand::SeedableRng;
+        self.lock().insert(
+            name.to_owned(),
+            Armed {
+                action,
+                remaining: None,
+                chance: Some((probability, rand::rngs::StdRng::seed_from_u64(seed))),
+            },
+        );
+    }
+
     /// Disarms `name`.
     pub fn remove(&self, name: &str) {
         self.lock().remove(name);
@@ -66,8 +90,14 @@ impl FailPoints {
     }
 
     fn arm(&self, name: &str, action: FailAction, remaining: Option<u32>) {
-        self.lock()
-            .insert(name.to_owned(), Armed { action, remaining });
+        self.lock().insert(
+            name.to_owned(),
+            Armed {
+                action,
+                remaining,
+                chance: None,
+            },
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Armed>> {
@@ -82,6 +112,12 @@ impl FailPoints {
             let Some(armed) = points.get_mut(name) else {
                 return false;
             };
+            if let Some((p, rng)) = armed.chance.as_mut() {
+                use rand::Rng;
+                if rng.gen::<f64>() >= *p {
+                    return false;
+                }
+            }
             let action = armed.action.clone();
             if let Some(n) = armed.remaining.as_mut() {
                 *n = n.saturating_sub(1);
@@ -178,5 +214,19 @@ mod tests {
         fp.set("test::point", FailAction::Error);
         fp.clear();
         assert_eq!(guarded(&fp), Ok(7));
+    }
+
+    #[test]
+    fn a_point_armed_with_a_probability_fires_about_that_often_and_replays_by_seed() {
+        let run = |seed| {
+            let fp = FailPoints::new();
+            fp.set_with_probability("test::point", FailAction::Error, 0.1, seed);
+            (0..5000).map(|_| guarded(&fp).is_err()).collect::<Vec<_>>()
+        };
+        let a = run(11);
+        let fired = a.iter().filter(|f| **f).count();
+        assert!((350..650).contains(&fired), "{fired}");
+        assert_eq!(a, run(11));
+        assert_ne!(a, run(12));
     }
 }

@@ -330,17 +330,50 @@ async fn claim(shared: Arc<Shared>, log: Logger, op_id: String, replica_id: Stri
     shared.refresh_counts();
 }
 
+/// Attempts of one claim. A claim whose answer was lost may have taken
+/// effect on the server, which then never offers the operation again; a
+/// repeated claim by the owner answers 200 (protocol v1), so retrying is
+/// what recovers it.
+const CLAIM_ATTEMPTS: u32 = 5;
+
+/// Whether a failed claim may have failed on the way back, or not at all
+/// on the server, so that asking again can help.
+fn claim_retryable(e: &ControlPlaneError) -> bool {
+    matches!(
+        e,
+        ControlPlaneError::Transport(_)
+            | ControlPlaneError::Timeout(_)
+            | ControlPlaneError::Server { .. }
+            | ControlPlaneError::Throttled { .. }
+            | ControlPlaneError::Protocol(_)
+    )
+}
+
 async fn claim_once(shared: &Arc<Shared>, log: &Logger, op_id: &str, replica_id: &str) {
     let deadline = shared.config.request_timeout;
-    let call = async {
-        if failed(&shared.fail_points, "poller::claim") {
-            return Err(ControlPlaneError::Transport(
-                "fail point poller::claim".into(),
-            ));
+    let mut retry = RetryPolicy::new(shared.config.backoff_initial, shared.config.backoff_max);
+    let mut attempt = 1;
+    let res = loop {
+        let call = async {
+            if failed(&shared.fail_points, "poller::claim") {
+                return Err(ControlPlaneError::Transport(
+                    "fail point poller::claim".into(),
+                ));
+            }
+            bounded(deadline, shared.control_plane.claim(op_id, replica_id)).await
+        };
+        let res = AssertUnwindSafe(call).catch_unwind().await;
+        match &res {
+            Ok(Err(e)) if attempt < CLAIM_ATTEMPTS && claim_retryable(e) => {
+                let delay = retry.next_delay(Some(e));
+                debug!(log, "claim failed; asking again"; "op" => op_id, "error" => %e,
+                    "attempt" => attempt, "retry_in_ms" => delay.as_millis() as u64);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            _ => break res,
         }
-        bounded(deadline, shared.control_plane.claim(op_id, replica_id)).await
     };
-    let res = AssertUnwindSafe(call).catch_unwind().await;
     match res {
         Ok(Ok(ClaimOutcome::Claimed(op))) => {
             info!(log, "operation claimed"; "op" => op_id);

@@ -54,6 +54,9 @@ pub struct FakeState {
     /// Operations the control plane does not know: a `POST /reports` that
     /// carries any of their reports is refused whole (404).
     pub unknown_ops: HashSet<String>,
+    /// The next `n` claims take effect but their answer is lost (a
+    /// transport error): the offer is not made again.
+    pub lose_claim_answers: u32,
     /// The next `n` check-ins never answer (the runner's deadline must end
     /// them).
     pub hang_checkins: u32,
@@ -88,6 +91,7 @@ impl FakeControlPlane {
                 offers: VecDeque::new(),
                 cancels: Vec::new(),
                 claims: Vec::new(),
+                lose_claim_answers: 0,
                 known: BTreeMap::new(),
                 claimed: HashSet::new(),
                 stored: BTreeMap::new(),
@@ -226,19 +230,29 @@ impl ControlPlane for FakeControlPlane {
     }
 
     fn claim(&self, op_id: &str, _replica_id: &str) -> CallResult<ClaimOutcome> {
-        let outcome = {
+        let (outcome, lost) = {
             let mut s = self.state();
             s.claims.push(op_id.to_owned());
-            match s.known.get(op_id).cloned() {
+            let outcome = match s.known.get(op_id).cloned() {
                 Some(op) => {
                     s.claimed.insert(op_id.to_owned());
                     ClaimOutcome::Claimed(Box::new(op))
                 }
                 None => ClaimOutcome::Taken,
-            }
+            };
+            let lost = s.lose_claim_answers > 0;
+            s.lose_claim_answers = s.lose_claim_answers.saturating_sub(1);
+            (outcome, lost)
         };
         self.bump();
-        Box::pin(async move { Ok(outcome) })
+        Box::pin(async move {
+            if lost {
+                return Err(ControlPlaneError::Transport(
+                    "connection reset before the claim's answer (fake)".into(),
+                ));
+            }
+            Ok(outcome)
+        })
     }
 
     fn reports(&self, req: ReportsRequest) -> CallResult<ReportsResponse> {

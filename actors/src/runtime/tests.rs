@@ -951,3 +951,18 @@ async fn output_flowing_line_by_line_is_batched_not_sent_per_line() {
     assert!(calls <= 40, "{calls} report requests for 200 lines");
     finish(&rig).await;
 }
+
+#[actix_rt::test]
+async fn a_claim_whose_answer_is_lost_is_asked_again_and_runs() {
+    let cp = FakeControlPlane::new(300, 250);
+    // The claim takes effect on the server; its answer never arrives, and
+    // the server does not offer an operation it sees as claimed again.
+    cp.state().lose_claim_answers = 2;
+    let rig = start_with(test_config(), cp, None);
+    rig.cp
+        .offer(operation("lost-answer", vec![fake_node("n", "ok")]));
+    wait_complete(&rig.cp, &["lost-answer"]).await;
+    assert_well_formed(&rig.cp, "lost-answer");
+    assert_eq!(rig.cp.state().claims.len(), 3);
+    finish(&rig).await;
+}

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::admin_api::*;
+use crate::faults::{FaultPlan, FaultStatus};
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -328,6 +329,21 @@ impl AdminClient {
     pub async fn observe_runner(&self, id: &str) -> Result<RunnerObservation, AdminError> {
         self.send::<(), _>("GET", &format!("/observe/runners/{id}"), None)
             .await
+    }
+
+    /// `GET /faults`: the fault plan in force, its seed and counts.
+    pub async fn faults(&self) -> Result<FaultStatus, AdminError> {
+        self.send::<(), _>("GET", "/faults", None).await
+    }
+
+    /// `PUT /faults`: replaces the fault rules (reseeding when `plan.seed` is set).
+    pub async fn set_faults(&self, plan: &FaultPlan) -> Result<FaultStatus, AdminError> {
+        self.send("PUT", "/faults", Some(plan)).await
+    }
+
+    /// `DELETE /faults`: removes every fault rule.
+    pub async fn clear_faults(&self) -> Result<FaultStatus, AdminError> {
+        self.send::<(), _>("DELETE", "/faults", None).await
     }
 
     /// `GET /observe/operations/{opId}/reports`.

@@ -59,6 +59,8 @@ pub enum HarnessError {
     },
     #[error("could not load the state file {path}: {message}; move it away to start empty")]
     StateLoad { path: PathBuf, message: String },
+    #[error("{0}")]
+    Faults(#[from] crate::faults::FaultPlanError),
     #[error("the harness server thread failed to start: {0}")]
     Thread(String),
 }

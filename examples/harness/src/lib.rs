@@ -5,7 +5,9 @@
 //! Codemap: `state` is the control plane as a plain state machine (runners,
 //! replicas, offers and leases, executions, report stores); `server` is the
 //! thin HTTP layer over it, built from the named route table in `routes`;
-//! `client` is the typed admin client; `persist` writes the state file.
+//! `client` is the typed admin client; `persist` writes the state file;
+//! `faults` injects seeded faults per runner API route; `proxy` is a TCP
+//! fault proxy.
 //! [`Harness::start`] runs the server on its own thread and actix System.
 
 #![forbid(unsafe_code)]
@@ -13,6 +15,8 @@
 pub mod admin_api;
 pub mod client;
 pub mod error;
+pub mod faults;
+pub mod invariants;
 mod persist;
 pub mod proxy;
 pub mod routes;
@@ -33,6 +37,7 @@ use rdrunner_actors::model::Report;
 pub use admin_api::*;
 pub use client::{AdminClient, AdminError};
 pub use error::{ApiError, HarnessError};
+pub use faults::{Fault, FaultPlan, FaultRule, FaultStatus};
 pub use routes::{FaultTable, RouteName, ROUTES};
 pub use state::{Cadence, Thresholds};
 
@@ -67,6 +72,10 @@ pub struct HarnessConfig {
     pub body_limit: usize,
     /// Longest long poll granted, whatever `waitMs` asks (60 s by default).
     pub max_wait: Duration,
+    /// Faults injected into the runner API from the start (none by
+    /// default); the seed, given or drawn, is reported by
+    /// [`Harness::fault_seed`] and `GET /api/v1/faults`.
+    pub faults: FaultPlan,
 }
 
 impl Default for HarnessConfig {
@@ -80,6 +89,7 @@ impl Default for HarnessConfig {
             thresholds: Thresholds::default(),
             body_limit: 8 * 1024 * 1024,
             max_wait: Duration::from_secs(60),
+            faults: FaultPlan::default(),
         }
     }
 }
@@ -108,6 +118,7 @@ impl Harness {
     /// tests and from inside another System alike.
     pub fn start(config: HarnessConfig) -> Result<Harness, HarnessError> {
         let admin_token = config.admin_token.clone().unwrap_or_else(random_token);
+        let faults = FaultTable::with_plan(&config.faults).map_err(HarnessError::Faults)?;
         let listener =
             std::net::TcpListener::bind(config.listen).map_err(|source| HarnessError::Bind {
                 addr: config.listen.to_string(),
@@ -149,7 +160,7 @@ impl Harness {
             max_wait: config.max_wait,
             state_file: config.state_file.clone(),
             save_lock: Mutex::new(()),
-            faults: FaultTable::default(),
+            faults,
         });
         let sweep_every = (config.thresholds.down_after / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -165,6 +176,11 @@ impl Harness {
                     let server =
                         actix_web::HttpServer::new(move || server::app(app_shared.clone()))
                             .workers(1)
+                            .on_connect(|io, ext| {
+                                if let Some(socket) = faults::ConnSocket::of(io) {
+                                    ext.insert(socket);
+                                }
+                            })
                             .disable_signals()
                             .shutdown_timeout(1);
                     let server = match tls {
@@ -280,6 +296,12 @@ impl Harness {
     /// The per-route fault table (and request counts per route).
     pub fn faults(&self) -> &FaultTable {
         &self.shared.faults
+    }
+
+    /// The seed of the fault draw (the configured one, or the one drawn at
+    /// start); a run with the same seed and requests replays its faults.
+    pub fn fault_seed(&self) -> u64 {
+        self.shared.faults.seed()
     }
 
     /// Stops the server and waits for its thread.

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rdrunner_harness::{Cadence, Harness, HarnessConfig, Thresholds, TlsFiles};
+use rdrunner_harness::{
+    Cadence, FaultPlan, FaultRule, Harness, HarnessConfig, Thresholds, TlsFiles,
+};
 
 /// rdrunner's reference control plane: the runner API (/api/runner/v1) and
 /// the admin API (/api/v1) of protocol v1, as described in docs/protocol.md.
@@ -52,6 +54,20 @@ struct Serve {
     /// operations are lost.
     #[arg(long, default_value_t = 120)]
     down_after_s: u64,
+    /// Inject a fault into a runner API route, as ROUTE:KIND[=VALUE]@PROBABILITY
+    /// (repeatable). Routes: startup, checkin, claim, reports, shutdown.
+    /// Kinds: drop, delay=MS, status=5XX, retryAfter=SECONDS, truncate,
+    /// garbage, hang. Example: --fault reports:status=503@0.2. Change them
+    /// at run time with PUT /api/v1/faults.
+    #[arg(long = "fault", value_name = "RULE", value_parser = parse_fault)]
+    faults: Vec<FaultRule>,
+    /// Seed of the fault draw (random if not given; printed at start).
+    #[arg(long, value_name = "N")]
+    fault_seed: Option<u64>,
+}
+
+fn parse_fault(text: &str) -> Result<FaultRule, String> {
+    rdrunner_harness::faults::parse_rule(text).map_err(|e| e.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,12 +90,25 @@ fn main() -> anyhow::Result<()> {
             down_after: Duration::from_secs(args.down_after_s),
             unknown_after: Duration::from_secs(30.min(args.down_after_s)),
         },
+        faults: FaultPlan {
+            seed: args.fault_seed,
+            rules: args.faults,
+        },
         ..HarnessConfig::default()
     };
     let harness = Harness::start(config).context("starting the harness")?;
     println!("rdrunner-harness listening on {}", harness.base_url());
     println!("runner API: {}/api/runner/v1", harness.base_url());
     println!("admin API:  {}/api/v1", harness.base_url());
+    println!("fault seed: {}", harness.fault_seed());
+    for rule in &harness.faults().status().rules {
+        println!(
+            "fault: {} {} with probability {}",
+            serde_json::to_string(&rule.route).unwrap_or_default(),
+            serde_json::to_string(&rule.fault).unwrap_or_default(),
+            rule.probability
+        );
+    }
     if generated {
         println!("admin token (shown once): {}", harness.admin_token());
     }

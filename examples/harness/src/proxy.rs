@@ -258,10 +258,12 @@ async fn pump(
         if f.reset_after_bytes.is_some_and(|limit| total > limit) {
             return reset_halves(from, to);
         }
+        // Counted before the write: once written, the peer may act on the
+        // bytes (and read the stats) before this task runs again.
+        counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
         if to.write_all(&buf[..n]).await.is_err() {
             return reset_halves(from, to);
         }
-        counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
         if let Some(bw) = f.bandwidth.filter(|b| *b > 0) {
             tokio::time::sleep(Duration::from_secs_f64(n as f64 / bw as f64)).await;
         }

@@ -2,16 +2,16 @@
 //! is built from it, `docs/openapi.yaml` is checked against it, and the fault
 //! seam ([`FaultTable`]) is keyed by its names.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use serde::{Deserialize, Serialize};
 
 /// Base path of the runner API.
 pub const RUNNER_BASE: &str = "/api/runner/v1";
 /// Base path of the admin API (and the observation endpoints).
 pub const ADMIN_BASE: &str = "/api/v1";
 
-/// Every route, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Every route, by name (in JSON: camelCase, e.g. `checkin`, `createRunner`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RouteName {
     Startup,
     Checkin,
@@ -33,6 +33,9 @@ pub enum RouteName {
     Abort,
     ObserveRunner,
     ObserveReports,
+    GetFaults,
+    SetFaults,
+    ClearFaults,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,41 +96,9 @@ routes! {
     Abort Post "/api/v1/executions/{id}/abort",
     ObserveRunner Get "/api/v1/observe/runners/{id}",
     ObserveReports Get "/api/v1/observe/operations/{opId}/reports",
+    GetFaults Get "/api/v1/faults",
+    SetFaults Put "/api/v1/faults",
+    ClearFaults Delete "/api/v1/faults",
 }
 
-/// A fault to inject into one route. No kinds exist yet: the table is the
-/// seam the fault-injection layer fills in, and every request already goes
-/// through [`FaultTable::fault_for`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {}
-
-/// Per-route faults plus a count of requests each route received.
-#[derive(Debug, Clone, Default)]
-pub struct FaultTable {
-    inner: Arc<Mutex<FaultTableInner>>,
-}
-
-#[derive(Debug, Default)]
-struct FaultTableInner {
-    faults: BTreeMap<RouteName, Vec<Fault>>,
-    hits: BTreeMap<RouteName, u64>,
-}
-
-impl FaultTable {
-    /// Called once per request before its handler; counts the hit and
-    /// returns the fault to apply, if any.
-    pub fn fault_for(&self, route: RouteName) -> Option<Fault> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        *inner.hits.entry(route).or_default() += 1;
-        inner.faults.get_mut(&route).and_then(|f| f.pop())
-    }
-
-    /// Requests received per route since start.
-    pub fn hits(&self) -> BTreeMap<RouteName, u64> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .hits
-            .clone()
-    }
-}
+pub use crate::faults::{Fault, FaultTable};

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin_api::{CreateRunner, ProjectAssignment, StoredReports, SubmitExecution};
 use crate::error::ApiError;
+use crate::faults::FaultPlan;
 use crate::persist;
 use crate::routes::{FaultTable, Method, RouteName, ROUTES};
 use crate::state::{constant_time_eq, token_hash, CheckinPoll, ControlState};
@@ -112,12 +113,14 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, faults: FaultTable) {
             .wrap_fn(move |req, srv| {
                 // The fault seam: every request of a named route passes here.
                 let name = names.iter().find(|(m, _)| m == req.method().as_str());
-                if let Some((_, name)) = name {
-                    if let Some(fault) = faults.fault_for(*name) {
-                        match fault {}
+                let fault = name.and_then(|(_, name)| faults.fault_for(*name));
+                match fault {
+                    Some(fault) => crate::faults::apply(fault, req, srv),
+                    None => {
+                        let fut = srv.call(req);
+                        Box::pin(async move { Ok(fut.await?.map_into_boxed_body()) })
                     }
                 }
-                srv.call(req)
             });
         cfg.service(resource);
     }
@@ -145,6 +148,9 @@ fn handler(name: RouteName, route: actix_web::Route) -> actix_web::Route {
         RouteName::Abort => route.to(abort),
         RouteName::ObserveRunner => route.to(observe_runner),
         RouteName::ObserveReports => route.to(observe_reports),
+        RouteName::GetFaults => route.to(get_faults),
+        RouteName::SetFaults => route.to(set_faults),
+        RouteName::ClearFaults => route.to(clear_faults),
     }
 }
 
@@ -498,4 +504,26 @@ async fn observe_reports(req: HttpRequest, data: Data) -> Answer {
         op_id: op_id.to_owned(),
         reports,
     })
+}
+
+// ---- fault injection --------------------------------------------------------
+
+async fn get_faults(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    ok(&data.faults.status())
+}
+
+async fn set_faults(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let plan: FaultPlan = read_json(payload, &data, "fault plan").await?;
+    data.faults
+        .set(plan)
+        .map_err(|e| ApiError::new(422, "bad_fault_plan", e.to_string()))?;
+    ok(&data.faults.status())
+}
+
+async fn clear_faults(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    data.faults.clear();
+    ok(&data.faults.status())
 }

@@ -1217,11 +1217,13 @@ fn apply_report(op: &mut OperationRecord, rep: &Report, exec: Option<&mut Execut
             }
         }
         ReportBody::Node(node) => {
+            // A node's first report may already be its failure (a node step
+            // that failed before it started): keep its exit code and message.
             let entry = op.nodes.entry(node.node.clone()).or_insert(NodeProgress {
                 state: node.state,
                 step: node.step,
-                exit_code: None,
-                message: None,
+                exit_code: node.exit_code,
+                message: node.message.clone(),
             });
             // A failed step stays failed: later reports of the node do not undo it.
             if !(entry.state.is_terminal() && entry.state != State::Succeeded) {

@@ -304,6 +304,31 @@ fn terminal_reports_end_the_execution_with_node_states() {
 }
 
 #[test]
+fn a_node_whose_first_report_is_its_failure_keeps_the_message() {
+    let (mut s, _, op) = setup();
+    s.claim("r1", &op, "a").unwrap();
+    let failed = report(
+        &op,
+        1,
+        ReportBody::Node(NodeReport {
+            node: "web1".into(),
+            step: 1,
+            state: State::Failed,
+            exit_code: Some(3),
+            message: Some("the runner failed on this node".into()),
+        }),
+    );
+    s.reports("r1", batch("a", vec![failed])).unwrap();
+    let st = s.execution(1).unwrap();
+    assert_eq!(st.nodes["web1"].state, RunState::Failed);
+    assert_eq!(st.nodes["web1"].exit_code, Some(3));
+    assert_eq!(
+        st.nodes["web1"].message.as_deref(),
+        Some("the runner failed on this node")
+    );
+}
+
+#[test]
 fn abort_is_immediate_before_a_claim_and_a_cancel_after() {
     let (mut s, now, op) = setup();
     s.abort(1).unwrap();

@@ -1,0 +1,280 @@
+//! The invariants, checked on a finished scenario's world, and the table
+//! row they make: operations submitted / ended as expected, report lines
+//! expected / delivered / duplicated / lost, the largest check-in gap
+//! outside the fault windows, restarts, escalations, peak RSS, verdict.
+
+use std::time::Duration;
+
+use rdrunner_actors::model::ReportBody;
+use rdrunner_harness::invariants::{
+    check_report_stream, compare_lines, max_checkin_gap, node_lines, LineCount,
+};
+use rdrunner_harness::RunState;
+
+use super::world::{Expect, World};
+
+/// One row of the table.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub scenario: String,
+    pub submitted: usize,
+    pub as_expected: usize,
+    pub lines: LineCount,
+    pub max_gap: Duration,
+    pub gap_bound: Duration,
+    pub restarts: u64,
+    pub escalations: u64,
+    pub peak_rss_mb: f64,
+    pub rss_bound_mb: Option<f64>,
+    /// Why the verdict is FAIL; empty = PASS.
+    pub failures: Vec<String>,
+    /// Facts worth printing under the table (fault counts, panics fired).
+    pub notes: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl Row {
+    pub fn pass(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// What a scenario promises beyond the common invariants.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Largest allowed gap between check-ins outside the windows.
+    pub gap: Duration,
+    /// Peak RSS bound of the runner process, if the scenario has one.
+    pub rss_mb: Option<f64>,
+}
+
+/// No process of an ended step may be left on its node: checked once every
+/// operation is terminal and while the runner still runs (its end would
+/// take the processes whose output it reads with it), with a bounded wait
+/// for the kill grace.
+pub async fn check_processes(world: &World, row: &mut Row) {
+    let start = std::time::Instant::now();
+    let mut left = world.marked_processes();
+    while !left.is_empty() && start.elapsed() < Duration::from_secs(3) {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        left = world.marked_processes();
+    }
+    if !left.is_empty() {
+        row.failures.push(format!(
+            "{} step processes left running after their operations ended (pids {:?})",
+            left.len(),
+            left
+        ));
+    }
+}
+
+/// Checks the other invariants on `world`, once its runner has stopped.
+pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut Row) {
+    row.scenario = scenario.to_owned();
+    row.submitted = world.submitted.len();
+    row.gap_bound = bounds.gap;
+    row.rss_bound_mb = bounds.rss_mb;
+
+    // 1. Every operation terminal, in the expected state; no report lost or
+    //    duplicated, line by line against what the steps print.
+    for s in &world.submitted {
+        let Some(exec) = world.harness.execution(s.execution_id) else {
+            row.failures.push(format!(
+                "execution {} unknown to the harness",
+                s.execution_id
+            ));
+            continue;
+        };
+        let Some(op) = exec.operations.first() else {
+            row.failures
+                .push(format!("execution {} has no operation", s.execution_id));
+            continue;
+        };
+        let mut ok = true;
+        let mut why = Vec::new();
+        if !op.state.is_terminal() {
+            ok = false;
+            why.push(format!("still {:?}", op.state));
+        }
+        let reports = world.harness.reports(&op.id);
+        if op.replica.is_some() {
+            if let Err(e) = check_report_stream(&reports) {
+                ok = false;
+                why.push(format!("report stream: {e}"));
+            }
+        }
+        let op_msg = op.message.clone().unwrap_or_default();
+        let expected = s.lines.expand();
+        for node in &s.nodes {
+            let got = node_lines(&reports, node);
+            let status = exec.nodes.get(node);
+            let node_state = status.map(|n| n.state);
+            let node_msg = status.and_then(|n| n.message.clone()).unwrap_or_default();
+            // Whether the node's step had to run to its end.
+            let complete = match s.expect {
+                Expect::Succeed => true,
+                Expect::Abort | Expect::SucceedOrRestarted => {
+                    node_state == Some(RunState::Succeeded)
+                }
+                Expect::TimeOut => false,
+                Expect::SucceedOrNodePanic => node_state == Some(RunState::Succeeded),
+            };
+            let c = compare_lines(&expected, &got, complete);
+            if c.lost > 0 || c.duplicated > 0 {
+                ok = false;
+                why.push(format!(
+                    "node {node}: {} lines lost, {} duplicated",
+                    c.lost, c.duplicated
+                ));
+            }
+            row.lines += c;
+            let node_ok = match s.expect {
+                Expect::Succeed => node_state == Some(RunState::Succeeded),
+                Expect::Abort => {
+                    matches!(node_state, Some(RunState::Aborted | RunState::Succeeded))
+                        || (node_state.is_none() && op.replica.is_none())
+                }
+                Expect::TimeOut => node_state == Some(RunState::Timedout),
+                Expect::SucceedOrNodePanic => {
+                    node_state == Some(RunState::Succeeded)
+                        || (node_state == Some(RunState::Failed)
+                            && node_msg.contains("fail point")
+                            && got.is_empty())
+                }
+                Expect::SucceedOrRestarted => {
+                    node_state == Some(RunState::Succeeded) || ended_by_restart(op.state, &op_msg)
+                }
+            };
+            if !node_ok {
+                ok = false;
+                let said: Vec<String> = reports
+                    .iter()
+                    .filter_map(|r| match &r.body {
+                        ReportBody::Node(n) if &n.node == node => Some(format!(
+                            "{} {}",
+                            n.state.as_str(),
+                            n.message.clone().unwrap_or_default()
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                why.push(format!(
+                    "node {node}: {node_state:?} {node_msg} (node reports: {})",
+                    said.join(" / ")
+                ));
+            }
+        }
+        let op_ok = match s.expect {
+            Expect::Succeed => op.state == RunState::Succeeded,
+            Expect::Abort => matches!(op.state, RunState::Aborted | RunState::Succeeded),
+            Expect::TimeOut => matches!(op.state, RunState::Timedout | RunState::Failed),
+            Expect::SucceedOrNodePanic => {
+                // Failed exactly when one of its node steps panicked.
+                let panicked = s.nodes.iter().any(|n| {
+                    exec.nodes
+                        .get(n)
+                        .and_then(|st| st.message.as_deref())
+                        .is_some_and(|m| m.contains("fail point"))
+                });
+                op.state
+                    == if panicked {
+                        RunState::Failed
+                    } else {
+                        RunState::Succeeded
+                    }
+            }
+            Expect::SucceedOrRestarted => {
+                op.state == RunState::Succeeded || ended_by_restart(op.state, &op_msg)
+            }
+        };
+        if !op_ok {
+            ok = false;
+            why.push(format!("operation {:?} {op_msg}", op.state));
+        }
+        if ok {
+            row.as_expected += 1;
+        } else {
+            row.failures.push(format!(
+                "operation {} (execution {}): {}",
+                op.id,
+                s.execution_id,
+                why.join("; ")
+            ));
+        }
+    }
+
+    // 2. The check-in cadence outside the windows.
+    let checkins = world.harness.checkins(&world.runner_id);
+    if let Some((gap, _)) = max_checkin_gap(&checkins, &world.windows) {
+        row.max_gap = gap;
+        if gap > bounds.gap {
+            row.failures.push(format!(
+                "a gap of {:.2} s between check-ins outside the fault windows (bound {:.2} s)",
+                gap.as_secs_f64(),
+                bounds.gap.as_secs_f64()
+            ));
+        }
+    } else {
+        row.failures.push("no two check-ins observed".into());
+    }
+
+    // 4. Restarts, escalations, memory.
+    row.restarts = world.restarts;
+    row.escalations = world.escalations;
+    row.peak_rss_mb = world.peak_rss_kb as f64 / 1024.0;
+    if let Some(bound) = bounds.rss_mb {
+        if row.peak_rss_mb >= bound {
+            row.failures.push(format!(
+                "peak RSS of the runner {:.1} MB, bound {bound} MB",
+                row.peak_rss_mb
+            ));
+        }
+    }
+}
+
+/// An operation the runner's restart ended: failed by the restarted runner
+/// ("runner restarted while the operation was running"), or aborted by the
+/// runner that was going down (supervision escalated and stopped its steps).
+fn ended_by_restart(state: RunState, message: &str) -> bool {
+    (state == RunState::Failed && message.contains("restart"))
+        || (state == RunState::Aborted && message.contains("shutting down"))
+}
+
+/// Prints the table header.
+pub fn header() -> String {
+    format!(
+        "{:<20} {:>9} {:>9} {:>9} {:>9} {:>5} {:>5} {:>8} {:>8} {:>4} {:>4} {:>8} {:>7}",
+        "scenario",
+        "ops",
+        "ops ok",
+        "lines exp",
+        "delivered",
+        "dup",
+        "lost",
+        "max gap",
+        "bound",
+        "rst",
+        "esc",
+        "peak RSS",
+        "verdict"
+    )
+}
+
+pub fn line(r: &Row) -> String {
+    format!(
+        "{:<20} {:>9} {:>9} {:>9} {:>9} {:>5} {:>5} {:>7.2}s {:>7.2}s {:>4} {:>4} {:>6.1}MB {:>7}",
+        r.scenario,
+        r.submitted,
+        r.as_expected,
+        r.lines.expected,
+        r.lines.delivered,
+        r.lines.duplicated,
+        r.lines.lost,
+        r.max_gap.as_secs_f64(),
+        r.gap_bound.as_secs_f64(),
+        r.restarts,
+        r.escalations,
+        r.peak_rss_mb,
+        if r.pass() { "PASS" } else { "FAIL" }
+    )
+}
