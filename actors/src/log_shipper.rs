@@ -36,11 +36,19 @@ pub const RESTARTED_MESSAGE: &str = "runner restarted while the operation was ru
 /// report of theirs is refused rather than numbered from 1 again.
 const FORGOTTEN_MEMORY: usize = 10_000;
 
+/// Most reports kept in memory, across operations, so that a batch is
+/// taken from there instead of being read back from the spool and decoded
+/// again; past this the oldest kept reports are served from the spool.
+const RECENT_MAX: usize = 4096;
+
 /// Numbers reports and appends them to the spool; shared by every producer
 /// and every LogShipper instance.
 pub(crate) struct ReportIntake {
     inner: Mutex<IntakeInner>,
+    /// "Send now": a batch is full, or a drain flushes.
     wake: Notify,
+    /// The first report since the last batch was taken: ends an idle wait.
+    arrived: Notify,
     acked: watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     stats: StatsCell,
@@ -56,6 +64,10 @@ struct IntakeInner {
     forgotten: VecDeque<String>,
     /// Reports appended since the last batch was taken.
     waiting: usize,
+    /// The newest reports spooled per operation, contiguous in seq, not yet
+    /// acked: a copy of the spool's tail, [`RECENT_MAX`] at most in all.
+    recent: HashMap<String, VecDeque<Report>>,
+    recent_len: usize,
     batch_max: usize,
 }
 
@@ -100,9 +112,12 @@ impl ReportIntake {
                 closed,
                 forgotten: VecDeque::new(),
                 waiting: 0,
+                recent: HashMap::new(),
+                recent_len: 0,
                 batch_max: 1000,
             }),
             wake: Notify::new(),
+            arrived: Notify::new(),
             acked: watch::channel(0).0,
             clock,
             stats,
@@ -136,6 +151,7 @@ impl ReportIntake {
             self.stats.error(e.to_string());
             return false;
         }
+        g.keep_recent(&report);
         if terminal {
             g.next_seq.remove(op_id);
             g.closed.insert(op_id.to_owned());
@@ -146,11 +162,14 @@ impl ReportIntake {
             g.next_seq.insert(op_id.to_owned(), seq + 1);
         }
         g.waiting += 1;
+        let first = g.waiting == 1;
         let full = g.waiting >= g.batch_max;
         drop(g);
         self.stats.update(|s| s.reports_spooled += 1);
         if full {
             self.wake.notify_one();
+        } else if first {
+            self.arrived.notify_one();
         }
         true
     }
@@ -199,9 +218,20 @@ impl ReportIntake {
             let k = cursor % ops.len();
             ops.rotate_left(k);
         }
-        let spool = &mut g.spool;
+        let IntakeInner { spool, recent, .. } = &mut *g;
         let mut err = None;
         let batch = plan_batch(&ops, batch_max, &mut |op, after, max| {
+            if let Some(kept) = recent
+                .get(op)
+                .filter(|k| k.front().is_some_and(|r| r.seq <= after + 1))
+            {
+                return kept
+                    .iter()
+                    .filter(|r| r.seq > after)
+                    .take(max)
+                    .cloned()
+                    .collect();
+            }
             spool.read(op, after, max).unwrap_or_else(|e| {
                 err = Some(e);
                 Vec::new()
@@ -225,6 +255,7 @@ impl ReportIntake {
             .find(|o| o.op_id == op_id)
             .map_or(0, |o| o.last_seq.saturating_sub(o.acked));
         g.spool.forget(op_id)?;
+        g.forget_recent(op_id);
         g.next_seq.remove(op_id);
         g.closed.insert(op_id.to_owned());
         g.forgotten.push_back(op_id.to_owned());
@@ -246,6 +277,7 @@ impl ReportIntake {
         let mut newly = 0;
         for step in ack_steps(&ops, acks) {
             g.spool.ack(&step.op_id, step.seq)?;
+            g.acked_recent(&step.op_id, step.seq);
             newly += step.newly;
             if step.complete {
                 g.spool.forget(&step.op_id)?;
@@ -261,6 +293,47 @@ impl ReportIntake {
         self.stats.update(|s| s.reports_acked += newly);
         self.acked.send_modify(|n| *n += 1);
         Ok(newly)
+    }
+}
+
+impl IntakeInner {
+    /// Keeps a copy of a report just spooled, dropping the oldest kept ones
+    /// past [`RECENT_MAX`].
+    fn keep_recent(&mut self, report: &Report) {
+        let kept = self.recent.entry(report.op_id.clone()).or_default();
+        kept.push_back(report.clone());
+        self.recent_len += 1;
+        while self.recent_len > RECENT_MAX {
+            // The operation's own oldest first; when it has nothing older,
+            // the whole copy goes (the spool still holds everything).
+            let kept = self.recent.get_mut(&report.op_id).expect("just inserted");
+            if kept.len() > 1 {
+                kept.pop_front();
+                self.recent_len -= 1;
+            } else {
+                self.recent.retain(|op, _| op == &report.op_id);
+                self.recent_len = 1;
+            }
+        }
+    }
+
+    /// Drops the kept copies an ack up to `seq` covers.
+    fn acked_recent(&mut self, op_id: &str, seq: u64) {
+        if let Some(kept) = self.recent.get_mut(op_id) {
+            while kept.front().is_some_and(|r| r.seq <= seq) {
+                kept.pop_front();
+                self.recent_len -= 1;
+            }
+            if kept.is_empty() {
+                self.recent.remove(op_id);
+            }
+        }
+    }
+
+    fn forget_recent(&mut self, op_id: &str) {
+        if let Some(kept) = self.recent.remove(op_id) {
+            self.recent_len -= kept.len();
+        }
     }
 }
 
@@ -410,7 +483,7 @@ async fn ship(shared: Arc<Shared>) {
                     shared.inbox.push(RegistryCommand::Cancel(op_id));
                 }
                 if n < batch_max {
-                    idle(&shared, interval).await;
+                    linger(&shared, interval).await;
                 }
             }
             Err(ControlPlaneError::Rejected { status: 413, .. }) if n > 1 => {
@@ -455,13 +528,34 @@ async fn ship(shared: Arc<Shared>) {
     }
 }
 
-/// Waits for the next batch: the report interval, or sooner when a batch
-/// fills up.
+/// Waits for the next batch when nothing is waiting: until a report
+/// arrives, a batch fills up, or the report interval passes. A line printed
+/// on an idle runner is thus sent at once rather than up to an interval
+/// later.
 async fn idle(shared: &Shared, interval: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(interval) => {}
         _ = shared.intake.wake.notified() => {}
+        _ = shared.intake.arrived.notified() => {}
     }
+}
+
+/// The pause after a batch that was not full, so that output flowing line
+/// by line is sent in batches (at most one per `linger_time`) rather than
+/// one request per line; a full batch ends it at once.
+async fn linger(shared: &Shared, interval: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(linger_time(interval)) => {}
+        _ = shared.intake.wake.notified() => {}
+    }
+}
+
+/// A tenth of the report interval (20 ms for the usual 200 ms), at least
+/// 2 ms: how long reports wait to be batched while output flows. Every
+/// report is sent within this time plus one round trip, well within the
+/// interval.
+pub fn linger_time(interval: Duration) -> Duration {
+    (interval / 10).max(Duration::from_millis(2))
 }
 
 #[cfg(test)]
@@ -592,5 +686,75 @@ mod tests {
                 message: Some(RESTARTED_MESSAGE.into())
             })
         );
+    }
+    /// A spool that counts the reports read back from it.
+    struct CountingSpool {
+        inner: crate::spool::MemorySpool,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Spool for CountingSpool {
+        fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError> {
+            self.inner.append(reports)
+        }
+        fn flush(&mut self) -> Result<(), SpoolError> {
+            self.inner.flush()
+        }
+        fn read(&mut self, op_id: &str, after: u64, max: usize) -> Result<Vec<Report>, SpoolError> {
+            let got = self.inner.read(op_id, after, max)?;
+            self.read
+                .fetch_add(got.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(got)
+        }
+        fn ack(&mut self, op_id: &str, seq: u64) -> Result<(), SpoolError> {
+            self.inner.ack(op_id, seq)
+        }
+        fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError> {
+            self.inner.operations()
+        }
+        fn forget(&mut self, op_id: &str) -> Result<(), SpoolError> {
+            self.inner.forget(op_id)
+        }
+    }
+
+    #[test]
+    fn batches_come_from_memory_and_the_spool_only_past_the_kept_tail() {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let intake = ReportIntake::recover(
+            Box::new(CountingSpool {
+                inner: crate::spool::MemorySpool::new(),
+                read: read.clone(),
+            }),
+            Arc::new(crate::clock::SystemClock),
+            StatsCell::default(),
+            Logger::root(slog::Discard, slog::o!()),
+        )
+        .unwrap();
+        let total = RECENT_MAX as u64 + 100;
+        for _ in 0..total {
+            assert!(intake.push("flood", report("x", 0, false).body));
+        }
+        // The first 100 fell out of the kept tail: read back from the spool.
+        let batch = intake.next_batch(150, 0, false).unwrap();
+        assert_eq!(
+            batch.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=150).collect::<Vec<_>>()
+        );
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 150);
+        let acks: BTreeMap<String, u64> = [("flood".into(), 150)].into();
+        intake.apply_acks(&acks).unwrap();
+        // From the ack on, everything is in memory.
+        let batch = intake.next_batch(usize::MAX, 0, false).unwrap();
+        assert_eq!(batch.first().map(|r| r.seq), Some(151));
+        assert_eq!(batch.last().map(|r| r.seq), Some(total));
+        assert_eq!(batch.len() as u64, total - 150);
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 150);
+        // A resend after a lost answer gets the same reports again.
+        let again = intake.next_batch(usize::MAX, 0, false).unwrap();
+        assert_eq!(again, batch);
+        let acks: BTreeMap<String, u64> = [("flood".into(), total)].into();
+        intake.apply_acks(&acks).unwrap();
+        assert!(intake.next_batch(10, 0, false).unwrap().is_empty());
+        assert_eq!(intake.lock().recent_len, 0);
     }
 }

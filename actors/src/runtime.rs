@@ -46,8 +46,10 @@ pub type NodePredicate = Arc<dyn Fn(&Node) -> bool + Send + Sync>;
 ///   sooner than `min_checkin_gap` after the previous one started; without
 ///   long polling (`long_polling = false` or `longPollMs = 0`), one check-in
 ///   per `pollIntervalMs`, capped at `poll_interval`;
-/// - reports: one batch per `min(reportIntervalMs, report_interval)` or as
-///   soon as `min(reportBatchMax, report_batch_max)` reports wait.
+/// - reports: a report produced while nothing waits is sent at once; while
+///   output flows, batches go at most every tenth of
+///   `min(reportIntervalMs, report_interval)` (20 ms for 200 ms), and at
+///   once when `min(reportBatchMax, report_batch_max)` reports wait.
 #[derive(Clone)]
 pub struct RuntimeConfig {
     pub hostname: String,

@@ -454,6 +454,16 @@ impl NodeExecutor for FakeExecutor {
                 }
                 Ok(StepOutcome::exited(0))
             }
+            // A line every 5 ms: output that flows rather than bursts.
+            "trickle" => {
+                for i in 1..=n {
+                    if let Some(r) = abort.wait_timeout(Duration::from_millis(5)) {
+                        return Ok(killed(r));
+                    }
+                    output.line(Stream::Stdout, format!("line {i}"));
+                }
+                Ok(StepOutcome::exited(0))
+            }
             "fail" => Ok(StepOutcome::exited(n as i32)),
             "sleep" => match abort.wait_timeout(Duration::from_millis(n)) {
                 Some(r) => Ok(killed(r)),

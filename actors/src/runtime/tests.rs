@@ -888,6 +888,70 @@ async fn thread_count_and_keep_going_shape_node_dispatch() {
     finish(&rig).await;
 }
 
+/// A runtime whose report interval (server and config) is `interval`.
+fn start_with_report_interval(interval: Duration) -> Rig {
+    let cp = FakeControlPlane::new(300, 250);
+    cp.state().startup.report_interval_ms = interval.as_millis() as u64;
+    start_with(
+        RuntimeConfig {
+            report_interval: interval,
+            ..test_config()
+        },
+        cp,
+        None,
+    )
+}
+
+#[actix_rt::test]
+async fn a_report_of_an_idle_runner_is_sent_at_once_not_an_interval_later() {
+    // A 10 s interval: were reports only sent once per interval, the first
+    // one would wait until 10 s after startup.
+    let rig = start_with_report_interval(Duration::from_secs(10));
+    assert!(rig.cp.wait_until(WAIT, |s| !s.checkins.is_empty()).await);
+    let offered = Instant::now();
+    rig.cp
+        .offer(operation("soon", vec![fake_node("n", "sleep:3000")]));
+    assert!(
+        rig.cp
+            .wait_until(Duration::from_secs(3), |s| s
+                .stored
+                .get("soon")
+                .is_some_and(|r| !r.is_empty()))
+            .await,
+        "the operation's first report was not stored within 3 s"
+    );
+    // One check-in (300 ms) plus the claim and one report round trip.
+    assert!(
+        offered.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        offered.elapsed()
+    );
+    wait_complete(&rig.cp, &["soon"]).await;
+    finish(&rig).await;
+}
+
+#[actix_rt::test]
+async fn output_flowing_line_by_line_is_batched_not_sent_per_line() {
+    // Interval 1 s, so batches go at most every 100 ms while lines flow.
+    let rig = start_with_report_interval(Duration::from_secs(1));
+    rig.cp
+        .offer(operation("flow", vec![fake_node("n", "trickle:200")]));
+    wait_complete(&rig.cp, &["flow"]).await;
+    assert_well_formed(&rig.cp, "flow");
+    let lines = rig
+        .cp
+        .stored("flow")
+        .iter()
+        .filter(|r| matches!(r.body, ReportBody::Log(_)))
+        .count();
+    assert_eq!(lines, 200);
+    // 200 lines over at least 1 s: about one request per 100 ms, not one
+    // per line.
+    let calls = rig.cp.state().report_calls;
+    assert!(calls <= 40, "{calls} report requests for 200 lines");
+    finish(&rig).await;
+}
+
 #[actix_rt::test]
 async fn a_claim_whose_answer_is_lost_is_asked_again_and_runs() {
     let cp = FakeControlPlane::new(300, 250);

@@ -1,0 +1,215 @@
+//! rdrunner's benchmarks against its peers, all on loopback:
+//! `cargo run --release --example bench -- [--quick] [--only NAME]`.
+//!
+//! Starts what it needs (the reference control plane, a private sshd serving
+//! the nodes under distinct names, the runner), measures dispatch latency,
+//! report latency, fan-out against OpenSSH and Ansible, log throughput,
+//! footprint and check-in jitter, prints a Markdown table and writes it to
+//! BENCHMARKS.md with the machine and the exact command. A figure it did not
+//! measure is never printed: the row says why instead.
+
+#[path = "bench/child.rs"]
+mod child;
+#[path = "bench/fixture.rs"]
+mod fixture;
+#[path = "bench/measure.rs"]
+mod measure;
+#[path = "bench/peers.rs"]
+mod peers;
+#[path = "bench/report.rs"]
+mod report;
+#[path = "bench/suites.rs"]
+mod suites;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use fixture::{release_binary, RunnerKind, CHILD_FLAG};
+use report::{Row, Table};
+
+/// The benchmarks, in the order they run.
+pub const NAMES: &[&str] = &[
+    "dispatch",
+    "report",
+    "fanout",
+    "throughput",
+    "footprint",
+    "jitter",
+];
+
+/// Parsed command line.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub quick: bool,
+    pub only: Option<String>,
+    /// Run the in-process runtime even when the release binary is there.
+    pub in_process: bool,
+    /// Where the Markdown goes (BENCHMARKS.md at the workspace root).
+    pub out: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        quick: false,
+        only: None,
+        in_process: false,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--in-process" => args.in_process = true,
+            "--only" => {
+                let name = it.next().context("--only needs a benchmark name")?;
+                if !NAMES.contains(&name.as_str()) {
+                    anyhow::bail!("unknown benchmark {name:?}; one of: {}", NAMES.join(", "));
+                }
+                args.only = Some(name);
+            }
+            "--out" => args.out = PathBuf::from(it.next().context("--out needs a path")?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: cargo run --release --example bench -- [--quick] [--only NAME] [--in-process] [--out FILE]\n\
+                     benchmarks: {}",
+                    NAMES.join(", ")
+                );
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?}; try --help"),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(CHILD_FLAG) {
+        let dir = argv
+            .get(2)
+            .context("the runner child needs its directory")?;
+        // One line on stderr, which the benchmark shows in its table.
+        if let Err(e) = child::run(PathBuf::from(dir).as_path()) {
+            eprintln!("runner child: {e:#}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    let args = parse_args()?;
+    let system = actix_rt::System::new();
+    system.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let work = tempfile::Builder::new()
+        .prefix("rdrunner-bench")
+        .tempdir()
+        .context("making a work directory")?;
+    let machine = measure::Machine::describe();
+    let load_start = measure::load_avg();
+    println!("machine: {machine}; load average {load_start}");
+    let nodes = fixture::Nodes::start(work.path()).context("starting the nodes' sshd")?;
+    println!(
+        "nodes: private sshd on {}:{} ({})",
+        nodes.sshd.host(),
+        nodes.sshd.port(),
+        fixture::SSHD_SETTINGS.join(", ")
+    );
+    println!("nodes: {}", nodes.user_note);
+    let kind = if args.in_process {
+        RunnerKind::InProcess
+    } else {
+        choose_runner(&nodes, work.path()).await
+    };
+    println!("runner: {}", kind.describe());
+
+    let env = suites::Env {
+        args: args.clone(),
+        nodes,
+        kind: kind.clone(),
+        work: work.path().to_path_buf(),
+    };
+    let mut table = Table::default();
+    for name in NAMES {
+        if args.only.as_deref().is_some_and(|o| o != *name) {
+            continue;
+        }
+        println!("== {name}");
+        let t = Instant::now();
+        let rows = match suites::run(name, &env).await {
+            Ok(rows) => rows,
+            Err(e) => vec![Row::failed(name, &format!("{e:#}"))],
+        };
+        for r in &rows {
+            println!("   {}", r.one_line());
+        }
+        println!("   ({:.1} s)", t.elapsed().as_secs_f64());
+        table.rows.extend(rows);
+    }
+    let command = command_line(&args);
+    let markdown = report::markdown(
+        &table,
+        &machine,
+        &command,
+        &kind,
+        started.elapsed(),
+        &load_start,
+        &format!(
+            "one private sshd on 127.0.0.1 ({}), {}",
+            fixture::SSHD_SETTINGS.join(", "),
+            env.nodes.user_note
+        ),
+    );
+    println!("\n{markdown}");
+    report::write_benchmarks_md(&args.out, &markdown)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("written to {}", args.out.display());
+    Ok(())
+}
+
+/// The release binary when it starts and checks in; else the in-process
+/// runtime, saying why.
+async fn choose_runner(nodes: &fixture::Nodes, work: &std::path::Path) -> RunnerKind {
+    let Some(bin) = release_binary() else {
+        println!("runner: no target/release/rdrunner (build it with `cargo build --release`)");
+        return RunnerKind::InProcess;
+    };
+    let kind = RunnerKind::Binary(bin);
+    let probe = async {
+        let plane = fixture::Plane::start(Default::default(), &[]).await?;
+        let mut runner = fixture::RunnerProcess::start(
+            &kind,
+            &work.join("probe"),
+            &plane,
+            nodes,
+            &Default::default(),
+        )
+        .await?;
+        runner.stop();
+        anyhow::Ok(())
+    };
+    match probe.await {
+        Ok(()) => kind,
+        Err(e) => {
+            println!("runner: the release binary cannot be used ({e:#}); falling back");
+            RunnerKind::InProcess
+        }
+    }
+}
+
+fn command_line(args: &Args) -> String {
+    let mut c = String::from("cargo run --release --example bench --");
+    if args.quick {
+        c.push_str(" --quick");
+    }
+    if let Some(o) = &args.only {
+        c.push_str(&format!(" --only {o}"));
+    }
+    if args.in_process {
+        c.push_str(" --in-process");
+    }
+    c
+}

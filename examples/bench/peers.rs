@@ -1,0 +1,170 @@
+//! The contenders rdrunner is measured against, run on the same sshd with the
+//! same key, known_hosts and server settings: OpenSSH's own client in
+//! parallel (`xargs -P`, the native floor), Ansible's ad hoc `raw` module, and
+//! a plain `ssh node cmd > /dev/null` for raw throughput.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::fixture::SshTarget;
+
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `true` on `count` nodes over OpenSSH, `parallel` at a time, with
+/// `xargs -P`; returns the wall time. Every connection must succeed.
+pub fn openssh_fan_out(
+    nodes: &SshTarget,
+    count: usize,
+    parallel: usize,
+) -> anyhow::Result<Duration> {
+    // `ssh ARGS true node-001`: the node name rides along as an argument of
+    // `true`, so each line is one connection.
+    let mut cmd = Command::new("xargs");
+    cmd.arg("-P")
+        .arg(parallel.to_string())
+        .arg("-n")
+        .arg("1")
+        .arg("ssh")
+        .args(&nodes.args)
+        .arg("true");
+    let names: String = (1..=count).fold(String::new(), |mut s, i| {
+        let _ = writeln!(s, "node-{i:03}");
+        s
+    });
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running xargs ssh")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(names.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let wall = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "xargs -P {parallel} ssh failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(wall)
+}
+
+/// Runs `true` on `count` nodes with `ansible all -f FORKS -m raw -a true`;
+/// returns the wall time. Ansible's connection sharing is turned off, as it
+/// is for the other contenders, since all nodes are one server here.
+pub fn ansible_fan_out(
+    nodes: &SshTarget,
+    dir: &Path,
+    count: usize,
+    forks: usize,
+) -> anyhow::Result<Duration> {
+    fs::create_dir_all(dir)?;
+    let mut inventory = String::from("[bench]\n");
+    for i in 1..=count {
+        let _ = writeln!(
+            inventory,
+            "node-{i:03} ansible_host={} ansible_port={} ansible_user={}",
+            nodes.host, nodes.port, nodes.user
+        );
+    }
+    let inv = dir.join("inventory.ini");
+    fs::write(&inv, inventory)?;
+    let cfg = dir.join("ansible.cfg");
+    fs::write(&cfg, "[defaults]\n")?;
+    let ssh_args = nodes
+        .options
+        .iter()
+        .map(|o| format!("-o {o}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let start = Instant::now();
+    let out = Command::new("ansible")
+        .arg("all")
+        .arg("-i")
+        .arg(&inv)
+        .arg("-f")
+        .arg(forks.to_string())
+        .arg("-m")
+        .arg("raw")
+        .arg("-a")
+        .arg("true")
+        .arg("--private-key")
+        .arg(&nodes.key)
+        .arg("-o")
+        .env("ANSIBLE_CONFIG", &cfg)
+        .env("ANSIBLE_HOME", dir.join("home"))
+        .env("ANSIBLE_LOCAL_TEMP", dir.join("tmp"))
+        .env("ANSIBLE_SSH_ARGS", &ssh_args)
+        .env("ANSIBLE_HOST_KEY_CHECKING", "True")
+        .env("ANSIBLE_GATHERING", "explicit")
+        .env("ANSIBLE_NOCOLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .context("running ansible")?;
+    let wall = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "ansible failed ({}): {}{}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stdout)),
+            tail(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    let ok = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("CHANGED") || l.contains("SUCCESS"))
+        .count();
+    if ok != count {
+        bail!("ansible succeeded on {ok} of {count} nodes");
+    }
+    Ok(wall)
+}
+
+/// `ssh node 'CMD' > /dev/null`: the wall time of moving the command's
+/// output over one plain OpenSSH session.
+pub fn ssh_to_null(nodes: &SshTarget, command: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new("ssh")
+        .args(&nodes.args)
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("running ssh")?;
+    let wall = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "ssh {command:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(wall)
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}

@@ -1,0 +1,862 @@
+//! The six benchmarks. Each starts its own control plane (with the cadence
+//! it needs) and a fresh runner, measures, checks that what it measured
+//! really happened (every node step succeeded, every line arrived), and
+//! returns table rows.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use rand::Rng;
+use rdrunner_actors::model::{CommandStep, Dispatch, Node, ReportBody, Step, Stream};
+use rdrunner_harness::{Cadence, ExecutionStatus, RunState, SubmitExecution};
+
+use crate::fixture::{
+    release_binary, Nodes, Plane, RunnerKind, RunnerOptions, RunnerProcess, PROJECT,
+};
+use crate::measure::{mib, ms, proc_usage, wall_ns, Samples};
+use crate::peers;
+use crate::report::Row;
+use crate::Args;
+
+/// What every benchmark gets.
+pub struct Env {
+    pub args: Args,
+    pub nodes: Nodes,
+    pub kind: RunnerKind,
+    pub work: PathBuf,
+}
+
+impl Env {
+    fn quick(&self) -> bool {
+        self.args.quick
+    }
+
+    fn runner_label(&self) -> &'static str {
+        match self.kind {
+            RunnerKind::Binary(_) => "rdrunner",
+            RunnerKind::InProcess => "rdrunner (in-process)",
+        }
+    }
+
+    /// A control plane with `nodes` and a runner checked in to it.
+    async fn start(
+        &self,
+        name: &str,
+        cadence: Cadence,
+        nodes: &[Node],
+        opts: RunnerOptions,
+    ) -> anyhow::Result<(Plane, RunnerProcess)> {
+        let plane = Plane::start(cadence, nodes).await?;
+        let runner = RunnerProcess::start(
+            &self.kind,
+            &self.work.join(name),
+            &plane,
+            &self.nodes,
+            &opts,
+        )
+        .await?;
+        Ok((plane, runner))
+    }
+}
+
+pub async fn run(name: &str, env: &Env) -> anyhow::Result<Vec<Row>> {
+    match name {
+        "dispatch" => dispatch(env).await,
+        "report" => report_latency(env).await,
+        "fanout" => fan_out(env).await,
+        "throughput" => throughput(env).await,
+        "footprint" => footprint(env).await,
+        "jitter" => jitter(env).await,
+        other => bail!("no benchmark named {other}"),
+    }
+}
+
+fn command(cmd: &str) -> Vec<Step> {
+    vec![Step::Command(CommandStep {
+        command: cmd.to_owned(),
+    })]
+}
+
+fn submission(cmd: &str, filter: &str, threads: u32) -> SubmitExecution {
+    SubmitExecution {
+        dispatch: Dispatch {
+            thread_count: threads,
+            keep_going: true,
+            ..Dispatch::default()
+        },
+        ..SubmitExecution::new(command(cmd), filter)
+    }
+}
+
+/// Polls the harness (in this process, no HTTP) until the execution is
+/// terminal; `every` bounds how late the end is seen.
+async fn wait_terminal(
+    plane: &Plane,
+    id: u64,
+    every: Duration,
+    timeout: Duration,
+) -> anyhow::Result<(ExecutionStatus, Instant)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = plane.harness.execution(id) {
+            if s.state.is_terminal() {
+                return Ok((s, Instant::now()));
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("execution {id} did not end within {timeout:?}");
+        }
+        actix_rt::time::sleep(every).await;
+    }
+}
+
+/// Fails unless every node of the execution succeeded, `expected` of them.
+fn all_succeeded(status: &ExecutionStatus, expected: usize) -> anyhow::Result<()> {
+    let ok = status
+        .nodes
+        .values()
+        .filter(|n| n.state == RunState::Succeeded)
+        .count();
+    if status.state != RunState::Succeeded || ok != expected {
+        let sample = status
+            .nodes
+            .iter()
+            .find(|(_, n)| n.state != RunState::Succeeded)
+            .map(|(k, n)| {
+                format!(
+                    "{k}: {:?} {}",
+                    n.state,
+                    n.message.clone().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        bail!(
+            "execution {} ended {:?} with {ok} of {expected} nodes succeeded ({sample})",
+            status.id,
+            status.state
+        );
+    }
+    Ok(())
+}
+
+fn op_id(status: &ExecutionStatus) -> anyhow::Result<String> {
+    status
+        .operations
+        .first()
+        .map(|o| o.id.clone())
+        .context("the execution has no operation")
+}
+
+/// The stdout lines stored for an operation.
+fn stdout_lines(plane: &Plane, op: &str) -> Vec<String> {
+    plane
+        .harness
+        .reports(op)
+        .into_iter()
+        .filter_map(|r| match r.body {
+            ReportBody::Log(l) if l.stream == Stream::Stdout => Some(l.text),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ns_to_duration(later: u128, earlier: u128) -> anyhow::Result<Duration> {
+    if later < earlier {
+        bail!("a node timestamp ({later} ns) precedes its submission ({earlier} ns)");
+    }
+    Ok(Duration::from_nanos((later - earlier) as u64))
+}
+
+fn latency_rows(
+    bench: &str,
+    contender: &str,
+    what: &str,
+    s: &Samples,
+    p50_target: Option<Duration>,
+    p99_target: Option<Duration>,
+    with_max: bool,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let n = s.len();
+    let mut one = |label: &str, v: Option<Duration>, target: Option<Duration>| {
+        let Some(v) = v else {
+            rows.push(Row::missing(bench, contender, label, "no samples"));
+            return;
+        };
+        let (t, met) = match target {
+            Some(t) => (format!("<= {}", ms(t)), Some(v <= t)),
+            None => (String::new(), None),
+        };
+        rows.push(Row::measured(
+            bench,
+            contender,
+            &format!("{what} {label} (n={n})"),
+            ms(v),
+            &t,
+            met,
+        ));
+    };
+    one("p50", s.percentile(50.0), p50_target);
+    one("p99", s.percentile(99.0), p99_target);
+    if with_max {
+        one("max", s.max(), None);
+    }
+    rows
+}
+
+// ---- 1. dispatch latency -------------------------------------------------
+
+async fn dispatch(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let (long_ops, plain_ops) = if env.quick() { (40, 15) } else { (200, 200) };
+    let mut rows = Vec::new();
+    let label = env.runner_label();
+    match dispatch_samples(env, true, long_ops).await {
+        Ok(s) => rows.extend(latency_rows(
+            "dispatch",
+            &format!("{label}, long polling"),
+            "submit → step start",
+            &s,
+            Some(Duration::from_millis(10)),
+            Some(Duration::from_millis(50)),
+            true,
+        )),
+        Err(e) => rows.push(Row::failed("dispatch (long polling)", &format!("{e:#}"))),
+    }
+    match dispatch_samples(env, false, plain_ops).await {
+        Ok(s) => rows.extend(latency_rows(
+            "dispatch",
+            &format!("{label}, 5 s polling"),
+            "submit → step start",
+            &s,
+            None,
+            None,
+            true,
+        )),
+        Err(e) => rows.push(Row::failed("dispatch (5 s polling)", &format!("{e:#}"))),
+    }
+    Ok(rows)
+}
+
+/// Latency from submitting an execution to its step (`date +%s%N` on a
+/// local node) starting. With long polling the executions go one at a time,
+/// each after a random pause; with plain polling they arrive at random
+/// times independent of the runner's polling phase.
+async fn dispatch_samples(env: &Env, long: bool, ops: usize) -> anyhow::Result<Samples> {
+    let cadence = if long {
+        Cadence::default()
+    } else {
+        Cadence {
+            long_poll_ms: 0,
+            ..Cadence::default()
+        }
+    };
+    let nodes = Nodes::local_nodes("local", 1, "local");
+    let name = if long {
+        "dispatch-long"
+    } else {
+        "dispatch-plain"
+    };
+    let (plane, _runner) = env
+        .start(
+            name,
+            cadence,
+            &nodes,
+            RunnerOptions {
+                long_polling: long,
+                ..RunnerOptions::default()
+            },
+        )
+        .await?;
+    let exec = submission("date +%s%N", ".*", 1);
+    let mut rng = rand::thread_rng();
+    let mut submitted = Vec::with_capacity(ops);
+    for _ in 0..ops {
+        // A random pause decouples submissions from the runner's phase.
+        let pause = if long {
+            rng.gen_range(0..300)
+        } else {
+            rng.gen_range(0..500)
+        };
+        actix_rt::time::sleep(Duration::from_millis(pause)).await;
+        let at = wall_ns();
+        let id = plane.admin.submit_execution(PROJECT, &exec).await?;
+        submitted.push((id, at));
+        if long {
+            let (status, _) = wait_terminal(
+                &plane,
+                id,
+                Duration::from_millis(2),
+                Duration::from_secs(30),
+            )
+            .await?;
+            all_succeeded(&status, 1)?;
+        }
+    }
+    let mut samples = Vec::with_capacity(ops);
+    for (id, at) in submitted {
+        let (status, _) = wait_terminal(
+            &plane,
+            id,
+            Duration::from_millis(20),
+            Duration::from_secs(60),
+        )
+        .await?;
+        all_succeeded(&status, 1)?;
+        let lines = stdout_lines(&plane, &op_id(&status)?);
+        let started: u128 = lines
+            .first()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("execution {id} printed no timestamp: {lines:?}"))?;
+        samples.push(ns_to_duration(started, at)?);
+    }
+    Ok(Samples::new(samples))
+}
+
+// ---- 2. report latency ---------------------------------------------------
+
+/// Latency from a line being printed on an SSH node (`date +%s%N`) to its
+/// report being stored at the control plane, seen by polling the harness's
+/// store every millisecond.
+async fn report_latency(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let lines = if env.quick() { 200 } else { 1000 };
+    let nodes = env.nodes.ssh_nodes(1);
+    let (plane, _runner) = env
+        .start(
+            "report",
+            Cadence::default(),
+            &nodes,
+            RunnerOptions::default(),
+        )
+        .await?;
+    let cmd = format!("i=0; while [ $i -lt {lines} ]; do date +%s%N; sleep 0.01; i=$((i+1)); done");
+    let id = plane
+        .admin
+        .submit_execution(PROJECT, &submission(&cmd, ".*", 1))
+        .await?;
+    let op = op_id(&plane.harness.execution(id).context("execution vanished")?)?;
+    let mut seen = 0usize;
+    let mut samples = Vec::with_capacity(lines);
+    let deadline = Instant::now() + Duration::from_secs(60 + lines as u64 / 20);
+    loop {
+        let stored = plane.harness.reports(&op);
+        let now = wall_ns();
+        for r in &stored[seen.min(stored.len())..] {
+            if let ReportBody::Log(l) = &r.body {
+                if l.stream == Stream::Stdout {
+                    let printed: u128 = l
+                        .text
+                        .trim()
+                        .parse()
+                        .with_context(|| format!("not a timestamp: {:?}", l.text))?;
+                    samples.push(ns_to_duration(now, printed)?);
+                }
+            }
+        }
+        seen = stored.len();
+        if stored.last().is_some_and(|r| r.is_terminal()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the operation did not end in time ({} lines stored)",
+                samples.len()
+            );
+        }
+        actix_rt::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (status, _) = wait_terminal(
+        &plane,
+        id,
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+    )
+    .await?;
+    all_succeeded(&status, 1)?;
+    if samples.len() != lines {
+        bail!("{} of {lines} lines arrived", samples.len());
+    }
+    Ok(latency_rows(
+        "report",
+        &format!("{}, SSH node", env.runner_label()),
+        "printed → stored",
+        &Samples::new(samples),
+        Some(Duration::from_millis(50)),
+        Some(Duration::from_millis(250)),
+        true,
+    ))
+}
+
+// ---- 3. fan-out ----------------------------------------------------------
+
+const ANSIBLE_HINT: &str = "not installed (install with apt-get install -y ansible-core)";
+
+/// Runs a peer (a blocking child process) off the actix thread, so the
+/// control plane's clients stay served meanwhile.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    actix_rt::task::spawn_blocking(f)
+        .await
+        .map_err(|e| anyhow::anyhow!("a peer's thread failed: {e}"))?
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// `true` on N nodes, threadCount N and 32: rdrunner against OpenSSH's
+/// client under `xargs -P` (the floor) and against Ansible.
+async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let reps = if env.quick() { 1 } else { 3 };
+    let mut nodes = env.nodes.ssh_nodes(200);
+    for n in nodes.iter_mut().take(50) {
+        n.tags.push("first50".into());
+    }
+    // The peers are measured even when the runner cannot start.
+    let started = env
+        .start(
+            "fanout",
+            Cadence::default(),
+            &nodes,
+            RunnerOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("{e:#}"));
+    let have_ansible = peers::installed("ansible");
+    let label = env.runner_label();
+    let mut rows = Vec::new();
+    for (n, threads) in [(50usize, 50usize), (50, 32), (200, 200), (200, 32)] {
+        let bench = format!("fan-out N={n}, {threads} at a time");
+        let filter = if n == 50 {
+            "tags: first50"
+        } else {
+            "tags: ssh"
+        };
+        let mut ours = Vec::new();
+        let mut floor = Vec::new();
+        let mut ansible = Vec::new();
+        let mut failure = None;
+        for _ in 0..reps {
+            if let Ok((plane, _)) = &started {
+                let exec = submission("true", filter, threads as u32);
+                let start = Instant::now();
+                let id = plane.admin.submit_execution(PROJECT, &exec).await?;
+                let (status, end) = wait_terminal(
+                    plane,
+                    id,
+                    Duration::from_millis(1),
+                    Duration::from_secs(300),
+                )
+                .await?;
+                all_succeeded(&status, n)?;
+                ours.push(end - start);
+            }
+            let target = env.nodes.target();
+            match blocking(move || peers::openssh_fan_out(&target, n, threads)).await {
+                Ok(d) => floor.push(d),
+                Err(e) => failure = Some(format!("{e:#}")),
+            }
+            if have_ansible {
+                let target = env.nodes.target();
+                let dir = env.work.join("ansible");
+                match blocking(move || peers::ansible_fan_out(&target, &dir, n, threads)).await {
+                    Ok(d) => ansible.push(d),
+                    Err(e) => failure = Some(format!("ansible: {e:#}")),
+                }
+            }
+        }
+        let ours = match &started {
+            Ok(_) => Some(median(ours)),
+            Err(e) => {
+                rows.push(Row::missing(
+                    &bench,
+                    label,
+                    "wall time",
+                    &format!("failed: {e}"),
+                ));
+                None
+            }
+        };
+        if let Some(ours) = ours {
+            rows.push(Row::measured(
+                &bench,
+                label,
+                "wall time",
+                ms(ours),
+                "",
+                None,
+            ));
+        }
+        if floor.is_empty() {
+            rows.push(Row::missing(
+                &bench,
+                "OpenSSH xargs -P",
+                "wall time",
+                &format!("failed: {}", failure.clone().unwrap_or_default()),
+            ));
+        } else {
+            let floor = median(floor);
+            rows.push(Row::measured(
+                &bench,
+                "OpenSSH xargs -P",
+                "wall time",
+                ms(floor),
+                "",
+                None,
+            ));
+            if let Some(ours) = ours {
+                let ratio = ours.as_secs_f64() / floor.as_secs_f64();
+                rows.push(Row::measured(
+                    &bench,
+                    label,
+                    "vs OpenSSH floor",
+                    format!("{ratio:.2}x"),
+                    "<= 1.2x",
+                    Some(ratio <= 1.2),
+                ));
+            }
+        }
+        if !have_ansible {
+            rows.push(Row::missing(
+                &bench,
+                "Ansible -m raw",
+                "wall time",
+                ANSIBLE_HINT,
+            ));
+        } else if ansible.is_empty() {
+            rows.push(Row::missing(
+                &bench,
+                "Ansible -m raw",
+                "wall time",
+                &format!("failed: {}", failure.unwrap_or_default()),
+            ));
+        } else {
+            let ansible = median(ansible);
+            rows.push(Row::measured(
+                &bench,
+                "Ansible -m raw",
+                "wall time",
+                ms(ansible),
+                "",
+                None,
+            ));
+            if let Some(ours) = ours {
+                let speedup = ansible.as_secs_f64() / ours.as_secs_f64();
+                rows.push(Row::measured(
+                    &bench,
+                    label,
+                    "speed-up over Ansible",
+                    format!("{speedup:.1}x"),
+                    ">= 10x",
+                    Some(speedup >= 10.0),
+                ));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+// ---- 4. log throughput ---------------------------------------------------
+
+/// Bytes per output line of the throughput step (999 characters + newline).
+const LINE_BYTES: u64 = 1000;
+
+async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let size: u64 = if env.quick() {
+        100_000_000
+    } else {
+        1_000_000_000
+    };
+    let lines = size / LINE_BYTES;
+    let cmd = format!(
+        "yes \"$(printf '%0{}d' 0)\" | head -c {size}",
+        LINE_BYTES - 1
+    );
+    let nodes = env.nodes.ssh_nodes(1);
+    let mut rows = Vec::new();
+    let bench = format!("log throughput, {} MB", size / 1_000_000);
+
+    let target = env.nodes.target();
+    let raw_cmd = cmd.clone();
+    let raw = blocking(move || peers::ssh_to_null(&target, &raw_cmd)).await?;
+    let raw_rate = size as f64 / 1e6 / raw.as_secs_f64();
+    rows.push(Row::measured(
+        &bench,
+        "ssh node cmd > /dev/null",
+        "throughput",
+        format!("{raw_rate:.0} MB/s"),
+        "",
+        None,
+    ));
+
+    let (plane, runner) = match env
+        .start(
+            "throughput",
+            Cadence::default(),
+            &nodes,
+            RunnerOptions::default(),
+        )
+        .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            rows.push(Row::missing(
+                &bench,
+                env.runner_label(),
+                "throughput",
+                &format!("failed: {e:#}"),
+            ));
+            return Ok(rows);
+        }
+    };
+    let runner_cpu0 = proc_usage(runner.pid()).context("runner gone")?.cpu;
+    let own_cpu0 = proc_usage(std::process::id()).context("own /proc")?.cpu;
+    let start = Instant::now();
+    let id = plane
+        .admin
+        .submit_execution(PROJECT, &submission(&cmd, ".*", 1))
+        .await?;
+    let mut peak_sampled = 0;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let (status, end) = loop {
+        if let Some(u) = proc_usage(runner.pid()) {
+            peak_sampled = peak_sampled.max(u.rss_kib);
+        }
+        if let Some(s) = plane.harness.execution(id) {
+            if s.state.is_terminal() {
+                break (s, Instant::now());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the 1 GB step did not end within 30 minutes");
+        }
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+    };
+    let wall = end - start;
+    let usage = proc_usage(runner.pid()).context("runner gone")?;
+    let own_cpu = proc_usage(std::process::id()).context("own /proc")?.cpu - own_cpu0;
+    all_succeeded(&status, 1)?;
+    let stored = plane
+        .harness
+        .observe_runner(&plane.runner_id)
+        .context("runner unknown to the harness")?
+        .reports_stored;
+    // One log report per line, plus the node and operation state reports.
+    if stored < lines {
+        bail!("only {stored} reports stored for {lines} lines");
+    }
+    let rate = size as f64 / 1e6 / wall.as_secs_f64();
+    let label = env.runner_label();
+    rows.push(Row::measured(
+        &bench,
+        label,
+        "throughput (node → stored at control plane)",
+        format!("{rate:.0} MB/s ({lines} lines in {})", ms(wall)),
+        "",
+        None,
+    ));
+    let share = rate / raw_rate;
+    rows.push(Row::measured(
+        &bench,
+        label,
+        "vs raw ssh",
+        format!("{:.0}%", share * 100.0),
+        ">= 80%",
+        Some(share >= 0.8),
+    ));
+    rows.push(Row::measured(
+        &bench,
+        label,
+        "runner peak RSS (VmHWM)",
+        mib(usage.peak_rss_kib.max(peak_sampled)),
+        "<= 64 MiB",
+        Some(usage.peak_rss_kib.max(peak_sampled) <= 64 * 1024),
+    ));
+    rows.push(Row::measured(
+        &bench,
+        label,
+        "CPU time: runner / control plane + bench",
+        format!(
+            "{:.1} s / {:.1} s over {:.1} s",
+            (usage.cpu - runner_cpu0).as_secs_f64(),
+            own_cpu.as_secs_f64(),
+            wall.as_secs_f64()
+        ),
+        "",
+        None,
+    ));
+    Ok(rows)
+}
+
+// ---- 5. footprint --------------------------------------------------------
+
+async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let window = Duration::from_secs(if env.quick() { 10 } else { 60 });
+    let label = env.runner_label();
+    let bench = format!("footprint, idle {} s", window.as_secs());
+    let (plane, runner) = env
+        .start(
+            "footprint",
+            Cadence::default(),
+            &[],
+            RunnerOptions::default(),
+        )
+        .await?;
+    // Settle: the first check-ins and allocations are startup, not idle.
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    let u0 = proc_usage(runner.pid()).context("runner gone")?;
+    let c0 = plane.checkins().len();
+    let mut max_rss = u0.rss_kib;
+    let end = Instant::now() + window;
+    let t0 = Instant::now();
+    while Instant::now() < end {
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+        let u = proc_usage(runner.pid()).context("runner exited while idle")?;
+        max_rss = max_rss.max(u.rss_kib);
+    }
+    let u1 = proc_usage(runner.pid()).context("runner gone")?;
+    let elapsed = t0.elapsed();
+    let checkins = plane.checkins().len() - c0;
+    if checkins == 0 {
+        bail!("the runner did not check in while idle");
+    }
+    let cpu = match (u0.live_threads_cpu, u1.live_threads_cpu) {
+        (Some(a), Some(b)) if b >= a => b - a,
+        _ => u1.cpu - u0.cpu,
+    };
+    let cpu_pct = cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0;
+    let mut rows = vec![
+        Row::measured(
+            &bench,
+            label,
+            "idle RSS (max of samples)",
+            mib(max_rss),
+            "<= 15 MiB",
+            Some(max_rss <= 15 * 1024),
+        ),
+        Row::measured(
+            &bench,
+            label,
+            &format!("idle CPU ({checkins} check-ins)"),
+            format!("{cpu_pct:.3}%"),
+            "<= 0.2%",
+            Some(cpu_pct <= 0.2),
+        ),
+    ];
+    match (&env.kind, release_binary()) {
+        (RunnerKind::Binary(bin), _) => {
+            let size = std::fs::metadata(bin)?.len();
+            rows.push(Row::measured(
+                "binary size",
+                "rdrunner",
+                "stripped release binary",
+                format!("{:.1} MiB", size as f64 / 1048576.0),
+                "<= 15 MiB",
+                Some(size <= 15 * 1024 * 1024),
+            ));
+        }
+        (RunnerKind::InProcess, Some(_)) => rows.push(Row::missing(
+            "binary size",
+            "rdrunner",
+            "stripped release binary",
+            "target/release/rdrunner does not run the daemon (see the Runner line)",
+        )),
+        (RunnerKind::InProcess, None) => rows.push(Row::missing(
+            "binary size",
+            "rdrunner",
+            "stripped release binary",
+            "no target/release/rdrunner (build it with cargo build --release)",
+        )),
+    }
+    Ok(rows)
+}
+
+// ---- 6. check-in jitter under load -------------------------------------
+
+async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let window = Duration::from_secs(if env.quick() { 20 } else { 60 });
+    let per_kind = 250usize;
+    let mut nodes = Nodes::local_nodes("quiet", per_kind, "quiet");
+    nodes.extend(Nodes::local_nodes("loud", per_kind, "loud"));
+    let cadence = Cadence::default();
+    let interval = Duration::from_millis(cadence.long_poll_ms);
+    let (plane, _runner) = env
+        .start("jitter", cadence, &nodes, RunnerOptions::default())
+        .await?;
+    let secs = window.as_secs();
+    let quiet = submission(&format!("sleep {secs}"), "tags: quiet", per_kind as u32);
+    // Five lines every 250 ms per node: 5,000 lines/s over 250 nodes.
+    let loud_cmd = format!(
+        "i=0; while [ $i -lt {} ]; do echo \"$i one ${{node.name}}\"; echo \"$i two\"; echo \"$i three\"; echo \"$i four\"; echo \"$i five\"; sleep 0.25; i=$((i+1)); done",
+        secs * 4
+    );
+    let loud = submission(&loud_cmd, "tags: loud", per_kind as u32);
+    let t_start = Instant::now();
+    let a = plane.admin.submit_execution(PROJECT, &quiet).await?;
+    let b = plane.admin.submit_execution(PROJECT, &loud).await?;
+    let mut max_running = 0usize;
+    let deadline = Instant::now() + window + Duration::from_secs(120);
+    let (sa, sb) = loop {
+        let sa = plane.harness.execution(a).context("execution vanished")?;
+        let sb = plane.harness.execution(b).context("execution vanished")?;
+        let running = sa
+            .nodes
+            .values()
+            .chain(sb.nodes.values())
+            .filter(|n| n.state == RunState::Running)
+            .count();
+        max_running = max_running.max(running);
+        if sa.state.is_terminal() && sb.state.is_terminal() {
+            break (sa, sb);
+        }
+        if Instant::now() > deadline {
+            bail!("the 500 node steps did not end in time");
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    };
+    let t_end = Instant::now();
+    all_succeeded(&sa, per_kind)?;
+    all_succeeded(&sb, per_kind)?;
+    let checkins: Vec<Instant> = plane
+        .checkins()
+        .into_iter()
+        .filter(|t| *t >= t_start && *t <= t_end)
+        .collect();
+    let gaps: Vec<Duration> = checkins.windows(2).map(|w| w[1] - w[0]).collect();
+    if gaps.is_empty() {
+        bail!("fewer than two check-ins during the load");
+    }
+    let s = Samples::new(gaps);
+    let bench = format!("check-in jitter, 500 local steps, {secs} s");
+    let label = env.runner_label();
+    let bound = interval + Duration::from_millis(250);
+    let max = s.max().expect("gaps");
+    Ok(vec![
+        Row::measured(
+            &bench,
+            label,
+            "node steps running at once (max seen)",
+            max_running.to_string(),
+            "500",
+            Some(max_running == 2 * per_kind),
+        ),
+        Row::measured(
+            &bench,
+            label,
+            &format!("check-in gap p99 (n={})", s.len()),
+            ms(s.percentile(99.0).expect("gaps")),
+            "",
+            None,
+        ),
+        Row::measured(
+            &bench,
+            label,
+            "check-in gap max",
+            ms(max),
+            &format!("<= {} (long poll {} + 250 ms)", ms(bound), ms(interval)),
+            Some(max <= bound),
+        ),
+    ])
+}
