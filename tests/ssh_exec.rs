@@ -205,8 +205,10 @@ fn a_channel_closed_without_exit_status_is_a_failure() {
 fn a_connection_lost_mid_step_is_a_protocol_error() {
     let f = Fixture::new();
     // The wrapper's parent is the server's process for this connection:
-    // killing it drops the connection under the running step.
-    let run = f.run_command("echo started; kill -KILL $(ps -o ppid= -p $PPID); sleep 5");
+    // killing it drops the connection under the running step. The pause
+    // lets sshd forward "started" first: output still in its buffers when
+    // it is killed is lost with the connection, as it would be on a node.
+    let run = f.run_command("echo started; sleep 1; kill -KILL $(ps -o ppid= -p $PPID); sleep 5");
     let e = run.error();
     assert_eq!(e.kind, ExecutorErrorKind::Protocol, "{e}");
     assert!(
