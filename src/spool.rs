@@ -34,6 +34,8 @@ const MAX_RECORD: usize = 64 * 1024 * 1024;
 /// `acks.log` is rewritten from the state in memory past this size.
 const ACK_LOG_COMPACT_BYTES: u64 = 1024 * 1024;
 const ACK_LOG: &str = "acks.log";
+/// Lock file held by the process that has the spool open.
+const LOCK_FILE: &str = "LOCK";
 
 /// Frames `payload` onto `out`.
 fn frame(payload: &[u8], out: &mut Vec<u8>) {
@@ -96,6 +98,10 @@ struct OpIndex {
 
 /// The file spool. See the module documentation for the format.
 pub struct DiskSpool {
+    /// Held for the spool's lifetime: two processes appending to one spool
+    /// would interleave their records. The kernel drops the lock when the
+    /// process dies, `kill -9` included.
+    _lock: File,
     dir: PathBuf,
     fsync: FsyncPolicy,
     segment_bytes: u64,
@@ -132,6 +138,26 @@ fn err(path: &Path, message: impl std::fmt::Display) -> SpoolError {
     SpoolError {
         path: path.display().to_string(),
         message: message.to_string(),
+    }
+}
+
+/// Takes the spool directory's lock file, refusing a directory that another
+/// live process holds.
+fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| err(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(err(
+            dir,
+            "is in use by another rdrunner process; every replica needs a spool directory of its own (set spool.dir, or start each replica in its own working directory)",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(err(&path, format!("cannot lock: {e}"))),
     }
 }
 
@@ -177,6 +203,7 @@ impl DiskSpool {
     /// segments, cuts torn tails, and starts a new segment for appends.
     pub fn open(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> Result<Self, SpoolError> {
         std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+        let lock = lock_dir(dir)?;
         let mut cut_on_open = 0;
 
         // The ack state.
@@ -267,6 +294,7 @@ impl DiskSpool {
             .open(&ack_path)
             .map_err(|e| err(&ack_path, e))?;
         let mut spool = DiskSpool {
+            _lock: lock,
             dir: dir.to_owned(),
             fsync,
             segment_bytes,
@@ -792,11 +820,10 @@ mod tests {
         let mut acked = [0u64; 8];
         for round in 0..3000 {
             if round % 500 == 499 {
-                // Reopen: the index is rebuilt from the files.
-                drop(std::mem::replace(
-                    &mut s,
-                    DiskSpool::open(d.path(), FsyncPolicy::Never, 8192).unwrap(),
-                ));
+                // Reopen: the index is rebuilt from the files (the old
+                // spool is closed first: it holds the directory's lock).
+                drop(s);
+                s = DiskSpool::open(d.path(), FsyncPolicy::Never, 8192).unwrap();
             }
             let i = (next() % 8) as usize;
             let op = format!("op-{i}");
@@ -869,10 +896,30 @@ mod tests {
         assert!(!s.dirty_segment, "always: fsynced at append");
         assert!(s.read("zzz", 0, 10).unwrap().is_empty());
         s.ack("zzz", 5).unwrap();
+        drop(s);
         let mut s = DiskSpool::open(d.path(), FsyncPolicy::Batch, 4096).unwrap();
         s.append(&[log("a", 2)]).unwrap();
         assert!(s.dirty_segment, "batch: not fsynced until flush");
         s.flush().unwrap();
         assert!(!s.dirty_segment);
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_spool_directory_is_used_by_one_process_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let first = DiskSpool::open(d.path(), FsyncPolicy::Never, 1 << 20).unwrap();
+        let e = DiskSpool::open(d.path(), FsyncPolicy::Never, 1 << 20).unwrap_err();
+        assert!(
+            e.to_string().contains("in use by another rdrunner process"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("spool.dir"), "{e}");
+        drop(first);
+        DiskSpool::open(d.path(), FsyncPolicy::Never, 1 << 20).unwrap();
     }
 }

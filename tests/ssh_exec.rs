@@ -150,7 +150,7 @@ fn large_output_is_streamed_through() {
     let mut sink = |stream: Stream, text: String| match stream {
         Stream::Stdout => {
             lines += 1;
-            if lines % 20_000 == 0 {
+            if lines.is_multiple_of(20_000) {
                 rss_max = rss_max.max(rss_bytes());
             }
             bytes += text.len() + 1;
