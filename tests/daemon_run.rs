@@ -2,6 +2,7 @@
 //! 127.0.0.1:0: a local job end to end, SIGTERM drain, `kill -9` and
 //! restart without losing or duplicating a report, refused credentials.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -315,25 +316,27 @@ async fn sigterm_lets_a_running_operation_finish_and_hup_reopens_logs() {
 }
 
 #[actix_rt::test]
-async fn two_replicas_share_the_work_each_operation_runs_once() {
+async fn three_replicas_share_300_operations_each_runs_once() {
     let h = harness();
     let admin = h.admin();
     let d1 = tempfile::tempdir().unwrap();
     let runner_id = setup(&admin, d1.path()).await;
-    // The second replica: same credentials, its own spool and logs.
-    let d2 = tempfile::tempdir().unwrap();
-    for f in [".rdrunner-creds", "runner.toml"] {
-        std::fs::copy(d1.path().join(f), d2.path().join(f)).unwrap();
+    // The other replicas: same credentials, each its own spool and logs.
+    let others: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for d in &others {
+        for f in [".rdrunner-creds", "runner.toml"] {
+            std::fs::copy(d1.path().join(f), d.path().join(f)).unwrap();
+        }
     }
-    let mut a = start(d1.path());
-    let mut b = start(d2.path());
+    let mut replicas = vec![start(d1.path())];
+    replicas.extend(others.iter().map(|d| start(d.path())));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while admin.get_runner(&runner_id).await.unwrap().replicas.len() < 2 {
-        assert!(Instant::now() < deadline, "two replicas did not register");
+    while admin.get_runner(&runner_id).await.unwrap().replicas.len() < 3 {
+        assert!(Instant::now() < deadline, "three replicas did not register");
         actix_rt::time::sleep(Duration::from_millis(50)).await;
     }
     let mut execs = Vec::new();
-    for i in 0..6 {
+    for i in 0..300 {
         let step = command(&format!("echo run {i}"));
         execs.push(
             admin
@@ -342,20 +345,33 @@ async fn two_replicas_share_the_work_each_operation_runs_once() {
                 .unwrap(),
         );
     }
+    let mut per_replica: BTreeMap<String, usize> = BTreeMap::new();
     for (i, exec) in execs.iter().enumerate() {
         let status = admin
-            .wait_terminal(*exec, Duration::from_secs(30))
+            .wait_terminal(*exec, Duration::from_secs(60))
             .await
             .unwrap();
         assert_eq!(status.state, RunState::Succeeded, "{status:?}");
         let out = admin.all_output(*exec).await.unwrap();
         let runs = out.iter().filter(|e| e.text == format!("run {i}")).count();
         assert_eq!(runs, 1, "execution {exec} ran {runs} times");
-        let op = &status.operations[0].id;
-        assert_eq!(h.duplicates_dropped(op), 0);
+        let op = &status.operations[0];
+        assert_eq!(h.duplicates_dropped(&op.id), 0);
+        let replica = op
+            .replica
+            .clone()
+            .expect("a claimed operation names its replica");
+        *per_replica.entry(replica).or_default() += 1;
     }
-    signal(&a, "TERM");
-    signal(&b, "TERM");
-    assert_eq!(exit_code(&mut a, Duration::from_secs(20)).await, Some(0));
-    assert_eq!(exit_code(&mut b, Duration::from_secs(20)).await, Some(0));
+    assert_eq!(
+        per_replica.len(),
+        3,
+        "the work should be spread over all three replicas: {per_replica:?}"
+    );
+    for r in &replicas {
+        signal(r, "TERM");
+    }
+    for r in &mut replicas {
+        assert_eq!(exit_code(r, Duration::from_secs(20)).await, Some(0));
+    }
 }
