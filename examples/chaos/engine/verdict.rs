@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use rdrunner_actors::model::ReportBody;
+use rdrunner_actors::model::{ReportBody, Stream};
 use rdrunner_harness::invariants::{
-    check_report_stream, compare_lines, max_checkin_gap, node_lines, LineCount,
+    check_report_stream, diff_lines, max_checkin_gap, node_lines_with_stream, number_ranges,
+    LineCount, LineDiff,
 };
 use rdrunner_harness::RunState;
 
@@ -106,7 +107,8 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
         let op_msg = op.message.clone().unwrap_or_default();
         let expected = s.lines.expand();
         for node in &s.nodes {
-            let got = node_lines(&reports, node);
+            let with_stream = node_lines_with_stream(&reports, node);
+            let got: Vec<String> = with_stream.iter().map(|(_, l)| l.clone()).collect();
             let status = exec.nodes.get(node);
             let node_state = status.map(|n| n.state);
             let node_msg = status.and_then(|n| n.message.clone()).unwrap_or_default();
@@ -119,16 +121,24 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
                 Expect::TimeOut => false,
                 Expect::SucceedOrNodePanic => node_state == Some(RunState::Succeeded),
             };
-            let c = compare_lines(&expected, &got, complete);
+            let on_stderr: Vec<&String> = with_stream
+                .iter()
+                .filter(|(st, _)| *st != Stream::Stdout)
+                .map(|(_, l)| l)
+                .collect();
+            if !on_stderr.is_empty() {
+                row.notes.push(format!(
+                    "operation {} node {node}: {} line(s) not on stdout, the first: {:?}",
+                    op.id,
+                    on_stderr.len(),
+                    on_stderr[0]
+                ));
+            }
+            let d = diff_lines(&expected, &got, complete);
+            let c = d.count;
             if c.lost > 0 || c.duplicated > 0 {
                 ok = false;
-                let tail: Vec<&str> = got.iter().rev().take(3).rev().map(String::as_str).collect();
-                why.push(format!(
-                    "node {node}: {} lines lost, {} duplicated ({} arrived, the last: {tail:?})",
-                    c.lost,
-                    c.duplicated,
-                    got.len()
-                ));
+                why.push(format!("node {node}: {}", describe_diff(&d, &with_stream)));
             }
             row.lines += c;
             let node_ok = match s.expect {
@@ -240,6 +250,62 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
                 row.peak_rss_mb
             ));
         }
+    }
+}
+
+/// Says which lines went missing (by their number in what the step prints),
+/// and which arrivals were not the step's lines, repeated or late, each with
+/// the stream it came on.
+fn describe_diff(d: &LineDiff, got: &[(Stream, String)]) -> String {
+    let shown = |positions: &[usize]| -> String {
+        let mut v: Vec<String> = positions
+            .iter()
+            .take(5)
+            .map(|&i| {
+                let (stream, text) = &got[i];
+                let text: String = text.chars().take(80).collect();
+                format!("#{} {}: {text:?}", i + 1, stream_name(*stream))
+            })
+            .collect();
+        if positions.len() > 5 {
+            v.push(format!("and {} more", positions.len() - 5));
+        }
+        v.join(", ")
+    };
+    let mut parts = vec![format!(
+        "{} lines lost, {} duplicated ({} arrived",
+        d.count.lost,
+        d.count.duplicated,
+        got.len()
+    )];
+    if !d.missing.is_empty() {
+        parts.push(format!("missing: line {}", number_ranges(&d.missing)));
+    }
+    if !d.strangers.is_empty() {
+        parts.push(format!("not the step's lines: {}", shown(&d.strangers)));
+    }
+    if !d.out_of_order.is_empty() {
+        parts.push(format!("out of order: {}", shown(&d.out_of_order)));
+    }
+    if !d.duplicates.is_empty() {
+        parts.push(format!("repeated: {}", shown(&d.duplicates)));
+    }
+    let tail: Vec<String> = got
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|(st, l)| format!("{} {l:?}", stream_name(*st)))
+        .collect();
+    parts.push(format!("the last: [{}])", tail.join(", ")));
+    parts.join("; ")
+}
+
+fn stream_name(s: Stream) -> &'static str {
+    match s {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+        Stream::System => "system",
     }
 }
 

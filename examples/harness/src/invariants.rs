@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use rdrunner_actors::model::{Report, ReportBody};
+use rdrunner_actors::model::{Report, ReportBody, Stream};
 
 /// What became of the lines one node step was known to print.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -37,31 +37,55 @@ impl std::ops::AddAssign for LineCount {
 /// must arrive; without it (a step aborted, timed out or cut by a restart)
 /// what arrived must be a prefix of `expected`.
 pub fn compare_lines(expected: &[String], got: &[String], complete: bool) -> LineCount {
+    diff_lines(expected, got, complete).count
+}
+
+/// What `compare_lines` counts, with the lines behind each count, so that a
+/// failed check can say exactly which lines went missing and what came
+/// instead.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineDiff {
+    pub count: LineCount,
+    /// Positions (0-based, in `expected`) of lines that had to arrive and
+    /// did not arrive in their place.
+    pub missing: Vec<usize>,
+    /// Positions (0-based, in `got`) of arrivals that are not lines the
+    /// step prints.
+    pub strangers: Vec<usize>,
+    /// Positions (0-based, in `got`) of lines that arrived after a later one.
+    pub out_of_order: Vec<usize>,
+    /// Positions (0-based, in `got`) of repeated arrivals.
+    pub duplicates: Vec<usize>,
+}
+
+/// The line-by-line form of `compare_lines`.
+pub fn diff_lines(expected: &[String], got: &[String], complete: bool) -> LineDiff {
     let position: BTreeMap<&str, usize> = expected
         .iter()
         .enumerate()
         .map(|(i, l)| (l.as_str(), i))
         .collect();
     let mut seen = HashSet::new();
-    let mut duplicated = 0;
-    let mut strangers = 0;
+    let mut d = LineDiff::default();
     // A line is in place when it comes after every line before it in
     // arrival order; one that arrives after a later line is out of order.
-    let mut in_place = 0usize;
+    let mut placed = HashSet::new();
     let mut furthest: Option<usize> = None;
-    for line in got {
+    for (at, line) in got.iter().enumerate() {
         if !seen.insert(line.as_str()) {
-            duplicated += 1;
+            d.duplicates.push(at);
             continue;
         }
         match position.get(line.as_str()) {
             Some(&i) => {
-                if !matches!(furthest, Some(f) if i <= f) {
-                    in_place += 1;
+                if matches!(furthest, Some(f) if i <= f) {
+                    d.out_of_order.push(at);
+                } else {
+                    placed.insert(i);
                     furthest = Some(i);
                 }
             }
-            None => strangers += 1,
+            None => d.strangers.push(at),
         }
     }
     let must = if complete {
@@ -69,12 +93,48 @@ pub fn compare_lines(expected: &[String], got: &[String], complete: bool) -> Lin
     } else {
         furthest.map_or(0, |f| f + 1)
     };
-    LineCount {
+    d.missing = (0..must).filter(|i| !placed.contains(i)).collect();
+    d.count = LineCount {
         expected: must as u64,
-        delivered: in_place as u64,
-        duplicated,
-        lost: (must - in_place.min(must)) as u64 + strangers,
+        delivered: placed.len() as u64,
+        duplicated: d.duplicates.len() as u64,
+        lost: d.missing.len() as u64 + d.strangers.len() as u64,
+    };
+    d
+}
+
+/// Writes runs of positions compactly: `[3, 4, 5, 9]` as `4-6, 10`
+/// (1-based, as line numbers are counted).
+pub fn number_ranges(positions: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < positions.len() {
+        let start = positions[i];
+        let mut end = start;
+        while i + 1 < positions.len() && positions[i + 1] == end + 1 {
+            i += 1;
+            end = positions[i];
+        }
+        parts.push(if start == end {
+            format!("{}", start + 1)
+        } else {
+            format!("{}-{}", start + 1, end + 1)
+        });
+        i += 1;
     }
+    parts.join(", ")
+}
+
+/// The log lines of `node` in an operation's stored reports, in seq order,
+/// with the stream each came on.
+pub fn node_lines_with_stream(reports: &[Report], node: &str) -> Vec<(Stream, String)> {
+    reports
+        .iter()
+        .filter_map(|r| match &r.body {
+            ReportBody::Log(l) if l.node == node => Some((l.stream, l.text.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The log lines of `node` in an operation's stored reports, in seq order.
@@ -147,7 +207,7 @@ pub fn max_checkin_gap(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdrunner_actors::model::{LogReport, OpReport, State, Stream};
+    use rdrunner_actors::model::{LogReport, OpReport, State};
 
     fn lines(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
         range.map(|i| format!("line {i}")).collect()
@@ -198,6 +258,22 @@ mod tests {
             true,
         );
         assert_eq!(c.lost, 1);
+    }
+
+    #[test]
+    fn the_diff_names_each_missing_stranger_and_late_line() {
+        let got: Vec<String> = ["line 1", "junk", "line 4", "line 3", "line 4", "line 6"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let d = diff_lines(&lines(1..=6), &got, true);
+        assert_eq!(d.missing, vec![1, 2, 4]);
+        assert_eq!(d.strangers, vec![1]);
+        assert_eq!(d.out_of_order, vec![3]);
+        assert_eq!(d.duplicates, vec![4]);
+        assert_eq!(d.count, compare_lines(&lines(1..=6), &got, true));
+        assert_eq!(number_ranges(&d.missing), "2-3, 5");
+        assert_eq!(number_ranges(&[]), "");
     }
 
     fn report(seq: u64, body: ReportBody) -> Report {
