@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdrunner_actors::model::{ReportBody, Stream};
 use rdrunner_harness::invariants::{
-    check_report_stream, diff_lines, max_checkin_gap, node_lines_with_stream, number_ranges,
+    check_report_stream, judge_node_lines, max_checkin_gap, node_lines_with_stream, number_ranges,
     LineCount, LineDiff,
 };
 use rdrunner_harness::RunState;
@@ -121,24 +121,24 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
                 Expect::TimeOut => false,
                 Expect::SucceedOrNodePanic => node_state == Some(RunState::Succeeded),
             };
-            let on_stderr: Vec<&String> = with_stream
-                .iter()
-                .filter(|(st, _)| *st != Stream::Stdout)
-                .map(|(_, l)| l)
-                .collect();
-            if !on_stderr.is_empty() {
+            let v = judge_node_lines(&expected, &with_stream, complete);
+            if let Some((stream, first)) = v.other_streams.first() {
                 row.notes.push(format!(
-                    "operation {} node {node}: {} line(s) not on stdout, the first: {:?}",
+                    "operation {} node {node}: {} line(s) on another stream than stdout, delivered and not counted as the step's (the first, on {}: {first:?})",
                     op.id,
-                    on_stderr.len(),
-                    on_stderr[0]
+                    v.other_streams.len(),
+                    stream_name(*stream)
                 ));
             }
-            let d = diff_lines(&expected, &got, complete);
-            let c = d.count;
-            if c.lost > 0 || c.duplicated > 0 {
+            let c = v.diff.count;
+            if v.failed() {
                 ok = false;
-                why.push(format!("node {node}: {}", describe_diff(&d, &with_stream)));
+                let stdout: Vec<(Stream, String)> = with_stream
+                    .iter()
+                    .filter(|(s, _)| *s == Stream::Stdout)
+                    .cloned()
+                    .collect();
+                why.push(format!("node {node}: {}", describe_diff(&v.diff, &stdout)));
             }
             row.lines += c;
             let node_ok = match s.expect {

@@ -125,6 +125,50 @@ pub fn number_ranges(positions: &[usize]) -> String {
     parts.join(", ")
 }
 
+/// The verdict on one node step's output lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLines {
+    /// The step's own lines (what it prints on stdout) against what arrived
+    /// on stdout.
+    pub diff: LineDiff,
+    /// Lines that arrived on another stream (stderr, the runner's own
+    /// messages), with their stream: output of the node's environment
+    /// (login scripts, shell warnings), delivered as printed, not lines the
+    /// step was expected to print. They are reported, not counted as lost.
+    pub other_streams: Vec<(Stream, String)>,
+}
+
+impl NodeLines {
+    /// Whether a line of the step is missing, repeated, late, or replaced.
+    pub fn failed(&self) -> bool {
+        self.diff.count.lost > 0 || self.diff.count.duplicated > 0
+    }
+}
+
+/// Judges a node step that prints `expected` (all distinct) on stdout from
+/// what arrived (`got`, in seq order, with streams): its stdout lines must
+/// be `expected` (all of it with `complete`, else a prefix), each once and
+/// in order; anything on stdout that is not one of its lines is a failure.
+pub fn judge_node_lines(
+    expected: &[String],
+    got: &[(Stream, String)],
+    complete: bool,
+) -> NodeLines {
+    let stdout: Vec<String> = got
+        .iter()
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .map(|(_, l)| l.clone())
+        .collect();
+    NodeLines {
+        diff: diff_lines(expected, &stdout, complete),
+        other_streams: got
+            .iter()
+            .filter(|(s, _)| *s != Stream::Stdout)
+            .cloned()
+            .collect(),
+    }
+}
+
 /// The log lines of `node` in an operation's stored reports, in seq order,
 /// with the stream each came on.
 pub fn node_lines_with_stream(reports: &[Report], node: &str) -> Vec<(Stream, String)> {
@@ -274,6 +318,40 @@ mod tests {
         assert_eq!(d.count, compare_lines(&lines(1..=6), &got, true));
         assert_eq!(number_ranges(&d.missing), "2-3, 5");
         assert_eq!(number_ranges(&[]), "");
+    }
+
+    #[test]
+    fn lines_from_the_nodes_environment_on_stderr_are_not_lost_lines() {
+        // The shape of the reported ssh-blackhole failure: a step cut by its
+        // timeout after line 30, every line of it there in order, and two
+        // more lines that are not the step's, on stderr.
+        let mut got: Vec<(Stream, String)> = lines(1..=30)
+            .into_iter()
+            .map(|l| (Stream::Stdout, l))
+            .collect();
+        got.insert(0, (Stream::Stderr, "warning from a login script".into()));
+        got.insert(12, (Stream::Stderr, "second line of it".into()));
+        let v = judge_node_lines(&lines(1..=3000), &got, false);
+        assert!(!v.failed(), "{v:?}");
+        assert_eq!(v.diff.count.expected, 30);
+        assert_eq!(v.diff.count.delivered, 30);
+        assert_eq!(v.other_streams.len(), 2);
+        // Counted the old way, over every stream, they made "2 lines lost".
+        let all: Vec<String> = got.iter().map(|(_, l)| l.clone()).collect();
+        assert_eq!(compare_lines(&lines(1..=3000), &all, false).lost, 2);
+        // The same two lines on stdout are not the step's output: a failure.
+        let mut on_stdout = got.clone();
+        for g in on_stdout.iter_mut() {
+            g.0 = Stream::Stdout;
+        }
+        let v = judge_node_lines(&lines(1..=3000), &on_stdout, false);
+        assert!(v.failed());
+        assert_eq!(v.diff.strangers, vec![0, 12]);
+        // A line missing from the middle fails whatever else arrived.
+        got.remove(5);
+        let v = judge_node_lines(&lines(1..=3000), &got, false);
+        assert!(v.failed());
+        assert_eq!(v.diff.missing, vec![4]);
     }
 
     fn report(seq: u64, body: ReportBody) -> Report {
