@@ -18,8 +18,8 @@ use std::time::Duration;
 use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection};
 use awc::http::{StatusCode, Uri};
 use rdrunner_actors::model::{
-    CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ReportsRequest,
-    ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse,
+    CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ErrorCode,
+    ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse,
 };
 use rdrunner_actors::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -490,9 +490,9 @@ impl ControlPlane for HttpControlPlane {
                 let code = serde_json::from_slice::<ErrorBody>(&bytes)
                     .map(|b| b.error)
                     .unwrap_or_default();
-                match code.as_str() {
-                    "taken" => return Ok(ClaimOutcome::Taken),
-                    "cancelled" => return Ok(ClaimOutcome::Cancelled),
+                match ErrorCode::parse(&code) {
+                    Some(ErrorCode::Taken) => return Ok(ClaimOutcome::Taken),
+                    Some(ErrorCode::Cancelled) => return Ok(ClaimOutcome::Cancelled),
                     _ => {}
                 }
             }

@@ -177,6 +177,54 @@ impl ExecutorError {
     }
 }
 
+/// The abort of a whole operation: fires every node step's signal, those
+/// running and those yet to start. The first reason wins.
+#[derive(Debug, Clone, Default)]
+pub struct OperationAbort {
+    inner: Arc<Mutex<AbortState>>,
+}
+
+#[derive(Debug, Default)]
+struct AbortState {
+    reason: Option<AbortReason>,
+    children: Vec<AbortSignal>,
+}
+
+impl OperationAbort {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn abort(&self, reason: AbortReason) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.reason.is_none() {
+            g.reason = Some(reason);
+        }
+        let reason = g.reason.unwrap_or(reason);
+        for c in g.children.drain(..) {
+            c.abort(reason);
+        }
+    }
+
+    pub fn reason(&self) -> Option<AbortReason> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).reason
+    }
+
+    /// A signal for one node step, already fired if the operation is aborted.
+    pub fn child(&self) -> AbortSignal {
+        let signal = AbortSignal::new();
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match g.reason {
+            Some(r) => signal.abort(r),
+            None => {
+                g.children.retain(|c| !c.is_aborted());
+                g.children.push(signal.clone());
+            }
+        }
+        signal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +240,15 @@ mod tests {
         s.abort(AbortReason::Cancelled);
         assert_eq!(t.join().unwrap(), Some(AbortReason::TimedOut));
         assert_eq!(s.reason(), Some(AbortReason::TimedOut));
+    }
+
+    #[test]
+    fn an_operation_abort_reaches_steps_started_before_and_after() {
+        let a = OperationAbort::new();
+        let early = a.child();
+        a.abort(AbortReason::Cancelled);
+        a.abort(AbortReason::Shutdown);
+        assert_eq!(early.reason(), Some(AbortReason::Cancelled));
+        assert_eq!(a.child().reason(), Some(AbortReason::Cancelled));
     }
 }

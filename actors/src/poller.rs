@@ -4,149 +4,61 @@
 //! to the registry's inbox without waiting for it.
 //!
 //! It runs on an Arbiter (thread) of its own and learns what is running from
-//! the shared operation table, never by asking a worker, so no step work can
-//! stall the check-in cycle.
+//! the operation store, never by asking a worker, so no step work can stall
+//! the check-in cycle. Its decisions (pacing, retry delays, registering
+//! again) are the plain values of `pacing` and `retry`.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
 use futures_util::FutureExt;
-use rand::Rng;
 use slog::{debug, error, info, warn, Logger};
 
-use crate::control_plane::{ClaimOutcome, ControlPlaneError};
-use crate::failpoints::failed;
+use crate::clock::Clock;
+use crate::control_plane::{ClaimOutcome, ControlPlane, ControlPlaneError};
+use crate::failpoints::{failed, FailPoints};
+use crate::inbox::{RegistryCommand, RegistryInbox};
 use crate::model::{CheckinRequest, StartupRequest, StartupResponse};
-use crate::registry::RegistryCommand;
-use crate::runtime::{RuntimeConfig, Shared};
-use crate::supervisor::StopChild;
+use crate::operations::OperationStore;
+use crate::pacing::{checkin_recovery, CheckinPacer, CheckinRecovery};
+use crate::retry::RetryPolicy;
+use crate::session::SessionStore;
+use crate::settings::RuntimeConfig;
+use crate::stats::StatsCell;
+use crate::supervisor::{panic_message, StopChild};
 
-/// Retry delays: the `backoff` crate's exponential policy gives the ceiling
-/// (doubling from `initial`, capped at `max`); the delay is drawn uniformly
-/// in `[0, ceiling]` (full jitter); a server's `Retry-After` is a floor;
-/// refused credentials wait the full `max`.
-#[derive(Debug)]
-pub struct RetryPolicy {
-    ceiling: ExponentialBackoff,
-    max: Duration,
-}
-
-impl RetryPolicy {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        let ceiling = ExponentialBackoff {
-            current_interval: initial,
-            initial_interval: initial,
-            randomization_factor: 0.0,
-            multiplier: 2.0,
-            max_interval: max,
-            max_elapsed_time: None,
-            ..ExponentialBackoff::default()
-        };
-        RetryPolicy { ceiling, max }
-    }
-
-    /// The delay before the next attempt after `err`.
-    pub fn next_delay(&mut self, err: Option<&ControlPlaneError>) -> Duration {
-        if err.is_some_and(ControlPlaneError::is_auth) {
-            return self.max;
-        }
-        let ceiling = self
-            .ceiling
-            .next_backoff()
-            .unwrap_or(self.max)
-            .min(self.max);
-        let jittered =
-            Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling.as_millis() as u64));
-        match err.and_then(ControlPlaneError::retry_after) {
-            Some(ra) => jittered.max(ra),
-            None => jittered,
-        }
-    }
-
-    /// A call succeeded: the next failure starts from `initial` again.
-    pub fn reset(&mut self) {
-        self.ceiling.reset();
-    }
-}
-
-/// When the next check-in may start and how long it may be held: the
-/// Poller's plain logic.
-#[derive(Debug, Clone)]
-pub struct CheckinPacer {
-    long_poll: bool,
-    /// The server's long-poll hold, capped at the config's poll interval.
-    hold: Duration,
-    /// The period without long polling.
-    interval: Duration,
-    floor: Duration,
-    cap: Duration,
-    last_start: Option<Instant>,
-}
-
-impl CheckinPacer {
-    pub fn new(config: &RuntimeConfig, startup: &StartupResponse) -> Self {
-        let cap = config.poll_interval;
-        CheckinPacer {
-            long_poll: config.long_polling && startup.long_poll_ms > 0,
-            hold: Duration::from_millis(startup.long_poll_ms).min(cap),
-            interval: Duration::from_millis(startup.poll_interval_ms).min(cap),
-            floor: config.min_checkin_gap,
-            cap,
-            last_start: None,
-        }
-    }
-
-    /// The long-poll hold to ask the server for (zero without long polling).
-    pub fn hold(&self) -> Duration {
-        if self.long_poll {
-            self.hold
-        } else {
-            Duration::ZERO
-        }
-    }
-
-    /// The earliest start of the next check-in: as soon as possible with
-    /// long polling (but never within `min_checkin_gap` of the last start),
-    /// otherwise one poll interval after the last start.
-    pub fn next_start(&self, now: Instant) -> Instant {
-        match self.last_start {
-            None => now,
-            Some(t) => {
-                let gap = if self.long_poll {
-                    self.floor
-                } else {
-                    self.interval.max(self.floor)
-                };
-                now.max(t + gap)
-            }
-        }
-    }
-
-    pub fn started(&mut self, at: Instant) {
-        self.last_start = Some(at);
-    }
-
-    /// A check-in answer's `pollIntervalMs`, within the config's cap.
-    pub fn server_interval(&mut self, ms: Option<u64>) {
-        if let Some(ms) = ms {
-            self.interval = Duration::from_millis(ms).min(self.cap);
-        }
-    }
+/// What the Poller touches, each by name: the stores it reads and writes
+/// (operations, the registry's inbox, the session) and the seams it calls.
+pub(crate) struct PollerParts {
+    pub config: Arc<RuntimeConfig>,
+    pub control_plane: Arc<dyn ControlPlane>,
+    /// Offers are recorded here; `running` and `queued` are read from here.
+    pub operations: Arc<OperationStore>,
+    /// Claimed operations and cancels go here, for the registry.
+    pub inbox: Arc<RegistryInbox>,
+    /// The replica id and cadence, written at each registration.
+    pub session: Arc<SessionStore>,
+    /// Set by a drain: claim nothing more.
+    pub draining: Arc<AtomicBool>,
+    pub stats: StatsCell,
+    pub clock: Arc<dyn Clock>,
+    pub log: Logger,
+    pub fail_points: FailPoints,
+    /// When the runtime started (for the check-in's uptime).
+    pub started: Instant,
 }
 
 /// The Poller actor: a thin shell running the check-in loop.
 pub struct Poller {
-    shared: Arc<Shared>,
+    parts: Arc<PollerParts>,
 }
 
 impl Poller {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Poller { shared }
+    pub(crate) fn new(parts: Arc<PollerParts>) -> Self {
+        Poller { parts }
     }
 }
 
@@ -154,7 +66,7 @@ impl Actor for Poller {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(run(self.shared.clone()).into_actor(self));
+        ctx.spawn(run(self.parts.clone()).into_actor(self));
     }
 }
 
@@ -167,7 +79,7 @@ impl Handler<StopChild> for Poller {
 }
 
 fn note_failure(
-    shared: &Shared,
+    p: &PollerParts,
     log: &Logger,
     what: &str,
     e: &ControlPlaneError,
@@ -180,7 +92,7 @@ fn note_failure(
         warn!(log, "control plane call failed"; "call" => what, "error" => %e,
             "retry_in_ms" => retry_in.as_millis() as u64);
     }
-    shared.stats.update(|s| {
+    p.stats.update(|s| {
         s.last_error = Some(format!("{what}: {e}"));
         s.credentials_refused = e.is_auth();
     });
@@ -196,8 +108,8 @@ async fn bounded<T>(
     }
 }
 
-async fn startup(shared: &Shared, log: &Logger, retry: &mut RetryPolicy) -> StartupResponse {
-    let cfg = &shared.config;
+async fn startup(p: &PollerParts, log: &Logger, retry: &mut RetryPolicy) -> StartupResponse {
+    let cfg = &p.config;
     loop {
         let req = StartupRequest {
             hostname: cfg.hostname.clone(),
@@ -206,53 +118,50 @@ async fn startup(shared: &Shared, log: &Logger, retry: &mut RetryPolicy) -> Star
             max_running: cfg.max_running,
             tags: cfg.tags.clone(),
         };
-        let res = if failed(&shared.fail_points, "poller::startup") {
+        let res = if failed(&p.fail_points, "poller::startup") {
             Err(ControlPlaneError::Transport(
                 "fail point poller::startup".into(),
             ))
         } else {
-            bounded(cfg.request_timeout, shared.control_plane.startup(req)).await
+            bounded(cfg.request_timeout, p.control_plane.startup(req)).await
         };
         match res {
             Ok(resp) => {
                 info!(log, "replica registered"; "replica" => &resp.replica_id,
                     "poll_interval_ms" => resp.poll_interval_ms, "long_poll_ms" => resp.long_poll_ms);
                 retry.reset();
-                shared.stats.update(|s| s.credentials_refused = false);
-                let mut session = shared.session.lock().unwrap_or_else(|e| e.into_inner());
-                session.replica_id = Some(resp.replica_id.clone());
-                session.startup = Some(resp.clone());
+                p.stats.update(|s| s.credentials_refused = false);
+                p.session.registered(resp.clone());
                 return resp;
             }
             Err(e) => {
                 let delay = retry.next_delay(Some(&e)).max(cfg.min_checkin_gap);
-                note_failure(shared, log, "startup", &e, delay);
+                note_failure(p, log, "startup", &e, delay);
                 tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
-async fn run(shared: Arc<Shared>) {
-    let cfg = &shared.config;
-    let log = shared.log.new(slog::o!("actor" => "poller"));
+async fn run(p: Arc<PollerParts>) {
+    let cfg = &p.config;
+    let log = p.log.new(slog::o!("actor" => "poller"));
     let mut retry = RetryPolicy::new(cfg.backoff_initial, cfg.backoff_max);
     // A restarted Poller keeps the replica it registered.
-    let session = shared.session();
-    let startup_resp = match session.startup {
+    let startup_resp = match p.session.startup() {
         Some(s) => s,
-        None => startup(&shared, &log, &mut retry).await,
+        None => startup(&p, &log, &mut retry).await,
     };
     let mut replica_id = startup_resp.replica_id.clone();
     let mut pacer = CheckinPacer::new(cfg, &startup_resp);
     loop {
-        let at = pacer.next_start(shared.clock.now());
+        let at = pacer.next_start(p.clock.now());
         tokio::time::sleep_until(at.into()).await;
-        let now = shared.clock.now();
+        let now = p.clock.now();
         pacer.started(now);
-        shared.stats.checkin_started(now);
+        p.stats.checkin_started(now);
         let (running, queued) = {
-            let t = shared.table();
+            let t = p.operations.lock();
             (t.running_ids(), t.queued_count() as u32)
         };
         let req = CheckinRequest {
@@ -260,74 +169,65 @@ async fn run(shared: Arc<Shared>) {
             running,
             queued,
             max_running: cfg.max_running,
-            uptime_s: now.saturating_duration_since(shared.started).as_secs(),
+            uptime_s: now.saturating_duration_since(p.started).as_secs(),
             version: cfg.version.clone(),
         };
         let hold = pacer.hold();
-        let res = if failed(&shared.fail_points, "poller::checkin") {
+        let res = if failed(&p.fail_points, "poller::checkin") {
             Err(ControlPlaneError::Transport(
                 "fail point poller::checkin".into(),
             ))
         } else {
             bounded(
                 hold + cfg.request_timeout,
-                shared.control_plane.checkin(req, hold),
+                p.control_plane.checkin(req, hold),
             )
             .await
         };
         match res {
             Ok(resp) => {
                 retry.reset();
-                shared.stats.update(|s| s.credentials_refused = false);
+                p.stats.update(|s| s.credentials_refused = false);
                 pacer.server_interval(resp.poll_interval_ms);
                 for op_id in resp.cancel {
-                    shared.inbox.push(RegistryCommand::Cancel(op_id));
+                    p.inbox.push(RegistryCommand::Cancel(op_id));
                 }
-                let draining = shared.draining.load(Ordering::SeqCst);
+                let draining = p.draining.load(Ordering::SeqCst);
                 for op in resp.operations {
                     if draining {
                         debug!(log, "draining: offer left for another replica"; "op" => &op.id);
                         continue;
                     }
-                    if !shared.table().offer(&op.id) {
+                    if !p.operations.lock().offer(&op.id) {
                         debug!(log, "offer already known"; "op" => &op.id);
                         continue;
                     }
-                    shared.refresh_counts();
+                    p.operations.refresh_counts();
                     // Claims run beside the check-in loop, each bounded by
                     // the request deadline.
-                    actix_rt::spawn(claim(
-                        shared.clone(),
-                        log.clone(),
-                        op.id,
-                        replica_id.clone(),
-                    ));
+                    actix_rt::spawn(claim(p.clone(), log.clone(), op.id, replica_id.clone()));
                 }
             }
-            Err(ControlPlaneError::Rejected {
-                status: 404, code, ..
-            }) if code == "unknown_replica" => {
-                // The control plane forgot this replica (it restarted, or
-                // declared the replica down): register again. Spooled
-                // reports go out under the new replica id.
-                warn!(log, "the control plane no longer knows this replica; registering again";
-                    "replica" => &replica_id);
-                let resp = startup(&shared, &log, &mut retry).await;
-                replica_id = resp.replica_id.clone();
-                pacer = CheckinPacer::new(cfg, &resp);
-            }
-            Err(e) => {
-                let delay = retry.next_delay(Some(&e));
-                note_failure(&shared, &log, "checkin", &e, delay);
-                tokio::time::sleep(delay).await;
-            }
+            Err(e) => match checkin_recovery(&e, &mut retry) {
+                CheckinRecovery::Register => {
+                    warn!(log, "the control plane no longer knows this replica; registering again";
+                        "replica" => &replica_id);
+                    let resp = startup(&p, &log, &mut retry).await;
+                    replica_id = resp.replica_id.clone();
+                    pacer = CheckinPacer::new(cfg, &resp);
+                }
+                CheckinRecovery::Retry(delay) => {
+                    note_failure(&p, &log, "checkin", &e, delay);
+                    tokio::time::sleep(delay).await;
+                }
+            },
         }
     }
 }
 
-async fn claim(shared: Arc<Shared>, log: Logger, op_id: String, replica_id: String) {
-    claim_once(&shared, &log, &op_id, &replica_id).await;
-    shared.refresh_counts();
+async fn claim(p: Arc<PollerParts>, log: Logger, op_id: String, replica_id: String) {
+    claim_once(&p, &log, &op_id, &replica_id).await;
+    p.operations.refresh_counts();
 }
 
 /// Attempts of one claim. A claim whose answer was lost may have taken
@@ -349,18 +249,18 @@ fn claim_retryable(e: &ControlPlaneError) -> bool {
     )
 }
 
-async fn claim_once(shared: &Arc<Shared>, log: &Logger, op_id: &str, replica_id: &str) {
-    let deadline = shared.config.request_timeout;
-    let mut retry = RetryPolicy::new(shared.config.backoff_initial, shared.config.backoff_max);
+async fn claim_once(p: &PollerParts, log: &Logger, op_id: &str, replica_id: &str) {
+    let deadline = p.config.request_timeout;
+    let mut retry = RetryPolicy::new(p.config.backoff_initial, p.config.backoff_max);
     let mut attempt = 1;
     let res = loop {
         let call = async {
-            if failed(&shared.fail_points, "poller::claim") {
+            if failed(&p.fail_points, "poller::claim") {
                 return Err(ControlPlaneError::Transport(
                     "fail point poller::claim".into(),
                 ));
             }
-            bounded(deadline, shared.control_plane.claim(op_id, replica_id)).await
+            bounded(deadline, p.control_plane.claim(op_id, replica_id)).await
         };
         let res = AssertUnwindSafe(call).catch_unwind().await;
         match &res {
@@ -377,107 +277,25 @@ async fn claim_once(shared: &Arc<Shared>, log: &Logger, op_id: &str, replica_id:
     match res {
         Ok(Ok(ClaimOutcome::Claimed(op))) => {
             info!(log, "operation claimed"; "op" => op_id);
-            shared.inbox.push(RegistryCommand::Claimed(op));
+            p.inbox.push(RegistryCommand::Claimed(op));
         }
         Ok(Ok(ClaimOutcome::Taken)) => {
             debug!(log, "another replica claimed the operation"; "op" => op_id);
-            shared.table().claim_failed(op_id);
+            p.operations.lock().claim_failed(op_id);
         }
         Ok(Ok(ClaimOutcome::Cancelled)) => {
             debug!(log, "the operation was cancelled before the claim"; "op" => op_id);
-            shared.table().claim_failed(op_id);
+            p.operations.lock().claim_failed(op_id);
         }
         Ok(Err(e)) => {
             warn!(log, "claim failed; the offer will come again"; "op" => op_id, "error" => %e);
-            shared.stats.error(format!("claim {op_id}: {e}"));
-            shared.table().claim_failed(op_id);
+            p.stats.error(format!("claim {op_id}: {e}"));
+            p.operations.lock().claim_failed(op_id);
         }
-        Err(p) => {
-            let msg = crate::supervisor::panic_message(&*p);
+        Err(panic) => {
+            let msg = panic_message(&*panic);
             error!(log, "claim panicked; the offer will come again"; "op" => op_id, "panic" => &msg);
-            shared.table().claim_failed(op_id);
+            p.operations.lock().claim_failed(op_id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn startup(poll: u64, long: u64) -> StartupResponse {
-        StartupResponse {
-            replica_id: "r".into(),
-            poll_interval_ms: poll,
-            long_poll_ms: long,
-            report_interval_ms: 200,
-            report_batch_max: 1000,
-            lease_ms: 60_000,
-        }
-    }
-
-    #[test]
-    fn with_long_polling_the_next_check_in_follows_at_once_but_not_below_the_floor() {
-        let cfg = RuntimeConfig::default();
-        let mut p = CheckinPacer::new(&cfg, &startup(5000, 4500));
-        assert_eq!(p.hold(), Duration::from_millis(4500));
-        let t = Instant::now();
-        assert_eq!(p.next_start(t), t);
-        p.started(t);
-        // A check-in that came back after 20 ms: wait for the 100 ms floor.
-        assert_eq!(
-            p.next_start(t + Duration::from_millis(20)),
-            t + Duration::from_millis(100)
-        );
-        // One that was held 4.5 s: go at once.
-        let later = t + Duration::from_millis(4500);
-        assert_eq!(p.next_start(later), later);
-    }
-
-    #[test]
-    fn without_long_polling_one_check_in_per_interval_capped_by_the_config() {
-        let cfg = RuntimeConfig {
-            long_polling: false,
-            poll_interval: Duration::from_secs(2),
-            ..RuntimeConfig::default()
-        };
-        let mut p = CheckinPacer::new(&cfg, &startup(5000, 4500));
-        assert_eq!(p.hold(), Duration::ZERO);
-        let t = Instant::now();
-        p.started(t);
-        assert_eq!(
-            p.next_start(t + Duration::from_millis(10)),
-            t + Duration::from_secs(2)
-        );
-        p.server_interval(Some(700));
-        assert_eq!(p.next_start(t), t + Duration::from_millis(700));
-        // A server's longPollMs of 0 turns long polling off too.
-        let p = CheckinPacer::new(&RuntimeConfig::default(), &startup(300, 0));
-        assert_eq!(p.hold(), Duration::ZERO);
-    }
-
-    #[test]
-    fn retry_delays_are_jittered_below_a_doubling_capped_ceiling() {
-        let mut r = RetryPolicy::new(Duration::from_millis(100), Duration::from_millis(800));
-        let transport = ControlPlaneError::Transport("refused".into());
-        let ceilings = [100, 200, 400, 800, 800, 800];
-        for c in ceilings {
-            let d = r.next_delay(Some(&transport));
-            assert!(d <= Duration::from_millis(c), "{d:?} above {c} ms");
-        }
-        // Full jitter: across many draws, delays spread over the range.
-        let draws: Vec<_> = (0..200).map(|_| r.next_delay(None)).collect();
-        assert!(draws.iter().any(|d| *d < Duration::from_millis(200)));
-        assert!(draws.iter().any(|d| *d > Duration::from_millis(600)));
-        let throttled = ControlPlaneError::Throttled {
-            status: 429,
-            retry_after: Some(Duration::from_secs(3)),
-        };
-        assert!(r.next_delay(Some(&throttled)) >= Duration::from_secs(3));
-        let auth = ControlPlaneError::Unauthorized {
-            message: "bad token".into(),
-        };
-        assert_eq!(r.next_delay(Some(&auth)), Duration::from_millis(800));
-        r.reset();
-        assert!(r.next_delay(Some(&transport)) <= Duration::from_millis(100));
     }
 }

@@ -1,20 +1,21 @@
-//! The embedding API: configure and start the actor tree (`Runtime::builder`),
-//! then drain it, abort it, read its counters or wait for its end through a
-//! [`RuntimeHandle`].
+//! The wiring and the embedding API: configure and start the actor tree
+//! (`Runtime::builder`), then drain it, abort it, read its counters or wait
+//! for its end through a [`RuntimeHandle`].
 //!
 //! Tree: RootSupervisor → LogShipper, ExecutionRegistry, Poller (started in
 //! that order, stopped in reverse), plus one temporary StepWorker per running
-//! operation. The state that must outlive an actor instance (the operation
-//! table, the registry's inbox, the report intake and spool, the counters)
-//! lives in `Shared`, handed to every factory, so a restarted actor picks
-//! up where the dead one stopped and no hand-over is lost in a dead mailbox.
+//! operation. The state that must outlive an actor instance lives in named
+//! stores this file creates and owns (the operation table, the registry's
+//! inbox, the report intake and its spool, the session, the counters); each
+//! actor is handed exactly the stores it touches when it is built, so a
+//! restarted actor picks up where the dead one stopped and no hand-over is
+//! lost in a dead mailbox. No actor imports this file.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
@@ -25,101 +26,23 @@ use crate::clock::{Clock, SystemClock};
 use crate::control_plane::ControlPlane;
 use crate::executor::{AbortReason, NodeExecutor};
 use crate::failpoints::FailPoints;
-use crate::log_shipper::{LogShipper, ReportIntake};
-use crate::model::{ExecutorKind, Node, ShutdownRequest, StartupResponse};
-use crate::poller::Poller;
-use crate::registry::{ExecutionRegistry, Mailbox, OperationTable, RegistryCommand};
+use crate::inbox::{RegistryCommand, RegistryInbox};
+use crate::intake::ReportIntake;
+use crate::log_shipper::{LogShipper, ShipperParts};
+use crate::model::{ExecutorKind, ShutdownRequest};
+use crate::operations::OperationStore;
+use crate::outcome::Outcomes;
+use crate::poller::{Poller, PollerParts};
+use crate::registry::{ExecutionRegistry, RegistryParts};
+use crate::session::SessionStore;
 use crate::spool::{MemorySpool, Spool};
 use crate::stats::{RuntimeStats, StatsCell};
+use crate::step_worker::WorkerParts;
 use crate::supervisor::{
-    spawn_actor, ChildSpec, ExitReason, RestartIntensity, RestartType, StartChild, StopSupervisor,
-    Supervisor,
+    spawn_actor, ChildSpec, ExitReason, RestartType, StartChild, StopSupervisor, Supervisor,
 };
 
-/// Decides whether the runner may run steps on a node (`allowedNodes`).
-pub type NodePredicate = Arc<dyn Fn(&Node) -> bool + Send + Sync>;
-
-/// The runtime's settings. The control plane's cadence (startup answer) is
-/// obeyed within these limits:
-/// - check-in: with long polling, the server's `longPollMs` hold, capped at
-///   `poll_interval`, and the next check-in as soon as one returns but never
-///   sooner than `min_checkin_gap` after the previous one started; without
-///   long polling (`long_polling = false` or `longPollMs = 0`), one check-in
-///   per `pollIntervalMs`, capped at `poll_interval`;
-/// - reports: a report produced while nothing waits is sent at once; while
-///   output flows, batches go at most every tenth of
-///   `min(reportIntervalMs, report_interval)` (20 ms for 200 ms), and at
-///   once when `min(reportBatchMax, report_batch_max)` reports wait.
-#[derive(Clone)]
-pub struct RuntimeConfig {
-    pub hostname: String,
-    pub version: String,
-    pub pid: u32,
-    pub tags: Vec<String>,
-    /// Operations running at once; the rest wait in a FIFO queue.
-    pub max_running: u32,
-    pub long_polling: bool,
-    /// Check-in period without long polling, and the cap on the server's value.
-    pub poll_interval: Duration,
-    /// The floor between the starts of two check-ins.
-    pub min_checkin_gap: Duration,
-    /// The cap on the server's `reportIntervalMs`.
-    pub report_interval: Duration,
-    /// The cap on the server's `reportBatchMax`.
-    pub report_batch_max: u32,
-    /// TERM→KILL grace passed to executors in every `StepRequest`.
-    pub kill_grace: Duration,
-    /// `allowedNodes`: `None` = every node is allowed.
-    pub allowed_nodes: Option<NodePredicate>,
-    pub restart_intensity: RestartIntensity,
-    /// The cap on retry delays; 401/403 are retried at this slow pace.
-    pub backoff_max: Duration,
-    /// The first retry delay ceiling (doubles per failure up to `backoff_max`;
-    /// the delay is drawn uniformly below the ceiling: full jitter).
-    pub backoff_initial: Duration,
-    /// The deadline of every control plane request (a check-in gets its
-    /// long-poll hold on top).
-    pub request_timeout: Duration,
-    /// How long a drain waits for the remaining reports to be acked.
-    pub flush_timeout: Duration,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            hostname: "localhost".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            tags: Vec::new(),
-            max_running: 50,
-            long_polling: true,
-            poll_interval: Duration::from_secs(5),
-            min_checkin_gap: Duration::from_millis(100),
-            report_interval: Duration::from_millis(200),
-            report_batch_max: 1000,
-            kill_grace: Duration::from_secs(5),
-            allowed_nodes: None,
-            restart_intensity: RestartIntensity::default(),
-            backoff_max: Duration::from_secs(30),
-            backoff_initial: Duration::from_millis(100),
-            request_timeout: Duration::from_secs(30),
-            flush_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl fmt::Debug for RuntimeConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RuntimeConfig")
-            .field("hostname", &self.hostname)
-            .field("version", &self.version)
-            .field("max_running", &self.max_running)
-            .field("long_polling", &self.long_polling)
-            .field("poll_interval", &self.poll_interval)
-            .field("allowed_nodes", &self.allowed_nodes.as_ref().map(|_| ".."))
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::settings::{NodePredicate, RuntimeConfig};
 
 /// Why the runtime could not start, or how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,87 +60,6 @@ pub enum RuntimeError {
     Escalated { child: String, reason: ExitReason },
     #[error("the runtime ended without a drain (its actix System stopped)")]
     Stopped,
-}
-
-/// The cadence the control plane chose, as obeyed.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Session {
-    pub replica_id: Option<String>,
-    pub startup: Option<StartupResponse>,
-}
-
-/// State that outlives every actor instance.
-pub(crate) struct Shared {
-    pub config: RuntimeConfig,
-    pub control_plane: Arc<dyn ControlPlane>,
-    pub executors: HashMap<ExecutorKind, Arc<dyn NodeExecutor>>,
-    pub clock: Arc<dyn Clock>,
-    pub log: Logger,
-    pub ops_log: Logger,
-    pub stats: StatsCell,
-    pub intake: ReportIntake,
-    pub table: Mutex<OperationTable>,
-    pub inbox: Mailbox<RegistryCommand>,
-    pub session: Mutex<Session>,
-    /// Set by a drain: the Poller claims nothing more.
-    pub draining: AtomicBool,
-    pub fail_points: FailPoints,
-    pub started: Instant,
-    pub supervisor: OnceLock<Addr<Supervisor>>,
-    /// Operations claimed and not yet terminal (for the drain to wait on).
-    pub active: watch::Sender<usize>,
-}
-
-impl Shared {
-    pub fn table(&self) -> MutexGuard<'_, OperationTable> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn session(&self) -> Session {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn replica_id(&self) -> Option<String> {
-        self.session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replica_id
-            .clone()
-    }
-
-    /// Publishes the table's counts to the stats and the drain.
-    pub fn refresh_counts(&self) {
-        let (running, queued, active) = {
-            let t = self.table();
-            (
-                t.running_count() as u32,
-                t.queued_count() as u32,
-                t.active(),
-            )
-        };
-        self.stats.update(|s| {
-            s.running = running;
-            s.queued = queued;
-        });
-        self.active.send_replace(active);
-    }
-
-    /// The report cadence: the server's, capped by the config.
-    pub fn report_cadence(&self) -> (Duration, usize) {
-        let s = self.session();
-        let (mut interval, mut batch) = (
-            self.config.report_interval,
-            self.config.report_batch_max.max(1),
-        );
-        if let Some(st) = s.startup {
-            interval = interval.min(Duration::from_millis(st.report_interval_ms));
-            batch = batch.min(st.report_batch_max.max(1));
-        }
-        (interval.max(Duration::from_millis(5)), batch as usize)
-    }
 }
 
 /// Entry point of the embedding API.
@@ -316,24 +158,22 @@ impl RuntimeBuilder {
         let spool = self.spool.unwrap_or_else(|| Box::new(MemorySpool::new()));
         let intake = ReportIntake::recover(spool, clock.clone(), stats.clone(), log.clone())
             .map_err(|e| RuntimeError::Spool(e.to_string()))?;
-        let config = self.config;
-        let shared = Arc::new(Shared {
-            table: Mutex::new(OperationTable::new(config.max_running as usize)),
-            config,
-            control_plane,
-            executors: self.executors,
+        let config = Arc::new(self.config);
+        let fail_points = self.fail_points.unwrap_or_default();
+        let intake = Arc::new(intake);
+        let operations = Arc::new(OperationStore::new(
+            config.max_running as usize,
+            stats.clone(),
+        ));
+        let inbox = Arc::new(RegistryInbox::default());
+        let session = Arc::new(SessionStore::default());
+        let draining = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Outcomes {
+            intake: intake.clone(),
+            operations: operations.clone(),
+            inbox: inbox.clone(),
             clock: clock.clone(),
-            log: log.clone(),
-            ops_log,
-            stats: stats.clone(),
-            intake,
-            inbox: Mailbox::default(),
-            session: Mutex::new(Session::default()),
-            draining: AtomicBool::new(false),
-            fail_points: self.fail_points.unwrap_or_default(),
-            started: clock.now(),
-            supervisor: OnceLock::new(),
-            active: watch::channel(0).0,
+            ops_log: ops_log.clone(),
         });
 
         let (outcome_tx, outcome_rx) = watch::channel(None::<Result<(), RuntimeError>>);
@@ -344,9 +184,9 @@ impl RuntimeBuilder {
         let esc_outcome = outcome_tx.clone();
         let esc_arbiter = poller_handle.clone();
         let esc_log = log.clone();
-        let supervisor = Supervisor::new("root", shared.config.restart_intensity, log.clone())
-            .clock(clock)
-            .stats(stats)
+        let supervisor = Supervisor::new("root", config.restart_intensity, log.clone())
+            .clock(clock.clone())
+            .stats(stats.clone())
             .on_escalate(move |exit| {
                 error!(esc_log, "the runtime gives up; the runner must be restarted";
                     "child" => &exit.child, "reason" => %exit.reason);
@@ -364,44 +204,92 @@ impl RuntimeBuilder {
                 });
             })
             .start();
-        let _ = shared.supervisor.set(supervisor.clone());
 
-        let s = shared.clone();
+        let shipper = Arc::new(ShipperParts {
+            config: config.clone(),
+            control_plane: control_plane.clone(),
+            intake: intake.clone(),
+            inbox: inbox.clone(),
+            session: session.clone(),
+            stats: stats.clone(),
+            log: log.clone(),
+            fail_points: fail_points.clone(),
+        });
+        let registry = Arc::new(RegistryParts {
+            operations: operations.clone(),
+            inbox: inbox.clone(),
+            outcomes: outcomes.clone(),
+            workers: Arc::new(WorkerParts {
+                config: config.clone(),
+                executors: Arc::new(self.executors),
+                intake: intake.clone(),
+                outcomes,
+                log: log.clone(),
+                fail_points: fail_points.clone(),
+            }),
+            supervisor: supervisor.clone(),
+            kill_grace: config.kill_grace,
+            clock: clock.clone(),
+            log: log.clone(),
+            ops_log,
+            fail_points: fail_points.clone(),
+        });
+        let poller = Arc::new(PollerParts {
+            config: config.clone(),
+            control_plane: control_plane.clone(),
+            operations: operations.clone(),
+            inbox: inbox.clone(),
+            session: session.clone(),
+            draining: draining.clone(),
+            stats: stats.clone(),
+            clock: clock.clone(),
+            log: log.clone(),
+            fail_points: fail_points.clone(),
+            started: clock.now(),
+        });
+
         supervisor.do_send(StartChild(ChildSpec::new(
             "log_shipper",
             RestartType::Permanent,
             Duration::from_secs(2),
             move || {
-                let s = s.clone();
-                spawn_actor(None, move || LogShipper::new(s))
+                let p = shipper.clone();
+                spawn_actor(None, move || LogShipper::new(p))
             },
         )));
-        let s = shared.clone();
         supervisor.do_send(StartChild(ChildSpec::new(
             "registry",
             RestartType::Permanent,
             Duration::from_secs(2),
             move || {
-                let s = s.clone();
-                spawn_actor(None, move || ExecutionRegistry::new(s))
+                let p = registry.clone();
+                spawn_actor(None, move || ExecutionRegistry::new(p))
             },
         )));
-        let s = shared.clone();
         let arbiter = poller_handle.clone();
         supervisor.do_send(StartChild(ChildSpec::new(
             "poller",
             RestartType::Permanent,
             Duration::from_secs(2),
             move || {
-                let s = s.clone();
-                spawn_actor(Some(&arbiter), move || Poller::new(s))
+                let p = poller.clone();
+                spawn_actor(Some(&arbiter), move || Poller::new(p))
             },
         )));
-        info!(log, "runtime started"; "max_running" => shared.config.max_running);
+        info!(log, "runtime started"; "max_running" => config.max_running);
 
         Ok(RuntimeHandle {
             inner: Arc::new(HandleInner {
-                shared,
+                config,
+                control_plane,
+                stats,
+                session,
+                draining,
+                fail_points,
+                intake,
+                operations,
+                inbox,
+                log,
                 supervisor,
                 system_arbiter: Arbiter::current(),
                 poller_arbiter: poller_handle,
@@ -414,8 +302,18 @@ impl RuntimeBuilder {
     }
 }
 
+/// What the handle touches: the stores a drain and the counters need.
 struct HandleInner {
-    shared: Arc<Shared>,
+    config: Arc<RuntimeConfig>,
+    control_plane: Arc<dyn ControlPlane>,
+    stats: StatsCell,
+    session: Arc<SessionStore>,
+    draining: Arc<AtomicBool>,
+    fail_points: FailPoints,
+    intake: Arc<ReportIntake>,
+    operations: Arc<OperationStore>,
+    inbox: Arc<RegistryInbox>,
+    log: Logger,
     supervisor: Addr<Supervisor>,
     system_arbiter: ArbiterHandle,
     poller_arbiter: ArbiterHandle,
@@ -455,14 +353,14 @@ impl RuntimeHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> RuntimeStats {
-        let mut s = self.inner.shared.stats.snapshot();
-        s.replica_id = self.inner.shared.replica_id();
+        let mut s = self.inner.stats.snapshot();
+        s.replica_id = self.inner.session.replica_id();
         s
     }
 
     /// The fail point registry of this runtime.
     pub fn fail_points(&self) -> FailPoints {
-        self.inner.shared.fail_points.clone()
+        self.inner.fail_points.clone()
     }
 
     /// Ends `Ok` after a drain, or with [`RuntimeError::Escalated`] when the
@@ -481,7 +379,7 @@ impl RuntimeHandle {
         if self.inner.drain_started.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.inner.shared.draining.store(true, Ordering::SeqCst);
+        self.inner.draining.store(true, Ordering::SeqCst);
         let inner = self.inner.clone();
         self.inner.system_arbiter.spawn_fn(move || {
             actix_rt::spawn(run_drain(inner, deadline));
@@ -490,24 +388,23 @@ impl RuntimeHandle {
 }
 
 async fn run_drain(inner: Arc<HandleInner>, deadline: Duration) {
-    let shared = inner.shared.clone();
-    let log = shared.log.new(o!("phase" => "drain"));
+    let log = inner.log.new(o!("phase" => "drain"));
     info!(log, "draining: no more claims"; "deadline_ms" => deadline.as_millis() as u64);
-    let mut active = shared.active.subscribe();
+    let mut active = inner.operations.active();
     let finished = tokio::select! {
         r = tokio::time::timeout(deadline, active.wait_for(|n| *n == 0)) => r.is_ok(),
         _ = inner.abort_now.notified() => false,
     };
     if !finished {
         warn!(log, "aborting the operations still running");
-        shared
+        inner
             .inbox
             .push(RegistryCommand::AbortAll(AbortReason::Shutdown));
         // Directly too: the registry may be restarting right now.
-        for abort in shared.table().running_aborts() {
+        for abort in inner.operations.lock().running_aborts() {
             abort.abort(AbortReason::Shutdown);
         }
-        let bound = shared.config.kill_grace + Duration::from_secs(5);
+        let bound = inner.config.kill_grace + Duration::from_secs(5);
         if tokio::time::timeout(bound, active.wait_for(|n| *n == 0))
             .await
             .is_err()
@@ -515,11 +412,11 @@ async fn run_drain(inner: Arc<HandleInner>, deadline: Duration) {
             warn!(log, "operations did not end after the abort"; "waited_ms" => bound.as_millis() as u64);
         }
     }
-    let mut acked = shared.intake.acked_events();
-    let flush = shared.config.flush_timeout;
+    let mut acked = inner.intake.acked_events();
+    let flush = inner.config.flush_timeout;
     if tokio::time::timeout(flush, async {
-        while !shared.intake.is_flushed() {
-            shared.intake.wake();
+        while !inner.intake.is_flushed() {
+            inner.intake.wake();
             if acked.changed().await.is_err() {
                 break;
             }
@@ -531,14 +428,14 @@ async fn run_drain(inner: Arc<HandleInner>, deadline: Duration) {
         warn!(log, "reports not all acked before the flush timeout; they stay in the spool";
             "flush_timeout_ms" => flush.as_millis() as u64);
     }
-    if let Some(replica_id) = shared.replica_id() {
+    if let Some(replica_id) = inner.session.replica_id() {
         let req = ShutdownRequest {
             replica_id,
             reason: "drain".into(),
         };
         match tokio::time::timeout(
-            shared.config.request_timeout,
-            shared.control_plane.shutdown(req),
+            inner.config.request_timeout,
+            inner.control_plane.shutdown(req),
         )
         .await
         {

@@ -11,69 +11,39 @@
 use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{error, info, warn};
 
+use slog::Logger;
+
 use crate::context::{DataContext, Masker};
-use crate::executor::{AbortReason, AbortSignal, StepOutcome, StepRequest};
-use crate::failpoints::fail_point;
-use crate::model::{
-    Dispatch, LogReport, Node, NodeReport, OpReport, Operation, RankOrder, ReportBody, State,
-    Stream,
+use crate::executor::{
+    AbortReason, AbortSignal, NodeExecutor, OperationAbort, StepOutcome, StepRequest,
 };
-use crate::registry::finish_operation;
-use crate::runtime::Shared;
+use crate::failpoints::{fail_point, FailPoints};
+use crate::intake::ReportIntake;
+use crate::model::{
+    Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport, Operation, RankOrder,
+    ReportBody, State, Stream,
+};
+use crate::outcome::Outcomes;
+use crate::settings::RuntimeConfig;
 use crate::supervisor::{panic_message, StopChild};
 
-/// The abort of a whole operation: fires every node step's signal, those
-/// running and those yet to start. The first reason wins.
-#[derive(Debug, Clone, Default)]
-pub struct OperationAbort {
-    inner: Arc<Mutex<AbortState>>,
-}
-
-#[derive(Debug, Default)]
-struct AbortState {
-    reason: Option<AbortReason>,
-    children: Vec<AbortSignal>,
-}
-
-impl OperationAbort {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn abort(&self, reason: AbortReason) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.reason.is_none() {
-            g.reason = Some(reason);
-        }
-        let reason = g.reason.unwrap_or(reason);
-        for c in g.children.drain(..) {
-            c.abort(reason);
-        }
-    }
-
-    pub fn reason(&self) -> Option<AbortReason> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).reason
-    }
-
-    /// A signal for one node step, already fired if the operation is aborted.
-    pub fn child(&self) -> AbortSignal {
-        let signal = AbortSignal::new();
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match g.reason {
-            Some(r) => signal.abort(r),
-            None => {
-                g.children.retain(|c| !c.is_aborted());
-                g.children.push(signal.clone());
-            }
-        }
-        signal
-    }
+/// What a StepWorker and its node-step threads touch, each by name.
+pub(crate) struct WorkerParts {
+    pub config: Arc<RuntimeConfig>,
+    /// The executor for each kind of node the runner was given.
+    pub executors: Arc<HashMap<ExecutorKind, Arc<dyn NodeExecutor>>>,
+    /// Output lines and node reports go here.
+    pub intake: Arc<ReportIntake>,
+    /// The operation's end goes through here.
+    pub outcomes: Arc<Outcomes>,
+    pub log: Logger,
+    pub fail_points: FailPoints,
 }
 
 /// Nodes in dispatch order: by `rank_attribute` (numerically when both
@@ -187,7 +157,7 @@ enum NodeEvent {
 
 /// The StepWorker actor: a thin shell over the dispatch state below.
 pub struct StepWorker {
-    shared: Arc<Shared>,
+    parts: Arc<WorkerParts>,
     op: Arc<Operation>,
     abort: OperationAbort,
     masker: Arc<Masker>,
@@ -200,11 +170,11 @@ pub struct StepWorker {
 }
 
 impl StepWorker {
-    pub(crate) fn new(shared: Arc<Shared>, op: Arc<Operation>, abort: OperationAbort) -> Self {
+    pub(crate) fn new(parts: Arc<WorkerParts>, op: Arc<Operation>, abort: OperationAbort) -> Self {
         let masker = Arc::new(Masker::for_operation(&op));
         let pending = dispatch_order(&op.nodes, &op.dispatch).into();
         StepWorker {
-            shared,
+            parts,
             op,
             abort,
             masker,
@@ -230,7 +200,7 @@ impl StepWorker {
             };
             self.running += 1;
             let job = NodeJob {
-                shared: self.shared.clone(),
+                parts: self.parts.clone(),
                 op: self.op.clone(),
                 node,
                 abort: self.abort.clone(),
@@ -243,7 +213,7 @@ impl StepWorker {
                 .name(name)
                 .spawn(move || job.run());
             if let Err(e) = spawned {
-                error!(self.shared.log, "could not start a node step thread"; "error" => %e);
+                error!(self.parts.log, "could not start a node step thread"; "error" => %e);
                 self.running -= 1;
                 self.failed_nodes.push(format!("(thread: {e})"));
             }
@@ -281,8 +251,8 @@ impl StepWorker {
                 )),
             ),
         };
-        info!(self.shared.log, "operation ended"; "op" => &self.op.id, "state" => state.as_str());
-        finish_operation(&self.shared, &self.op.id, state, message);
+        info!(self.parts.log, "operation ended"; "op" => &self.op.id, "state" => state.as_str());
+        self.parts.outcomes.finish(&self.op.id, state, message);
         ctx.stop();
     }
 }
@@ -291,14 +261,14 @@ impl Actor for StepWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.shared.intake.push(
+        self.parts.intake.push(
             &self.op.id,
             ReportBody::Op(OpReport {
                 state: State::Running,
                 message: None,
             }),
         );
-        fail_point!(self.shared.fail_points, "step_worker::started");
+        fail_point!(self.parts.fail_points, "step_worker::started");
         if let Some(ms) = self.op.timeout_ms {
             let abort = self.abort.clone();
             ctx.run_later(Duration::from_millis(ms), move |_, _| {
@@ -351,7 +321,7 @@ impl Handler<StopChild> for StepWorker {
 
 /// One node's steps, run on a thread of their own.
 struct NodeJob {
-    shared: Arc<Shared>,
+    parts: Arc<WorkerParts>,
     op: Arc<Operation>,
     node: Node,
     abort: OperationAbort,
@@ -366,7 +336,7 @@ impl NodeJob {
             Ok(ok) => ok,
             Err(p) => {
                 let msg = panic_message(&*p);
-                error!(self.shared.log, "node step thread panicked"; "op" => &self.op.id,
+                error!(self.parts.log, "node step thread panicked"; "op" => &self.op.id,
                     "node" => &self.node.name, "panic" => &msg);
                 self.report(
                     1,
@@ -388,7 +358,7 @@ impl NodeJob {
     fn report(&self, step: u32, r: NodeStepResult) {
         // An executor's error text may quote the command, secrets included.
         let message = r.message.map(|m| self.masker.mask(m));
-        self.shared.intake.push(
+        self.parts.intake.push(
             &self.op.id,
             ReportBody::Node(NodeReport {
                 node: self.node.name.clone(),
@@ -401,7 +371,7 @@ impl NodeJob {
     }
 
     fn refuse(&self, message: String) -> bool {
-        warn!(self.shared.log, "node refused"; "op" => &self.op.id, "node" => &self.node.name,
+        warn!(self.parts.log, "node refused"; "op" => &self.op.id, "node" => &self.node.name,
             "reason" => &message);
         self.report(
             1,
@@ -417,7 +387,7 @@ impl NodeJob {
     /// Runs every step on the node; `false` when one did not succeed.
     fn steps(&self) -> bool {
         let node = &self.node;
-        if let Some(allowed) = &self.shared.config.allowed_nodes {
+        if let Some(allowed) = &self.parts.config.allowed_nodes {
             if !allowed(node) {
                 return self.refuse(format!(
                     "node {} ({}) is outside this runner's allowedNodes filter; the runner refuses to run steps on it (widen runner.allowedNodes in the runner's configuration if it should)",
@@ -425,7 +395,7 @@ impl NodeJob {
                 ));
             }
         }
-        let Some(executor) = self.shared.executors.get(&node.executor).cloned() else {
+        let Some(executor) = self.parts.executors.get(&node.executor).cloned() else {
             return self.refuse(format!(
                 "node {} uses the {} executor, which this runner does not have; configure one or change the node's executor",
                 node.name,
@@ -440,7 +410,7 @@ impl NodeJob {
             if self.abort.reason().is_some() {
                 return false;
             }
-            fail_point!(self.shared.fail_points, "step_worker::node");
+            fail_point!(self.parts.fail_points, "step_worker::node");
             self.report(
                 index,
                 NodeStepResult {
@@ -467,16 +437,16 @@ impl NodeJob {
                 step_index: index,
                 step: data.expand_step(step),
                 env: env.clone(),
-                kill_grace: self.shared.config.kill_grace,
+                kill_grace: self.parts.config.kill_grace,
             };
-            let (shared, masker, op_id, node_name) = (
-                self.shared.clone(),
+            let (intake, masker, op_id, node_name) = (
+                self.parts.intake.clone(),
                 self.masker.clone(),
                 self.op.id.clone(),
                 node.name.clone(),
             );
             let mut sink = move |stream: Stream, text: String| {
-                shared.intake.push(
+                intake.push(
                     &op_id,
                     ReportBody::Log(LogReport {
                         node: node_name.clone(),
@@ -571,15 +541,5 @@ mod tests {
             classify(Err("oops".into()), None, None).message.as_deref(),
             Some("the node step panicked: oops")
         );
-    }
-
-    #[test]
-    fn an_operation_abort_reaches_steps_started_before_and_after() {
-        let a = OperationAbort::new();
-        let early = a.child();
-        a.abort(AbortReason::Cancelled);
-        a.abort(AbortReason::Shutdown);
-        assert_eq!(early.reason(), Some(AbortReason::Cancelled));
-        assert_eq!(a.child().reason(), Some(AbortReason::Cancelled));
     }
 }

@@ -5,11 +5,13 @@
 //! either side can add fields without breaking the other.
 
 mod api;
+mod error_code;
 mod operation;
 mod report;
 mod time;
 
 pub use api::*;
+pub use error_code::ErrorCode;
 pub use operation::*;
 pub use report::*;
 pub use time::rfc3339;

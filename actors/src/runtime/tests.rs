@@ -3,12 +3,17 @@
 
 use super::*;
 use crate::failpoints::FailAction;
-use crate::log_shipper::RESTARTED_MESSAGE;
+use crate::intake::RESTARTED_MESSAGE;
+use crate::model::Node;
 use crate::model::{
     CommandStep, LogReport, NodeReport, OpReport, Report, ReportBody, State, Step, Stream,
 };
 use crate::spool::MemorySpool;
+use crate::supervisor::RestartIntensity;
 use crate::testing::{fake_node, operation, FakeControlPlane, FakeExecutor};
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(10);
 

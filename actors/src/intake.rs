@@ -1,0 +1,480 @@
+//! The report intake: numbers reports per operation and appends them to the
+//! spool at once, keeps a copy of the newest unacked ones in memory, and
+//! applies the control plane's acks. A named store the runtime owns, shared
+//! by every producer (node-step threads, the registry) and every LogShipper
+//! instance, so memory stays bounded by the spool whatever the output
+//! volume, a producer never waits on the network, and a restarted
+//! LogShipper (panic) or process (spool on disk) resumes from the spool
+//! without losing anything.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use slog::{debug, error, warn, Logger};
+use tokio::sync::{watch, Notify};
+
+use crate::batch::{ack_steps, plan_batch};
+use crate::clock::Clock;
+use crate::model::{rfc3339, OpReport, Report, ReportBody, State};
+use crate::spool::{Spool, SpoolError};
+use crate::stats::StatsCell;
+
+/// The message of the terminal report of an operation found unfinished in
+/// the spool at startup.
+pub const RESTARTED_MESSAGE: &str = "runner restarted while the operation was running";
+
+/// Operations whose terminal report was acked, remembered so that a late
+/// report of theirs is refused rather than numbered from 1 again.
+const FORGOTTEN_MEMORY: usize = 10_000;
+
+/// Most reports kept in memory, across operations, so that a batch is
+/// taken from there instead of being read back from the spool and decoded
+/// again; past this the oldest kept reports are served from the spool.
+const RECENT_MAX: usize = 4096;
+
+/// Numbers reports and appends them to the spool; shared by every producer
+/// and every LogShipper instance.
+pub(crate) struct ReportIntake {
+    inner: Mutex<IntakeInner>,
+    /// "Send now": a batch is full, or a drain flushes.
+    wake: Notify,
+    /// The first report since the last batch was taken: ends an idle wait.
+    arrived: Notify,
+    acked: watch::Sender<u64>,
+    clock: Arc<dyn Clock>,
+    stats: StatsCell,
+    log: Logger,
+}
+
+struct IntakeInner {
+    spool: Box<dyn Spool>,
+    /// Next seq per open operation.
+    next_seq: HashMap<String, u64>,
+    /// Operations whose terminal report is spooled: nothing may follow it.
+    closed: HashSet<String>,
+    forgotten: VecDeque<String>,
+    /// Reports appended since the last batch was taken.
+    waiting: usize,
+    /// The newest reports spooled per operation, contiguous in seq, not yet
+    /// acked: a copy of the spool's tail, [`RECENT_MAX`] at most in all.
+    recent: HashMap<String, VecDeque<Report>>,
+    recent_len: usize,
+    batch_max: usize,
+}
+
+impl ReportIntake {
+    /// Opens the intake over `spool`, closing every operation left without a
+    /// terminal report by a previous process.
+    pub fn recover(
+        mut spool: Box<dyn Spool>,
+        clock: Arc<dyn Clock>,
+        stats: StatsCell,
+        log: Logger,
+    ) -> Result<Self, SpoolError> {
+        let mut next_seq = HashMap::new();
+        let mut closed = HashSet::new();
+        let ops = spool.operations()?;
+        let ts = rfc3339(clock.wall());
+        for op in ops {
+            if op.terminal {
+                closed.insert(op.op_id);
+                continue;
+            }
+            let report = Report {
+                op_id: op.op_id.clone(),
+                seq: op.last_seq + 1,
+                ts: ts.clone(),
+                body: ReportBody::Op(OpReport {
+                    state: State::Failed,
+                    message: Some(RESTARTED_MESSAGE.into()),
+                }),
+            };
+            spool.append(&[report])?;
+            warn!(log, "operation left running by a previous process reported failed";
+                "op" => &op.op_id);
+            closed.insert(op.op_id);
+        }
+        spool.flush()?;
+        next_seq.shrink_to_fit();
+        Ok(ReportIntake {
+            inner: Mutex::new(IntakeInner {
+                spool,
+                next_seq,
+                closed,
+                forgotten: VecDeque::new(),
+                waiting: 0,
+                recent: HashMap::new(),
+                recent_len: 0,
+                batch_max: 1000,
+            }),
+            wake: Notify::new(),
+            arrived: Notify::new(),
+            acked: watch::channel(0).0,
+            clock,
+            stats,
+            log,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IntakeInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Numbers `body` as the next report of `op_id` and spools it. Returns
+    /// `false` when refused: the operation's terminal report is already
+    /// spooled (so the terminal report stays the last), or the spool failed.
+    pub fn push(&self, op_id: &str, body: ReportBody) -> bool {
+        let mut g = self.lock();
+        if g.closed.contains(op_id) {
+            debug!(self.log, "report after the terminal one dropped"; "op" => op_id);
+            return false;
+        }
+        let seq = g.next_seq.get(op_id).copied().unwrap_or(1);
+        let report = Report {
+            op_id: op_id.to_owned(),
+            seq,
+            ts: rfc3339(self.clock.wall()),
+            body,
+        };
+        let terminal = report.is_terminal();
+        if let Err(e) = g.spool.append(std::slice::from_ref(&report)) {
+            error!(self.log, "could not spool a report"; "op" => op_id, "error" => %e);
+            self.stats.error(e.to_string());
+            return false;
+        }
+        g.keep_recent(&report);
+        if terminal {
+            g.next_seq.remove(op_id);
+            g.closed.insert(op_id.to_owned());
+            if let Err(e) = g.spool.flush() {
+                self.stats.error(e.to_string());
+            }
+        } else {
+            g.next_seq.insert(op_id.to_owned(), seq + 1);
+        }
+        g.waiting += 1;
+        let first = g.waiting == 1;
+        let full = g.waiting >= g.batch_max;
+        drop(g);
+        self.stats.update(|s| s.reports_spooled += 1);
+        if full {
+            self.wake.notify_one();
+        } else if first {
+            self.arrived.notify_one();
+        }
+        true
+    }
+
+    /// Wakes the LogShipper now (a batch is full, or a drain flushes).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves on the next [`ReportIntake::wake`] (or a full batch).
+    pub(crate) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
+    }
+
+    /// Resolves when the first report after the last batch was taken is
+    /// spooled.
+    pub(crate) fn arrival(&self) -> tokio::sync::futures::Notified<'_> {
+        self.arrived.notified()
+    }
+
+    /// Fires after each answer to `POST /reports` has been applied.
+    pub fn acked_events(&self) -> watch::Receiver<u64> {
+        self.acked.subscribe()
+    }
+
+    /// Whether every spooled report is acked.
+    pub fn is_flushed(&self) -> bool {
+        self.lock()
+            .spool
+            .operations()
+            .map(|ops| ops.iter().all(|o| o.acked >= o.last_seq))
+            .unwrap_or(false)
+    }
+
+    /// The next batch to send (flushing the spool first), starting the round
+    /// at operation `cursor` so that a flooding operation cannot starve the
+    /// others.
+    ///
+    /// With `single_op`, the batch holds reports of one operation only (to
+    /// find which one the control plane refuses).
+    pub(crate) fn next_batch(
+        &self,
+        batch_max: usize,
+        cursor: usize,
+        single_op: bool,
+    ) -> Result<Vec<Report>, SpoolError> {
+        let mut g = self.lock();
+        g.batch_max = batch_max;
+        g.waiting = 0;
+        g.spool.flush()?;
+        let mut ops = g.spool.operations()?;
+        if single_op {
+            ops.retain(|o| o.last_seq > o.acked);
+            ops.truncate(1);
+        }
+        if !ops.is_empty() {
+            let k = cursor % ops.len();
+            ops.rotate_left(k);
+        }
+        let IntakeInner { spool, recent, .. } = &mut *g;
+        let mut err = None;
+        let batch = plan_batch(&ops, batch_max, &mut |op, after, max| {
+            if let Some(kept) = recent
+                .get(op)
+                .filter(|k| k.front().is_some_and(|r| r.seq <= after + 1))
+            {
+                return kept
+                    .iter()
+                    .filter(|r| r.seq > after)
+                    .take(max)
+                    .cloned()
+                    .collect();
+            }
+            spool.read(op, after, max).unwrap_or_else(|e| {
+                err = Some(e);
+                Vec::new()
+            })
+        });
+        match err {
+            Some(e) => Err(e),
+            None => Ok(batch),
+        }
+    }
+
+    /// Drops everything spooled for an operation the control plane refuses
+    /// to take reports for; later reports of it are refused too. Returns how
+    /// many unacked reports were dropped.
+    pub(crate) fn drop_operation(&self, op_id: &str) -> Result<u64, SpoolError> {
+        let mut g = self.lock();
+        let unacked = g
+            .spool
+            .operations()?
+            .into_iter()
+            .find(|o| o.op_id == op_id)
+            .map_or(0, |o| o.last_seq.saturating_sub(o.acked));
+        g.spool.forget(op_id)?;
+        g.forget_recent(op_id);
+        g.next_seq.remove(op_id);
+        g.closed.insert(op_id.to_owned());
+        g.forgotten.push_back(op_id.to_owned());
+        if g.forgotten.len() > FORGOTTEN_MEMORY {
+            if let Some(old) = g.forgotten.pop_front() {
+                g.closed.remove(&old);
+            }
+        }
+        drop(g);
+        self.acked.send_modify(|n| *n += 1);
+        Ok(unacked)
+    }
+
+    /// Applies the control plane's acks; returns how many reports they newly
+    /// cover.
+    pub(crate) fn apply_acks(&self, acks: &BTreeMap<String, u64>) -> Result<u64, SpoolError> {
+        let mut g = self.lock();
+        let ops = g.spool.operations()?;
+        let mut newly = 0;
+        for step in ack_steps(&ops, acks) {
+            g.spool.ack(&step.op_id, step.seq)?;
+            g.acked_recent(&step.op_id, step.seq);
+            newly += step.newly;
+            if step.complete {
+                g.spool.forget(&step.op_id)?;
+                g.forgotten.push_back(step.op_id.clone());
+                if g.forgotten.len() > FORGOTTEN_MEMORY {
+                    if let Some(old) = g.forgotten.pop_front() {
+                        g.closed.remove(&old);
+                    }
+                }
+            }
+        }
+        drop(g);
+        self.stats.update(|s| s.reports_acked += newly);
+        self.acked.send_modify(|n| *n += 1);
+        Ok(newly)
+    }
+}
+
+impl IntakeInner {
+    /// Keeps a copy of a report just spooled, dropping the oldest kept ones
+    /// past [`RECENT_MAX`].
+    fn keep_recent(&mut self, report: &Report) {
+        let kept = self.recent.entry(report.op_id.clone()).or_default();
+        kept.push_back(report.clone());
+        self.recent_len += 1;
+        while self.recent_len > RECENT_MAX {
+            // The operation's own oldest first; when it has nothing older,
+            // the whole copy goes (the spool still holds everything).
+            let kept = self.recent.get_mut(&report.op_id).expect("just inserted");
+            if kept.len() > 1 {
+                kept.pop_front();
+                self.recent_len -= 1;
+            } else {
+                self.recent.retain(|op, _| op == &report.op_id);
+                self.recent_len = 1;
+            }
+        }
+    }
+
+    /// Drops the kept copies an ack up to `seq` covers.
+    fn acked_recent(&mut self, op_id: &str, seq: u64) {
+        if let Some(kept) = self.recent.get_mut(op_id) {
+            while kept.front().is_some_and(|r| r.seq <= seq) {
+                kept.pop_front();
+                self.recent_len -= 1;
+            }
+            if kept.is_empty() {
+                self.recent.remove(op_id);
+            }
+        }
+    }
+
+    fn forget_recent(&mut self, op_id: &str) {
+        if let Some(kept) = self.recent.remove(op_id) {
+            self.recent_len -= kept.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LogReport, NodeReport, Stream};
+    use crate::spool::SpooledOperation;
+
+    fn report(op: &str, seq: u64, terminal: bool) -> Report {
+        Report {
+            op_id: op.into(),
+            seq,
+            ts: String::new(),
+            body: if terminal {
+                ReportBody::Op(OpReport {
+                    state: State::Succeeded,
+                    message: None,
+                })
+            } else {
+                ReportBody::Log(LogReport {
+                    node: "n".into(),
+                    step: 1,
+                    stream: Stream::Stdout,
+                    text: format!("{seq}"),
+                })
+            },
+        }
+    }
+
+    #[test]
+    fn recovery_closes_unfinished_operations_and_numbering_continues() {
+        let mut spool = crate::spool::MemorySpool::new();
+        spool
+            .append(&[report("old", 1, false), report("old", 2, false)])
+            .unwrap();
+        let intake = ReportIntake::recover(
+            Box::new(spool),
+            Arc::new(crate::clock::SystemClock),
+            StatsCell::default(),
+            Logger::root(slog::Discard, slog::o!()),
+        )
+        .unwrap();
+        // Nothing may follow the recovery's terminal report.
+        assert!(!intake.push(
+            "old",
+            ReportBody::Node(NodeReport {
+                node: "n".into(),
+                step: 1,
+                state: State::Running,
+                exit_code: None,
+                message: None
+            })
+        ));
+        assert!(intake.push("new", report("x", 0, false).body));
+        let batch = intake.next_batch(10, 0, false).unwrap();
+        let got: Vec<_> = batch.iter().map(|r| (r.op_id.as_str(), r.seq)).collect();
+        assert_eq!(got, vec![("new", 1), ("old", 1), ("old", 2)]);
+        let acks: BTreeMap<String, u64> = [("old".into(), 2)].into();
+        intake.apply_acks(&acks).unwrap();
+        let batch = intake.next_batch(10, 0, false).unwrap();
+        let last = batch.iter().find(|r| r.op_id == "old").unwrap();
+        assert_eq!(last.seq, 3);
+        assert_eq!(
+            last.body,
+            ReportBody::Op(OpReport {
+                state: State::Failed,
+                message: Some(RESTARTED_MESSAGE.into())
+            })
+        );
+    }
+    /// A spool that counts the reports read back from it.
+    struct CountingSpool {
+        inner: crate::spool::MemorySpool,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Spool for CountingSpool {
+        fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError> {
+            self.inner.append(reports)
+        }
+        fn flush(&mut self) -> Result<(), SpoolError> {
+            self.inner.flush()
+        }
+        fn read(&mut self, op_id: &str, after: u64, max: usize) -> Result<Vec<Report>, SpoolError> {
+            let got = self.inner.read(op_id, after, max)?;
+            self.read
+                .fetch_add(got.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(got)
+        }
+        fn ack(&mut self, op_id: &str, seq: u64) -> Result<(), SpoolError> {
+            self.inner.ack(op_id, seq)
+        }
+        fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError> {
+            self.inner.operations()
+        }
+        fn forget(&mut self, op_id: &str) -> Result<(), SpoolError> {
+            self.inner.forget(op_id)
+        }
+    }
+
+    #[test]
+    fn batches_come_from_memory_and_the_spool_only_past_the_kept_tail() {
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let intake = ReportIntake::recover(
+            Box::new(CountingSpool {
+                inner: crate::spool::MemorySpool::new(),
+                read: read.clone(),
+            }),
+            Arc::new(crate::clock::SystemClock),
+            StatsCell::default(),
+            Logger::root(slog::Discard, slog::o!()),
+        )
+        .unwrap();
+        let total = RECENT_MAX as u64 + 100;
+        for _ in 0..total {
+            assert!(intake.push("flood", report("x", 0, false).body));
+        }
+        // The first 100 fell out of the kept tail: read back from the spool.
+        let batch = intake.next_batch(150, 0, false).unwrap();
+        assert_eq!(
+            batch.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=150).collect::<Vec<_>>()
+        );
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 150);
+        let acks: BTreeMap<String, u64> = [("flood".into(), 150)].into();
+        intake.apply_acks(&acks).unwrap();
+        // From the ack on, everything is in memory.
+        let batch = intake.next_batch(usize::MAX, 0, false).unwrap();
+        assert_eq!(batch.first().map(|r| r.seq), Some(151));
+        assert_eq!(batch.last().map(|r| r.seq), Some(total));
+        assert_eq!(batch.len() as u64, total - 150);
+        assert_eq!(read.load(std::sync::atomic::Ordering::SeqCst), 150);
+        // A resend after a lost answer gets the same reports again.
+        let again = intake.next_batch(usize::MAX, 0, false).unwrap();
+        assert_eq!(again, batch);
+        let acks: BTreeMap<String, u64> = [("flood".into(), total)].into();
+        intake.apply_acks(&acks).unwrap();
+        assert!(intake.next_batch(10, 0, false).unwrap().is_empty());
+        assert_eq!(intake.lock().recent_len, 0);
+    }
+}
