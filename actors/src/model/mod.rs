@@ -7,9 +7,11 @@
 mod api;
 mod operation;
 mod report;
+mod tagged;
 mod time;
 
 pub use api::*;
 pub use operation::*;
 pub use report::*;
-pub use time::rfc3339;
+pub use tagged::string_tagged;
+pub use time::{is_rfc3339, rfc3339};

@@ -1025,6 +1025,25 @@ impl ControlState {
                     rep.op_id
                 )));
             }
+            // Every time the harness gives back out (output entries, stored
+            // reports) must be an RFC 3339 time, so only those go in.
+            if !rdrunner_actors::model::is_rfc3339(&rep.ts) {
+                return Err(ApiError::bad_request(format!(
+                    "report {} of operation `{}` has ts `{}`, which is not an RFC 3339 time; send e.g. 2026-11-28T12:00:00.000Z",
+                    rep.seq, rep.op_id, rep.ts
+                )));
+            }
+            let step = match &rep.body {
+                ReportBody::Log(l) => Some(l.step),
+                ReportBody::Node(n) => Some(n.step),
+                ReportBody::Op(_) => None,
+            };
+            if step == Some(0) {
+                return Err(ApiError::bad_request(format!(
+                    "report {} of operation `{}` has step 0; steps are numbered from 1",
+                    rep.seq, rep.op_id
+                )));
+            }
             let op = self.own_operation(runner_id, &rep.op_id)?;
             if op.claimed_by.is_none() {
                 return Err(ApiError::conflict(
