@@ -251,13 +251,61 @@ async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            400,
-            "bad_json",
-            format!("the {what} body is not valid: {e}"),
-        )
-    })
+    let direct = serde_json::from_slice(&body);
+    let error = match direct {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    // JSON has one number type: `4.0` is the integer 4 to JSON Schema (and so
+    // to docs/openapi.yaml), while serde refuses it for an integer field. A
+    // body with integral fractions is read again with those made integers;
+    // when that fails too, the first error (which has a position) is given.
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|mut value| integral_numbers(&mut value).then_some(value))
+        .and_then(|value| serde_json::from_value(value).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "bad_json",
+                format!("the {what} body is not valid: {error}"),
+            )
+        })
+}
+
+/// Turns every number with a zero fraction (`4.0`, `1e3`) that fits an
+/// `i64` or a `u64` into that integer, in place; answers whether any was.
+fn integral_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) else {
+                return false;
+            };
+            // 2^63 and 2^64 are exact as f64; the bounds keep `as` exact.
+            let integer = if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Some(Value::from(f as i64))
+            } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Some(Value::from(f as u64))
+            } else {
+                None
+            };
+            match integer {
+                Some(i) => {
+                    *value = i;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, item| integral_numbers(item) | any),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |any, field| integral_numbers(field) | any),
+        _ => false,
+    }
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {

@@ -890,7 +890,8 @@ impl ControlState {
     ) -> Result<CheckinPoll, ApiError> {
         let (max_running, busy) = {
             let r = self.replica_mut(runner_id, replica_id)?;
-            (r.max_running, r.running + r.queued)
+            // Both counts come from the replica; their sum must not overflow.
+            (r.max_running, r.running.saturating_add(r.queued))
         };
         let mut free = if max_running == 0 {
             usize::MAX

@@ -192,3 +192,67 @@ async fn steps_and_reports_need_named_kinds_real_times_and_steps_from_one() {
         .await;
     assert_eq!((status, body["acks"][&op].as_u64()), (200, Some(1)));
 }
+
+#[actix_rt::test]
+async fn an_integer_may_be_written_with_a_zero_fraction() {
+    let harness = start();
+    let admin = harness.admin();
+    let (runner_id, token) = web_runner(&admin).await;
+    let runner = RawRunner::new(&harness.base_url(), &runner_id, &token);
+    // JSON Schema counts 4.0 as an integer, so the server does too.
+    let (status, body) = runner
+        .post(
+            "/startup",
+            json!({"hostname": "h", "version": "1", "pid": 4271.0, "maxRunning": 4e0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let replica = body["replicaId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        harness
+            .admin()
+            .get_runner(&runner_id)
+            .await
+            .unwrap()
+            .replicas[0]
+            .pid,
+        4271
+    );
+    // A real fraction, a negative number or one past the type is still refused.
+    for pid in [json!(4271.5), json!(-1.0), json!(4294967296.0)] {
+        let (status, body) = runner
+            .post(
+                "/startup",
+                json!({"hostname": "h", "version": "1", "pid": pid, "maxRunning": 4}),
+            )
+            .await;
+        assert_refused(status, &body, 400, "bad_json", "startup");
+    }
+    let (status, body) = runner
+        .post(
+            "/checkin",
+            json!({"replicaId": replica, "maxRunning": 2.0, "uptimeS": 1e3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[actix_rt::test]
+async fn the_largest_counts_a_checkin_may_carry_are_served() {
+    let harness = start();
+    let admin = harness.admin();
+    let (runner_id, token) = web_runner(&admin).await;
+    let runner = RawRunner::new(&harness.base_url(), &runner_id, &token);
+    let replica = runner.startup().await;
+    admin.submit_execution("ops", &echo("x")).await.unwrap();
+    // running + queued past u32::MAX: no room for an offer, and no overflow.
+    let (status, body) = runner
+        .post(
+            "/checkin?waitMs=0",
+            json!({"replicaId": replica, "running": ["a", "b"], "queued": u32::MAX,
+                   "maxRunning": u32::MAX, "uptimeS": u64::MAX}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["operations"], json!([]), "no free slot: {body}");
+}
