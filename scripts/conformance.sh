@@ -36,6 +36,8 @@ cargo build --quiet -p rdrunner-harness --bin rdrunner-harness
 harness_bin="$target_dir/debug/rdrunner-harness"
 
 mkdir -p "$work"
+CONFORMANCE_WORK="$(cd "$work" && pwd)"
+export CONFORMANCE_WORK
 log="$work/harness.log"
 # A fresh admin token per run, passed through the environment (not argv).
 RDRUNNER_HARNESS_ADMIN_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
@@ -57,6 +59,7 @@ trap 'exit 130' INT TERM
 # A long poll is capped at 50 ms so that fuzzed waitMs values cannot hold
 # the run up, and a lease lasts 200 ms so that the seeded unclaimed operation
 # is offered again and again (for the check-in -> claim link).
+: >"$log"
 "$harness_bin" serve --listen 127.0.0.1:0 --max-wait-ms 50 --lease-ms 200 >"$log" 2>&1 &
 harness_pid=$!
 base=""
@@ -69,7 +72,9 @@ done
 [ -n "$base" ] || { cat "$log" >&2; echo "the harness did not print its URL within 10 s" >&2; exit 1; }
 echo "== harness at $base"
 
-eval "$("$venv/bin/python" scripts/conformance/seed.py "$base" "$RDRUNNER_HARNESS_ADMIN_TOKEN")"
+# An assignment, not `eval "$(...)"`, so that a failed seeding stops the run.
+seeded="$("$venv/bin/python" scripts/conformance/seed.py "$base" "$RDRUNNER_HARNESS_ADMIN_TOKEN")"
+eval "$seeded"
 export CONFORMANCE_RUNNER_ID CONFORMANCE_RUNNER_TOKEN CONFORMANCE_REPLICA_ID CONFORMANCE_OP_ID \
   CONFORMANCE_EXECUTION_ID CONFORMANCE_OFFERED_EXECUTION_ID
 
