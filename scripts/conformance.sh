@@ -11,7 +11,8 @@
 #
 # Environment: CONFORMANCE_SEED (fuzzer seed; random and printed when not
 # set), CONFORMANCE_MAX_EXAMPLES (per operation and phase; default in the
-# config), PYTHON (the interpreter for the virtual environment).
+# config), PYTHON (the interpreter for the virtual environment),
+# CONFORMANCE_HARNESS_BIN (a harness binary already built; built otherwise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +32,17 @@ fi
 echo "== openapi examples against their schemas"
 "$venv/bin/python" scripts/conformance/check_examples.py docs/openapi.yaml
 
-echo "== building rdrunner-harness"
-cargo build --quiet -p rdrunner-harness --bin rdrunner-harness
-harness_bin="$target_dir/debug/rdrunner-harness"
+if [ -n "${CONFORMANCE_HARNESS_BIN:-}" ]; then
+  harness_bin="$CONFORMANCE_HARNESS_BIN"
+else
+  echo "== building rdrunner-harness"
+  cargo build --quiet -p rdrunner-harness --bin rdrunner-harness
+  harness_bin="$target_dir/debug/rdrunner-harness"
+fi
+[ -x "$harness_bin" ] || {
+  echo "no harness binary at $harness_bin; leave CONFORMANCE_HARNESS_BIN unset to build one" >&2
+  exit 1
+}
 
 mkdir -p "$work"
 CONFORMANCE_WORK="$(cd "$work" && pwd)"

@@ -31,8 +31,11 @@ cargo test -p rdrunner --features failpoints --test daemon_escalation
 # docs/openapi.yaml against the reference control plane, with a pinned
 # schema-driven fuzzer (installed under target/ when missing); fails on any
 # finding. Its seed is printed, so a failure can be replayed.
+# The harness binary is the one `cargo test --workspace` built above: built
+# alone, the crates whose features differ across the workspace would be
+# built a second time.
 echo "== conformance: docs/openapi.yaml against rdrunner-harness"
-scripts/conformance.sh
+CONFORMANCE_HARNESS_BIN="${CARGO_TARGET_DIR:-target}/debug/rdrunner-harness" scripts/conformance.sh
 echo "== runner.example.toml is a valid configuration"
 cargo run --quiet -- config --check runner.example.toml
 # A quick seeded run of every chaos scenario (fault injection against the

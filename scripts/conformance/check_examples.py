@@ -1,9 +1,11 @@
-"""Checks that every example in docs/openapi.yaml (request bodies and
-responses) is valid against the schema it illustrates, formats included, so
-that the shapes generators and fuzzers start from are real ones.
-
-Usage: python check_examples.py docs/openapi.yaml  (exits 1 naming each bad example)
-"""
+# Checks docs/openapi.yaml for what a fuzzer cannot: every example (request
+# bodies and responses) is valid against the schema it illustrates, formats
+# included, so that the shapes generators and fuzzers start from are real
+# ones; every successful answer has an example; and every operation that takes
+# a body lists 400 (`bad_json`) and 413 (`body_too_large`), which protocol.md
+# §1 says any body can get.
+#
+# Usage: python check_examples.py docs/openapi.yaml  (exits 1 naming each bad example)
 
 import sys
 
@@ -31,6 +33,9 @@ def main(path):
             body = operation.get("requestBody")
             if body:
                 media += [("request", m) for m in body["content"].values()]
+                for status in ("400", "413"):
+                    if status not in operation["responses"]:
+                        bad.append(f"{method.upper()} {route}: takes a body but does not list {status}")
             for status, response in operation["responses"].items():
                 media += [(status, m) for m in resolve(document, response).get("content", {}).values()]
             for where, medium in media:

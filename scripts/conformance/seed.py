@@ -1,16 +1,15 @@
-"""Seeds a running rdrunner-harness for the conformance run, through its
-admin and runner APIs, and prints what the fuzzer needs as shell
-assignments (`NAME=value` lines, values shell-quoted):
-
-- a runner assigned to project `ops`, with its id and token;
-- the inventory of `ops` (a local node and an SSH node);
-- a replica of the runner (after startup);
-- execution 1, whose operation the replica has claimed and reported on, so
-  that claims, reports, output and stored reports answer with real data;
-- execution 2, whose operation is left unclaimed, so that check-ins offer it.
-
-Usage: python seed.py BASE_URL ADMIN_TOKEN
-"""
+# Seeds a running rdrunner-harness for the conformance run, through its
+# admin and runner APIs, and prints what the fuzzer needs as shell
+# assignments (`NAME=value` lines, values shell-quoted):
+#
+# - a runner assigned to project `ops`, with its id and token;
+# - the inventory of `ops` (a local node and an SSH node);
+# - a replica of the runner (after startup);
+# - execution 1, whose operation the replica has claimed and reported on, so
+#   that claims, reports, output and stored reports answer with real data;
+# - execution 2, whose operation is left unclaimed, so that check-ins offer it.
+#
+# Usage: python seed.py BASE_URL ADMIN_TOKEN
 
 import json
 import shlex
