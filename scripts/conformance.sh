@@ -7,7 +7,8 @@
 # `rdrunner-harness serve` on a free loopback port, seeds a runner, nodes
 # and executions (scripts/conformance/seed.py), then fuzzes the runner API
 # and the admin API in turn. Any finding fails the run; the known exceptions
-# are in scripts/conformance/schemathesis.toml with their reasons.
+# are in scripts/conformance/schemathesis.toml with their reasons, each held
+# to its error code by scripts/conformance/hooks.py.
 #
 # Environment: CONFORMANCE_SEED (fuzzer seed; random and printed when not
 # set), CONFORMANCE_MAX_EXAMPLES (per operation and phase; default in the
