@@ -48,6 +48,9 @@ fi
 mkdir -p "$work"
 CONFORMANCE_WORK="$(cd "$work" && pwd)"
 export CONFORMANCE_WORK
+# Hypothesis (under schemathesis) caches Unicode tables in .hypothesis/ of the
+# current directory unless told otherwise: keep the work tree clean.
+export HYPOTHESIS_STORAGE_DIRECTORY="$CONFORMANCE_WORK/hypothesis"
 log="$work/harness.log"
 # A fresh admin token per run, passed through the environment (not argv).
 RDRUNNER_HARNESS_ADMIN_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
