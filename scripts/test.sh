@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: installs what the build and the tests
 # need when it is missing (OpenSSL's headers and pkg-config, which libssh2 is
 # built against; OpenSSH's server, for the SSH tests), then format, lint,
-# tests and a quick seeded chaos run.
+# tests, the OpenAPI conformance run and a quick seeded chaos run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +28,14 @@ echo "== cargo test"
 cargo test --workspace
 echo "== cargo test: supervision escalation through fail points (exit 5)"
 cargo test -p rdrunner --features failpoints --test daemon_escalation
+# docs/openapi.yaml against the reference control plane, with a pinned
+# schema-driven fuzzer (installed under target/ when missing); fails on any
+# finding. Its seed is printed, so a failure can be replayed.
+# The harness binary is the one `cargo test --workspace` built above: built
+# alone, the crates whose features differ across the workspace would be
+# built a second time.
+echo "== conformance: docs/openapi.yaml against rdrunner-harness"
+CONFORMANCE_HARNESS_BIN="${CARGO_TARGET_DIR:-target}/debug/rdrunner-harness" scripts/conformance.sh
 echo "== runner.example.toml is a valid configuration"
 cargo run --quiet -- config --check runner.example.toml
 # A quick seeded run of every chaos scenario (fault injection against the

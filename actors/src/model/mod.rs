@@ -8,10 +8,12 @@ mod api;
 mod error_code;
 mod operation;
 mod report;
+mod tagged;
 mod time;
 
 pub use api::*;
 pub use error_code::ErrorCode;
 pub use operation::*;
 pub use report::*;
-pub use time::rfc3339;
+pub use tagged::string_tagged;
+pub use time::{is_rfc3339, rfc3339};

@@ -61,12 +61,15 @@ pub struct ExecutionInfo {
 
 /// One node step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(remote = "Self", tag = "type", rename_all = "lowercase")]
 pub enum Step {
     Command(CommandStep),
     Script(ScriptStep),
     Copy(CopyStep),
 }
+
+// `type` is a name on the wire, never a variant index (see `model::tagged`).
+crate::string_tagged_serde!(Step, "type");
 
 impl Step {
     /// The step type as it is named on the wire.

@@ -23,12 +23,15 @@ impl Report {
 
 /// What a report says; `kind` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(remote = "Self", tag = "kind", rename_all = "lowercase")]
 pub enum ReportBody {
     Log(LogReport),
     Node(NodeReport),
     Op(OpReport),
 }
+
+// `kind` is a name on the wire, never a variant index (see `model::tagged`).
+crate::string_tagged_serde!(ReportBody, "kind");
 
 /// One line of output (newline stripped).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,6 +17,66 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Whether `s` is an RFC 3339 `date-time` (`2026-11-28T12:00:00.000Z`,
+/// `2026-11-28t13:00:00+01:00`): what JSON Schema's `date-time` format
+/// accepts, with a real calendar date and seconds up to 59 (no leap second:
+/// no clock the runner reads has one). A control plane refuses report times
+/// that are not, so every time it gives back out is one too.
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(range)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        part.iter()
+            .try_fold(0u32, |n, d| Some(n * 10 + u32::from(d - b'0')))
+    };
+    let at = |i: usize, c: u8| b.get(i).is_some_and(|x| x.eq_ignore_ascii_case(&c));
+    let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+        return false;
+    };
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return false;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    let (Some(hour), Some(minute), Some(second)) = (digits(11..13), digits(14..16), digits(17..19))
+    else {
+        return false;
+    };
+    if day == 0 || day > month_days || hour > 23 || minute > 59 || second > 59 {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        let start = i + 1;
+        i = start;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            let (Some(oh), Some(om)) = (digits(i + 1..i + 3), digits(i + 4..i + 6)) else {
+                return false;
+            };
+            at(i + 3, b':') && oh <= 23 && om <= 59 && i + 6 == b.len()
+        }
+        _ => false,
+    }
+}
+
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -43,5 +103,43 @@ mod tests {
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_873_599);
         assert_eq!(rfc3339(t), "2026-11-28T13:46:39.000Z");
+    }
+
+    #[test]
+    fn recognises_rfc3339_times() {
+        let now = rfc3339(SystemTime::now());
+        for good in [
+            "2026-11-28T12:00:00.000Z",
+            "2026-11-28T12:00:00Z",
+            "2026-11-28t12:00:00z",
+            "2000-02-29T23:59:59.123456789+01:00",
+            "1999-12-31T00:00:00-12:30",
+            now.as_str(),
+        ] {
+            assert!(is_rfc3339(good), "{good}");
+        }
+        for bad in [
+            "",
+            "now",
+            "2026-11-28",
+            "2026-11-28 12:00:00Z",
+            "2026-11-28T12:00:00",
+            "2026-11-28T12:00:00.Z",
+            "2026-11-28T24:00:00Z",
+            "2026-11-28T12:60:00Z",
+            "2026-11-28T12:00:60Z",
+            "2026-13-01T12:00:00Z",
+            "2026-00-01T12:00:00Z",
+            "2026-11-00T12:00:00Z",
+            "2026-11-31T12:00:00Z",
+            "2100-02-29T12:00:00Z",
+            "2026-11-28T12:00:00+0100",
+            "2026-11-28T12:00:00+01:00x",
+            "2026-11-28T12:00:00Zx",
+            "+026-11-28T12:00:00Z",
+            "2026-11-28T12:00:00.000\u{e9}",
+        ] {
+            assert!(!is_rfc3339(bad), "{bad}");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub const HANG_LIMIT: Duration = Duration::from_secs(600);
 
 /// A fault to inject into one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
+#[serde(remote = "Self", tag = "kind", rename_all = "camelCase")]
 pub enum Fault {
     /// Runs the request, then closes the connection without answering: the
     /// request may have taken effect, its answer is lost.
@@ -54,6 +54,10 @@ pub enum Fault {
     /// [`HANG_LIMIT`]), without running it.
     Hang,
 }
+
+// `kind` is a name on the wire: `"kind": 0` must be refused, not read as
+// the first variant (`drop`), which serde's derived impl would do.
+rdrunner_actors::string_tagged_serde!(Fault, "kind");
 
 impl Fault {
     /// The kind's name as it appears in JSON and in `--fault`.
@@ -95,12 +99,28 @@ impl FaultRule {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultPlan {
-    /// Reseeds the draw; `None` keeps the current generator (at start: a
-    /// random seed, reported by `GET /api/v1/faults`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Reseeds the draw; `None` (the field left out) keeps the current
+    /// generator (at start: a random seed, reported by `GET /api/v1/faults`).
+    #[serde(
+        default,
+        deserialize_with = "present_seed",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seed: Option<u64>,
-    #[serde(default)]
+    /// Required on the wire: a plan without `rules` is refused rather than
+    /// read as "no rules", which would silently clear every rule.
     pub rules: Vec<FaultRule>,
+}
+
+/// `seed`, when given, is a number: `"seed": null` is refused, so that a
+/// client that meant to reseed is not quietly left on the old generator.
+fn present_seed<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<u64>::deserialize(d)? {
+        Some(seed) => Ok(Some(seed)),
+        None => Err(serde::de::Error::custom(
+            "`seed` is null; give a number from 0 to 18446744073709551615, or leave `seed` out to keep the current generator",
+        )),
+    }
 }
 
 /// How many times one fault kind hit one route.

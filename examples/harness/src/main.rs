@@ -47,6 +47,10 @@ struct Serve {
     /// Long-poll hold handed to runners at startup, in milliseconds.
     #[arg(long, default_value_t = 4500)]
     long_poll_ms: u64,
+    /// Longest a check-in is held, in milliseconds, whatever its `waitMs`
+    /// asks (a check-in still answers early when work or a cancel comes).
+    #[arg(long, default_value_t = 60_000)]
+    max_wait_ms: u64,
     /// Lease of an offer, in milliseconds; an unclaimed offer is offered again after it.
     #[arg(long, default_value_t = 60_000)]
     lease_ms: u64,
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             down_after: Duration::from_secs(args.down_after_s),
             unknown_after: Duration::from_secs(30.min(args.down_after_s)),
         },
+        max_wait: Duration::from_millis(args.max_wait_ms),
         faults: FaultPlan {
             seed: args.fault_seed,
             rules: args.faults,

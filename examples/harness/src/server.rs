@@ -107,9 +107,18 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig, faults: FaultTable) {
             resource = resource.route(handler(r.name, route));
             names.push((r.method.as_str().to_ascii_uppercase(), r.name));
         }
+        // RFC 9110 §15.5.6: a 405 lists the methods the resource does serve.
+        let allow = names
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let faults = faults.clone();
         let resource = resource
-            .default_service(web::to(method_not_allowed))
+            .default_service(web::to(move |req: HttpRequest| {
+                let allow = allow.clone();
+                async move { method_not_allowed(req, allow) }
+            }))
             .wrap_fn(move |req, srv| {
                 // The fault seam: every request of a named route passes here.
                 let name = names.iter().find(|(m, _)| m == req.method().as_str());
@@ -201,12 +210,20 @@ async fn not_found(req: HttpRequest) -> Answer {
     ))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Answer {
-    Err(ApiError::new(
+/// The 405 of a path: the common error body, plus the `Allow` header.
+fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
+    let error = ApiError::new(
         405,
         "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    ))
+        format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        ),
+    );
+    HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, allow))
+        .json(error.body())
 }
 
 /// Reads the body up to the limit and decodes it; every failure is a 4xx.
@@ -234,13 +251,61 @@ async fn read_json<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            400,
-            "bad_json",
-            format!("the {what} body is not valid: {e}"),
-        )
-    })
+    let direct = serde_json::from_slice(&body);
+    let error = match direct {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    // JSON has one number type: `4.0` is the integer 4 to JSON Schema (and so
+    // to docs/openapi.yaml), while serde refuses it for an integer field. A
+    // body with integral fractions is read again with those made integers;
+    // when that fails too, the first error (which has a position) is given.
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|mut value| integral_numbers(&mut value).then_some(value))
+        .and_then(|value| serde_json::from_value(value).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                400,
+                "bad_json",
+                format!("the {what} body is not valid: {error}"),
+            )
+        })
+}
+
+/// Turns every number with a zero fraction (`4.0`, `1e3`) that fits an
+/// `i64` or a `u64` into that integer, in place; answers whether any was.
+fn integral_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) else {
+                return false;
+            };
+            // 2^63 and 2^64 are exact as f64; the bounds keep `as` exact.
+            let integer = if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                Some(Value::from(f as i64))
+            } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                Some(Value::from(f as u64))
+            } else {
+                None
+            };
+            match integer {
+                Some(i) => {
+                    *value = i;
+                    true
+                }
+                None => false,
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, item| integral_numbers(item) | any),
+        Value::Object(fields) => fields
+            .values_mut()
+            .fold(false, |any, field| integral_numbers(field) | any),
+        _ => false,
+    }
 }
 
 fn bearer(req: &HttpRequest) -> Option<&str> {
@@ -467,19 +532,25 @@ struct OutputQuery {
     #[serde(default)]
     after: u64,
     #[serde(default = "default_output_limit")]
-    limit: usize,
+    limit: u64,
 }
 
-fn default_output_limit() -> usize {
+fn default_output_limit() -> u64 {
     10_000
 }
 
 async fn output(req: HttpRequest, data: Data) -> Answer {
     admin_auth(&req, &data)?;
     let q: OutputQuery = query(&req)?;
-    ok(&data
-        .lock()
-        .output(execution_id(&req)?, q.after, q.limit.max(1))?)
+    // A page of no entries never advances the cursor: 0 is out of range
+    // (protocol.md §1), not silently raised to 1.
+    if q.limit == 0 {
+        return Err(ApiError::bad_request(
+            "`limit` 0 is out of range; ask for at least 1 entry, or leave `limit` out for 10000",
+        ));
+    }
+    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    ok(&data.lock().output(execution_id(&req)?, q.after, limit)?)
 }
 
 async fn abort(req: HttpRequest, data: Data) -> Answer {

@@ -890,7 +890,8 @@ impl ControlState {
     ) -> Result<CheckinPoll, ApiError> {
         let (max_running, busy) = {
             let r = self.replica_mut(runner_id, replica_id)?;
-            (r.max_running, r.running + r.queued)
+            // Both counts come from the replica; their sum must not overflow.
+            (r.max_running, r.running.saturating_add(r.queued))
         };
         let mut free = if max_running == 0 {
             usize::MAX
@@ -1023,6 +1024,25 @@ impl ControlState {
                 return Err(ApiError::bad_request(format!(
                     "report of operation `{}` has seq 0; seq starts at 1",
                     rep.op_id
+                )));
+            }
+            // Every time the harness gives back out (output entries, stored
+            // reports) must be an RFC 3339 time, so only those go in.
+            if !rdrunner_actors::model::is_rfc3339(&rep.ts) {
+                return Err(ApiError::bad_request(format!(
+                    "report {} of operation `{}` has ts `{}`, which is not an RFC 3339 time; send e.g. 2026-11-28T12:00:00.000Z",
+                    rep.seq, rep.op_id, rep.ts
+                )));
+            }
+            let step = match &rep.body {
+                ReportBody::Log(l) => Some(l.step),
+                ReportBody::Node(n) => Some(n.step),
+                ReportBody::Op(_) => None,
+            };
+            if step == Some(0) {
+                return Err(ApiError::bad_request(format!(
+                    "report {} of operation `{}` has step 0; steps are numbered from 1",
+                    rep.seq, rep.op_id
                 )));
             }
             let op = self.own_operation(runner_id, &rep.op_id)?;
