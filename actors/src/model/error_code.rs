@@ -88,6 +88,12 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl PartialEq<ErrorCode> for String {
     fn eq(&self, other: &ErrorCode) -> bool {
         self == other.as_str()
@@ -115,5 +121,6 @@ mod tests {
         let code = String::from("taken");
         assert!(code == ErrorCode::Taken);
         assert!(*"cancelled" == ErrorCode::Cancelled);
+        assert_eq!(ErrorCode::NoNodes, "no_nodes");
     }
 }

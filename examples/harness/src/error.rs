@@ -3,19 +3,19 @@
 
 use std::path::PathBuf;
 
-use rdrunner_actors::model::ErrorBody;
+use rdrunner_actors::model::{ErrorBody, ErrorCode};
 
 /// A refused request: HTTP status, machine code and human text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
 pub struct ApiError {
     pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -23,20 +23,20 @@ impl ApiError {
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(400, "bad_request", message)
+        ApiError::new(400, ErrorCode::BadRequest, message)
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(404, code, message)
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(409, code, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(401, "unauthorized", message)
+        ApiError::new(401, ErrorCode::Unauthorized, message)
     }
     pub fn body(&self) -> ErrorBody {
         ErrorBody {
-            error: self.code.to_owned(),
+            error: self.code.as_str().to_owned(),
             message: self.message.clone(),
         }
     }

@@ -10,6 +10,7 @@
 //! in their order, so at most one fault hits a request and a seed replays the
 //! same sequence of faults for the same sequence of requests.
 
+use rdrunner_actors::model::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -414,9 +415,9 @@ impl std::fmt::Display for Injected {
 
 impl std::error::Error for Injected {}
 
-fn refusal(status: u16, code: &str, message: &str) -> HttpResponse {
+fn refusal(status: u16, code: ErrorCode, message: &str) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
-        .json(serde_json::json!({"error": code, "message": message}))
+        .json(serde_json::json!({"error": code.as_str(), "message": message}))
 }
 
 /// Runs `req` through `srv` with `fault` applied.
@@ -434,12 +435,12 @@ where
     match fault {
         Fault::Status { status } => {
             let (req, _) = req.into_parts();
-            let resp = refusal(status, "fault_injected", "injected server error");
+            let resp = refusal(status, ErrorCode::FaultInjected, "injected server error");
             Box::pin(async move { Ok(ServiceResponse::new(req, resp)) })
         }
         Fault::RetryAfter { seconds } => {
             let (req, _) = req.into_parts();
-            let mut resp = refusal(429, "too_many_requests", "injected: back off");
+            let mut resp = refusal(429, ErrorCode::TooManyRequests, "injected: back off");
             resp.headers_mut().insert(
                 actix_web::http::header::RETRY_AFTER,
                 actix_web::http::header::HeaderValue::from(seconds),
@@ -450,7 +451,7 @@ where
             let (req, _) = req.into_parts();
             Box::pin(async move {
                 actix_rt::time::sleep(HANG_LIMIT).await;
-                let resp = refusal(503, "fault_injected", "injected hang ended");
+                let resp = refusal(503, ErrorCode::FaultInjected, "injected hang ended");
                 Ok(ServiceResponse::new(req, resp))
             })
         }

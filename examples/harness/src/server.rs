@@ -2,6 +2,7 @@
 //! route table, with one error shape (`{"error","message"}`) for everything
 //! that is refused — bad JSON, oversize bodies, unknown paths included.
 
+use rdrunner_actors::model::ErrorCode;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -57,7 +58,7 @@ impl Shared {
             serde_json::to_vec(st.snapshot()).map_err(|e| {
                 ApiError::new(
                     500,
-                    "state_write_failed",
+                    ErrorCode::StateWriteFailed,
                     format!("could not encode the state: {e}"),
                 )
             })?
@@ -65,7 +66,7 @@ impl Shared {
         persist::write_atomic(path, &bytes).map_err(|e| {
             ApiError::new(
                 500,
-                "state_write_failed",
+                ErrorCode::StateWriteFailed,
                 format!("could not write the state file {}: {e}", path.display()),
             )
         })
@@ -201,7 +202,7 @@ pub(crate) fn app(
 
 async fn not_found(req: HttpRequest) -> Answer {
     Err(ApiError::not_found(
-        "not_found",
+        ErrorCode::NotFound,
         format!(
             "no route {} {}; see docs/protocol.md",
             req.method(),
@@ -214,7 +215,7 @@ async fn not_found(req: HttpRequest) -> Answer {
 fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
     let error = ApiError::new(
         405,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!(
             "{} is not allowed on {}; use {allow}",
             req.method(),
@@ -236,7 +237,7 @@ async fn read_json<T: DeserializeOwned>(
     let too_large = || {
         ApiError::new(
             413,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             format!("the {what} body is larger than the limit of {limit} bytes"),
         )
     };
@@ -267,7 +268,7 @@ async fn read_json<T: DeserializeOwned>(
         .ok_or_else(|| {
             ApiError::new(
                 400,
-                "bad_json",
+                ErrorCode::BadJson,
                 format!("the {what} body is not valid: {error}"),
             )
         })
@@ -349,7 +350,7 @@ fn execution_id(req: &HttpRequest) -> Result<u64, ApiError> {
     let raw = param(req, "id");
     raw.parse().map_err(|_| {
         ApiError::not_found(
-            "unknown_execution",
+            ErrorCode::UnknownExecution,
             format!("`{raw}` is not an execution id"),
         )
     })
@@ -569,7 +570,10 @@ async fn observe_reports(req: HttpRequest, data: Data) -> Answer {
     admin_auth(&req, &data)?;
     let op_id = param(&req, "opId");
     let reports = data.lock().stored_reports(op_id).ok_or_else(|| {
-        ApiError::not_found("unknown_operation", format!("no operation `{op_id}`"))
+        ApiError::not_found(
+            ErrorCode::UnknownOperation,
+            format!("no operation `{op_id}`"),
+        )
     })?;
     ok(&StoredReports {
         op_id: op_id.to_owned(),
@@ -589,7 +593,7 @@ async fn set_faults(req: HttpRequest, payload: web::Payload, data: Data) -> Answ
     let plan: FaultPlan = read_json(payload, &data, "fault plan").await?;
     data.faults
         .set(plan)
-        .map_err(|e| ApiError::new(422, "bad_fault_plan", e.to_string()))?;
+        .map_err(|e| ApiError::new(422, ErrorCode::BadFaultPlan, e.to_string()))?;
     ok(&data.faults.status())
 }
 

@@ -3,6 +3,7 @@
 //! the per-operation report stores. No HTTP here; every call takes `now` so
 //! the rules (leases, down thresholds, seq handling) are unit-tested directly.
 
+use rdrunner_actors::model::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -380,17 +381,15 @@ impl ControlState {
     }
 
     fn runner(&self, id: &str) -> Result<&RunnerRecord, ApiError> {
-        self.data
-            .runners
-            .get(id)
-            .ok_or_else(|| ApiError::not_found("unknown_runner", format!("no runner `{id}`")))
+        self.data.runners.get(id).ok_or_else(|| {
+            ApiError::not_found(ErrorCode::UnknownRunner, format!("no runner `{id}`"))
+        })
     }
 
     fn runner_mut(&mut self, id: &str) -> Result<&mut RunnerRecord, ApiError> {
-        self.data
-            .runners
-            .get_mut(id)
-            .ok_or_else(|| ApiError::not_found("unknown_runner", format!("no runner `{id}`")))
+        self.data.runners.get_mut(id).ok_or_else(|| {
+            ApiError::not_found(ErrorCode::UnknownRunner, format!("no runner `{id}`"))
+        })
     }
 
     fn replica_status(&self, r: &ReplicaRecord, now: Instant) -> RunnerStatus {
@@ -470,10 +469,9 @@ impl ControlState {
     /// Removes a runner; its token is refused (403) from now on. Operations
     /// it had not claimed yet can no longer run and are failed.
     pub fn delete_runner(&mut self, id: &str) -> Result<(), ApiError> {
-        let record =
-            self.data.runners.remove(id).ok_or_else(|| {
-                ApiError::not_found("unknown_runner", format!("no runner `{id}`"))
-            })?;
+        let record = self.data.runners.remove(id).ok_or_else(|| {
+            ApiError::not_found(ErrorCode::UnknownRunner, format!("no runner `{id}`"))
+        })?;
         self.data.deleted.insert(id.to_owned(), record.token_hash);
         for op in self.data.operations.values_mut() {
             if op.runner == id && op.claimed_by.is_none() && !op.is_terminal() {
@@ -546,7 +544,7 @@ impl ControlState {
     pub fn nodes(&self, project: &str) -> Result<Vec<Node>, ApiError> {
         self.data.projects.get(project).cloned().ok_or_else(|| {
             ApiError::not_found(
-                "unknown_project",
+                ErrorCode::UnknownProject,
                 format!("project `{project}` has no node inventory; PUT /api/v1/projects/{project}/nodes first"),
             )
         })
@@ -574,7 +572,7 @@ impl ControlState {
         if nodes.is_empty() {
             return Err(ApiError::new(
                 422,
-                "no_nodes",
+                ErrorCode::NoNodes,
                 format!(
                     "node filter `{}` matches no node of project `{project}`",
                     req.node_filter
@@ -665,10 +663,9 @@ impl ControlState {
     }
 
     fn execution_record(&self, id: u64) -> Result<&ExecutionRecord, ApiError> {
-        self.data
-            .executions
-            .get(&id)
-            .ok_or_else(|| ApiError::not_found("unknown_execution", format!("no execution {id}")))
+        self.data.executions.get(&id).ok_or_else(|| {
+            ApiError::not_found(ErrorCode::UnknownExecution, format!("no execution {id}"))
+        })
     }
 
     pub fn execution(&self, id: u64) -> Result<ExecutionStatus, ApiError> {
@@ -752,7 +749,7 @@ impl ControlState {
     /// claimed ones get a cancel on the runner's next check-in or report answer.
     pub fn abort(&mut self, id: u64) -> Result<ExecutionStatus, ApiError> {
         let exec = self.data.executions.get_mut(&id).ok_or_else(|| {
-            ApiError::not_found("unknown_execution", format!("no execution {id}"))
+            ApiError::not_found(ErrorCode::UnknownExecution, format!("no execution {id}"))
         })?;
         exec.abort_requested = true;
         let op_ids = exec.operations.clone();
@@ -792,7 +789,7 @@ impl ControlState {
             if constant_time_eq(old, &hash) {
                 return Err(ApiError::new(
                     403,
-                    "runner_deleted",
+                    ErrorCode::RunnerDeleted,
                     format!("runner `{runner_id}` was deleted on the control plane; create a new runner and use its credentials"),
                 ));
             }
@@ -849,7 +846,7 @@ impl ControlState {
             .get_mut(replica_id)
             .ok_or_else(|| {
                 ApiError::not_found(
-                    "unknown_replica",
+                    ErrorCode::UnknownReplica,
                     format!("replica `{replica_id}` is not registered for runner `{runner_id}`; call POST /startup again"),
                 )
             })
@@ -955,7 +952,7 @@ impl ControlState {
         match self.data.operations.get_mut(op_id) {
             Some(op) if op.runner == runner_id => Ok(op),
             _ => Err(ApiError::not_found(
-                "unknown_operation",
+                ErrorCode::UnknownOperation,
                 format!("operation `{op_id}` is not known for runner `{runner_id}`"),
             )),
         }
@@ -973,7 +970,7 @@ impl ControlState {
             Some(owner) if owner == replica_id => return Ok(op.operation.clone()),
             Some(owner) => {
                 return Err(ApiError::conflict(
-                    "taken",
+                    ErrorCode::Taken,
                     format!("operation `{op_id}` is already claimed by replica `{owner}`"),
                 ))
             }
@@ -981,13 +978,13 @@ impl ControlState {
         }
         if op.cancelled_unclaimed {
             return Err(ApiError::conflict(
-                "cancelled",
+                ErrorCode::Cancelled,
                 format!("operation `{op_id}` was aborted before it was claimed"),
             ));
         }
         if op.is_terminal() {
             return Err(ApiError::conflict(
-                "taken",
+                ErrorCode::Taken,
                 format!("operation `{op_id}` has already ended"),
             ));
         }
@@ -1012,7 +1009,7 @@ impl ControlState {
         if req.reports.len() > max {
             return Err(ApiError::new(
                 413,
-                "too_many_reports",
+                ErrorCode::TooManyReports,
                 format!(
                     "{} reports in one batch; at most reportBatchMax = {max}",
                     req.reports.len()
@@ -1048,7 +1045,7 @@ impl ControlState {
             let op = self.own_operation(runner_id, &rep.op_id)?;
             if op.claimed_by.is_none() {
                 return Err(ApiError::conflict(
-                    "not_claimed",
+                    ErrorCode::NotClaimed,
                     format!(
                         "operation `{}` has not been claimed; claim it before reporting",
                         rep.op_id
@@ -1216,7 +1213,8 @@ impl ControlState {
 }
 
 fn parse_filter(text: &str, field: &str) -> Result<NodeFilter, ApiError> {
-    NodeFilter::parse(text).map_err(|e| ApiError::new(400, "bad_filter", format!("`{field}`: {e}")))
+    NodeFilter::parse(text)
+        .map_err(|e| ApiError::new(400, ErrorCode::BadFilter, format!("`{field}`: {e}")))
 }
 
 /// Folds one stored report into the operation's node and terminal state and
