@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use rdrunner::config::TlsConfig;
 use rdrunner::creds::Token;
-use rdrunner::transport::{HttpControlPlane, TransportSettings};
+use rdrunner::transport::{HttpControlPlane, TlsSettings, TransportSettings};
 use rdrunner_actors::model::{CommandStep, ExecutorKind, Node, Step, Stream};
 use rdrunner_actors::{
     AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink, Runtime,
@@ -92,7 +91,7 @@ pub async fn run() -> anyhow::Result<Vec<String>> {
             version: "embed-example".into(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
-            tls: TlsConfig {
+            tls: TlsSettings {
                 ca_file: None,
                 insecure_skip_verify: false,
             },

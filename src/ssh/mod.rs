@@ -22,7 +22,7 @@ mod session;
 mod settings;
 
 pub use auth::{KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
-pub use settings::{KnownHostsPolicy, SshSettings, DEFAULT_KNOWN_HOSTS_FILE};
+pub use settings::{expand_home, KnownHostsPolicy, SshSettings, DEFAULT_KNOWN_HOSTS_FILE};
 
 use rdrunner_actors::model::Step;
 use rdrunner_actors::{
