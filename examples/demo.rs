@@ -36,7 +36,7 @@ const PROJECT: &str = "demo";
 /// The job must end within this, or the demo aborts it and fails.
 const JOB_DEADLINE: Duration = Duration::from_secs(25);
 
-#[allow(dead_code)] // tests/e2e_demo.rs includes this file and calls `demo`.
+#[allow(dead_code)] // tests/e2e/demo.rs includes this file and calls `demo`.
 fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
     let work = match tempfile::Builder::new().prefix("rdrunner-demo-").tempdir() {
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the demo in `work`; `Ok(true)` when the job succeeded.
-/// (`tests/e2e_demo.rs` runs it too.)
+/// (`tests/e2e/demo.rs` runs it too.)
 pub async fn demo(work: &Path) -> anyhow::Result<bool> {
     let t0 = Instant::now();
 

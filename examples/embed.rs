@@ -5,7 +5,7 @@
 //!
 //! `cargo run --example embed`: one job on three in-process "nodes" through
 //! the reference control plane on loopback; exits 0 when it succeeded.
-//! `tests/e2e_embed.rs` runs the same code.
+//! `tests/e2e/embed.rs` runs the same code.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ pub async fn run() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-#[allow(dead_code)] // tests/e2e_embed.rs includes this file and calls `run`.
+#[allow(dead_code)] // tests/e2e/embed.rs includes this file and calls `run`.
 fn main() -> std::process::ExitCode {
     match actix_rt::System::new().block_on(run()) {
         Ok(lines) => {
