@@ -3,11 +3,11 @@
 //! from the runner's key store, live output and abort by process group.
 //!
 //! Codemap: `settings` (the executor's settings and their defaults),
-//! `session` (a connected session, shared by the parts below), `connect`
-//! (TCP and handshake), `host_key` (known_hosts policies), `auth` (key
+//! `session` (a connected session, shared by the parts below), `host_key`
+//! (known_hosts policies), `connect` (TCP and handshake), `auth` (key
 //! store, password, agent), `remote` (the wrapper the step runs in on the
 //! node), `channel` (the output loop and abort), `files` (SFTP upload for
-//! scripts and copy steps). They import one another in that direction only.
+//! scripts and copy steps). Each imports only modules listed before it.
 //!
 //! All libssh2 work is blocking work on the thread that calls `execute`; the
 //! runtime gives every node step a thread of its own.
