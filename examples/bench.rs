@@ -1,5 +1,5 @@
 //! rdrunner's benchmarks against its peers, all on loopback:
-//! `cargo run --release --example bench -- [--quick] [--only NAME]`.
+//! `cargo run --release --example bench -- [--quick | --smoke] [--only NAME]`.
 //!
 //! Starts what it needs (the reference control plane, a private sshd serving
 //! the nodes under distinct names, the runner), measures dispatch latency,
@@ -39,10 +39,34 @@ pub const NAMES: &[&str] = &[
     "jitter",
 ];
 
+/// How much each benchmark does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// The figures of BENCHMARKS.md.
+    Full,
+    /// Smaller samples, same shape (`--quick`).
+    Quick,
+    /// Every suite at a tiny size, to show that the benchmark still runs
+    /// end to end (`--smoke`, part of `scripts/test.sh`): its figures mean
+    /// nothing, it writes no BENCHMARKS.md, and it fails when a suite does.
+    Smoke,
+}
+
+impl Size {
+    /// The value for this size.
+    pub fn pick<T>(self, full: T, quick: T, smoke: T) -> T {
+        match self {
+            Size::Full => full,
+            Size::Quick => quick,
+            Size::Smoke => smoke,
+        }
+    }
+}
+
 /// Parsed command line.
 #[derive(Debug, Clone)]
 pub struct Args {
-    pub quick: bool,
+    pub size: Size,
     pub only: Option<String>,
     /// Run the in-process runtime even when the release binary is there.
     pub in_process: bool,
@@ -52,7 +76,7 @@ pub struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
-        quick: false,
+        size: Size::Full,
         only: None,
         in_process: false,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
@@ -60,7 +84,16 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--quick" => args.quick = true,
+            "--quick" | "--smoke" => {
+                if args.size != Size::Full {
+                    anyhow::bail!("--quick and --smoke are one or the other");
+                }
+                args.size = if a == "--quick" {
+                    Size::Quick
+                } else {
+                    Size::Smoke
+                };
+            }
             "--in-process" => args.in_process = true,
             "--only" => {
                 let name = it.next().context("--only needs a benchmark name")?;
@@ -72,7 +105,8 @@ fn parse_args() -> anyhow::Result<Args> {
             "--out" => args.out = PathBuf::from(it.next().context("--out needs a path")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: cargo run --release --example bench -- [--quick] [--only NAME] [--in-process] [--out FILE]\n\
+                    "usage: cargo run --release --example bench -- [--quick | --smoke] [--only NAME] [--in-process] [--out FILE]\n\
+                     --smoke: every benchmark at a tiny size, to check that it runs (writes no file)\n\
                      benchmarks: {}",
                     NAMES.join(", ")
                 );
@@ -149,6 +183,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("   ({:.1} s)", t.elapsed().as_secs_f64());
         table.rows.extend(rows);
     }
+    if args.size == Size::Smoke {
+        return smoke_verdict(&table, started.elapsed());
+    }
     let command = command_line(&args);
     let markdown = report::markdown(
         &table,
@@ -168,6 +205,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("written to {}", args.out.display());
     Ok(())
+}
+
+/// The end of a smoke run: its figures are not worth a table, but a
+/// benchmark that failed (rather than one whose peer is not installed) fails
+/// the run, so that a change that breaks the benchmark is seen.
+fn smoke_verdict(table: &Table, took: std::time::Duration) -> anyhow::Result<()> {
+    let failed: Vec<String> = table
+        .rows
+        .iter()
+        .filter(|r| r.is_failure())
+        .map(Row::one_line)
+        .collect();
+    println!(
+        "smoke: {} rows, {} failed, {:.1} s",
+        table.rows.len(),
+        failed.len(),
+        took.as_secs_f64()
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("the benchmark smoke run failed:\n{}", failed.join("\n"))
+    }
 }
 
 /// The release binary when it starts and checks in; else the in-process
@@ -202,8 +262,10 @@ async fn choose_runner(nodes: &fixture::Nodes, work: &std::path::Path) -> Runner
 
 fn command_line(args: &Args) -> String {
     let mut c = String::from("cargo run --release --example bench --");
-    if args.quick {
-        c.push_str(" --quick");
+    match args.size {
+        Size::Full => {}
+        Size::Quick => c.push_str(" --quick"),
+        Size::Smoke => c.push_str(" --smoke"),
     }
     if let Some(o) = &args.only {
         c.push_str(&format!(" --only {o}"));

@@ -1,9 +1,10 @@
 //! The whole flow on one machine, in well under a minute: the reference
 //! control plane on loopback, a runner created on it, the runner started in
-//! this process from the daemon's real parts (HTTP transport, disk spool,
-//! local and SSH executors, log files), nodes registered (this host, plus two
-//! SSH nodes on a private sshd when OpenSSH's server is installed), a
-//! three-step job run with its output shown live, then a summary table.
+//! this process from the daemon's own assembly (`rdrunner::daemon`: HTTP
+//! transport, disk spool, local and SSH executors, log files) with a brisk
+//! cadence, nodes registered (this host, plus two SSH nodes on a private
+//! sshd when OpenSSH's server is installed), a three-step job run with its
+//! output shown live, then a summary table.
 //!
 //! `cargo run --release --example demo [-- --keep]`. Everything lives in a
 //! temporary directory that is removed at the end (kept with `--keep`). The
@@ -12,23 +13,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use rdrunner::config::Config;
 use rdrunner::creds::Credentials;
-use rdrunner::local::LocalExecutor;
+use rdrunner::daemon;
 use rdrunner::logging::Logs;
-use rdrunner::spool::DiskSpool;
-use rdrunner::ssh::{KnownHostsPolicy, SshExecutor, SshSettings, KEY_ATTRIBUTE};
-use rdrunner::transport::{HttpControlPlane, TransportSettings};
+use rdrunner::ssh::{KnownHostsPolicy, SshSettings, KEY_ATTRIBUTE};
 use rdrunner_actors::model::{
-    CommandStep, CopyStep, Dispatch, ExecutorKind, Node, ReportBody, ScriptStep, State, Step,
-    Stream,
+    CommandStep, CopyStep, Dispatch, Node, ReportBody, ScriptStep, State, Step, Stream,
 };
-use rdrunner_actors::{Runtime, RuntimeConfig, RuntimeHandle};
+use rdrunner_actors::RuntimeHandle;
 use rdrunner_harness::sshd::{TestSshd, SSHD_PATH};
 use rdrunner_harness::{
     AdminClient, Cadence, CreateRunner, ExecutionStatus, Harness, HarnessConfig, RunState,
@@ -39,7 +36,7 @@ const PROJECT: &str = "demo";
 /// The job must end within this, or the demo aborts it and fails.
 const JOB_DEADLINE: Duration = Duration::from_secs(25);
 
-#[allow(dead_code)] // tests/e2e_demo.rs includes this file and calls `demo`.
+#[allow(dead_code)] // tests/e2e/demo.rs includes this file and calls `demo`.
 fn main() -> ExitCode {
     let keep = std::env::args().any(|a| a == "--keep");
     let work = match tempfile::Builder::new().prefix("rdrunner-demo-").tempdir() {
@@ -65,7 +62,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the demo in `work`; `Ok(true)` when the job succeeded.
-/// (`tests/e2e_demo.rs` runs it too.)
+/// (`tests/e2e/demo.rs` runs it too.)
 pub async fn demo(work: &Path) -> anyhow::Result<bool> {
     let t0 = Instant::now();
 
@@ -150,7 +147,7 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
             .join(", ")
     );
 
-    // 4. The runner, in this process, from the daemon's own parts.
+    // 4. The runner, in this process, from the daemon's own assembly.
     let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings)?;
     section("runner started (HTTP transport, disk spool, local + SSH executors)");
 
@@ -256,46 +253,29 @@ fn start_sshd(work: &Path) -> Option<TestSshd> {
     }
 }
 
-/// Starts the runtime as `rdrunner run` does: credentials from the file,
-/// the HTTP transport, a disk spool and log files under `runner_dir`.
+/// Starts the runner as `rdrunner run` does (`daemon::assemble`: the HTTP
+/// transport, a disk spool, the executors, log files), with its directories
+/// under `runner_dir`, the SSH settings of the demo's nodes and a quick
+/// cadence, so that the demo takes seconds.
 fn start_runner(
     creds_path: &Path,
     runner_dir: &Path,
     ssh: SshSettings,
 ) -> anyhow::Result<(RuntimeHandle, Logs)> {
     let mut cfg = Config::default();
+    cfg.runner.hostname = Some("demo-host".into());
+    cfg.runner.poll_interval = Duration::from_secs(1);
+    cfg.runner.report_interval = Duration::from_millis(50);
+    cfg.runner.kill_grace = Duration::from_secs(1);
+    cfg.http.request_timeout = Duration::from_secs(5);
+    cfg.spool.dir = runner_dir.join("spool");
     cfg.log.dir = runner_dir.join("logs");
+    // The demo prints the output itself; the log stays in its file.
     cfg.log.stderr = false;
+    cfg.ssh = ssh;
     let creds = Credentials::load(creds_path, &[], false)?;
-    let logs = Logs::open(&cfg.log, false)?;
-    let transport = HttpControlPlane::new(
-        TransportSettings::new(&creds, &cfg, env!("CARGO_PKG_VERSION")),
-        &logs.runner,
-    )?;
-    let spool = DiskSpool::open(
-        &runner_dir.join("spool"),
-        cfg.spool.fsync,
-        cfg.spool.segment_bytes,
-    )?;
-    let runtime = Runtime::builder()
-        .config(RuntimeConfig {
-            hostname: "demo-host".into(),
-            poll_interval: Duration::from_secs(1),
-            report_interval: Duration::from_millis(50),
-            kill_grace: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(5),
-            ..RuntimeConfig::default()
-        })
-        .control_plane(Arc::new(transport))
-        .executor(ExecutorKind::Local, Arc::new(LocalExecutor::new()))
-        .executor(
-            ExecutorKind::Ssh,
-            Arc::new(SshExecutor::new(ssh, logs.runner.clone())),
-        )
-        .spool(Box::new(spool))
-        .logger(logs.runner.clone())
-        .operations_logger(logs.operations.clone())
-        .start()?;
+    let logs = Logs::open(&cfg.log, cfg.log.stderr)?;
+    let runtime = daemon::assemble(&cfg, &creds, &logs)?.builder.start()?;
     Ok((runtime, logs))
 }
 

@@ -5,16 +5,15 @@
 //!
 //! `cargo run --example embed`: one job on three in-process "nodes" through
 //! the reference control plane on loopback; exits 0 when it succeeded.
-//! `tests/e2e_embed.rs` runs the same code.
+//! `tests/e2e/embed.rs` runs the same code.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
-use rdrunner::config::TlsConfig;
 use rdrunner::creds::Token;
-use rdrunner::transport::{HttpControlPlane, TransportSettings};
+use rdrunner::transport::{HttpControlPlane, TlsSettings, TransportSettings};
 use rdrunner_actors::model::{CommandStep, ExecutorKind, Node, Step, Stream};
 use rdrunner_actors::{
     AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink, Runtime,
@@ -92,7 +91,7 @@ pub async fn run() -> anyhow::Result<Vec<String>> {
             version: "embed-example".into(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
-            tls: TlsConfig {
+            tls: TlsSettings {
                 ca_file: None,
                 insecure_skip_verify: false,
             },
@@ -133,7 +132,7 @@ pub async fn run() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-#[allow(dead_code)] // tests/e2e_embed.rs includes this file and calls `run`.
+#[allow(dead_code)] // tests/e2e/embed.rs includes this file and calls `run`.
 fn main() -> std::process::ExitCode {
     match actix_rt::System::new().block_on(run()) {
         Ok(lines) => {

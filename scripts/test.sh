@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs what the build and the tests
 # need when it is missing (OpenSSL's headers and pkg-config, which libssh2 is
 # built against; OpenSSH's server, for the SSH tests), then format, lint,
-# tests, the OpenAPI conformance run and a quick seeded chaos run.
+# tests, the OpenAPI conformance run, a smoke run of the benchmark and a quick
+# seeded chaos run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,11 @@ echo "== conformance: docs/openapi.yaml against rdrunner-harness"
 CONFORMANCE_HARNESS_BIN="${CARGO_TARGET_DIR:-target}/debug/rdrunner-harness" scripts/conformance.sh
 echo "== runner.example.toml is a valid configuration"
 cargo run --quiet -- config --check runner.example.toml
+# Every benchmark at a tiny size (well under a minute), so that a change that
+# breaks the benchmark fails here rather than on the next real run. The dev
+# profile reuses the test build; its figures mean nothing and it writes no file.
+echo "== benchmark smoke run"
+cargo run --example bench -- --smoke
 # A quick seeded run of every chaos scenario (fault injection against the
 # real runner); the seed is printed first, so a failure can be replayed.
 CHAOS_SEED="${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"

@@ -16,7 +16,86 @@ use std::sync::{Arc, Mutex};
 
 use slog::Drain;
 
-use crate::config::{LogConfig, LogFormat};
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// The format named as in the configuration (`text`, `json`).
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+
+    /// The name the configuration uses for the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// The level named as in the configuration (`trace` .. `critical`;
+/// `warn` is taken for `warning`).
+pub fn level_from_name(name: &str) -> Option<slog::Level> {
+    match name {
+        "trace" => Some(slog::Level::Trace),
+        "debug" => Some(slog::Level::Debug),
+        "info" => Some(slog::Level::Info),
+        "warning" | "warn" => Some(slog::Level::Warning),
+        "error" => Some(slog::Level::Error),
+        "critical" => Some(slog::Level::Critical),
+        _ => None,
+    }
+}
+
+/// The name the configuration uses for `level`.
+pub fn level_name(level: slog::Level) -> &'static str {
+    match level {
+        slog::Level::Trace => "trace",
+        slog::Level::Debug => "debug",
+        slog::Level::Info => "info",
+        slog::Level::Warning => "warning",
+        slog::Level::Error => "error",
+        slog::Level::Critical => "critical",
+    }
+}
+
+/// Where and how the two logs are written (`[log]`), its defaults written
+/// here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    pub dir: PathBuf,
+    pub format: LogFormat,
+    /// The lowest level written to runner.log (operations.log takes all).
+    pub level: slog::Level,
+    /// A log file is rotated when it reaches this size (bytes).
+    pub rotate_bytes: u64,
+    /// Rotated files kept (`runner.log.1` .. `runner.log.N`).
+    pub keep: u32,
+    /// Also write runner.log's lines to stderr.
+    pub stderr: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            dir: PathBuf::from("./runner/logs"),
+            format: LogFormat::Text,
+            level: slog::Level::Info,
+            rotate_bytes: 10 * 1024 * 1024,
+            keep: 5,
+            stderr: true,
+        }
+    }
+}
 
 /// Name of the operational log.
 pub const RUNNER_LOG: &str = "runner.log";
@@ -215,7 +294,7 @@ fn file_drain(format: LogFormat, file: Arc<Mutex<RotatingFile>>) -> BoxDrain {
 impl Logs {
     /// Opens `runner.log` and `operations.log` under `cfg.dir` (created if
     /// needed); with `stderr`, runner.log's lines go to stderr too.
-    pub fn open(cfg: &LogConfig, stderr: bool) -> Result<Logs, LogError> {
+    pub fn open(cfg: &LogSettings, stderr: bool) -> Result<Logs, LogError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| LogError {
             path: cfg.dir.display().to_string(),
             message: format!("cannot create the directory: {e}"),
@@ -292,8 +371,8 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn cfg(dir: &Path, format: LogFormat, rotate_bytes: u64, keep: u32) -> LogConfig {
-        LogConfig {
+    fn cfg(dir: &Path, format: LogFormat, rotate_bytes: u64, keep: u32) -> LogSettings {
+        LogSettings {
             dir: dir.to_owned(),
             format,
             level: slog::Level::Info,

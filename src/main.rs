@@ -5,26 +5,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rdrunner::config::Config;
 use rdrunner::creds::Credentials;
-use rdrunner::local::LocalExecutor;
+use rdrunner::daemon::{self, VERSION};
 use rdrunner::logging::Logs;
-use rdrunner::spool::DiskSpool;
-use rdrunner::ssh::SshExecutor;
-use rdrunner::transport::{HttpControlPlane, TransportSettings};
-use rdrunner_actors::model::{CheckinRequest, ExecutorKind, Node, ShutdownRequest, StartupRequest};
-use rdrunner_actors::{
-    ControlPlane, ControlPlaneError, NodePredicate, RestartIntensity, Runtime, RuntimeConfig,
-    RuntimeHandle,
-};
+use rdrunner_actors::model::{CheckinRequest, ShutdownRequest, StartupRequest};
+use rdrunner_actors::{ControlPlane, ControlPlaneError, RuntimeHandle};
 use tokio::signal::unix::SignalKind;
-
-const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -146,16 +137,6 @@ fn load_credentials(
         .map_err(fail(EXIT_USAGE))
 }
 
-fn hostname(cfg: &Config) -> String {
-    cfg.runner.hostname.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned())
-    })
-}
-
 /// The exit code for a failed control plane call.
 fn call_failure(what: &str, url: &str, e: ControlPlaneError) -> Failure {
     let code = if e.is_auth() {
@@ -179,7 +160,7 @@ fn check(cli: &Cli) -> Result<(), Failure> {
     let cfg = load_config(cli, &env)?;
     let creds = load_credentials(cli, &cfg, &env)?;
     let (log, _guard) = rdrunner::logging::stderr_logger(slog::Level::Warning);
-    let cp = HttpControlPlane::new(TransportSettings::new(&creds, &cfg, VERSION), &log)
+    let cp = daemon::transport(&cfg, &creds, &log)
         .map_err(anyhow::Error::from)
         .map_err(fail(EXIT_USAGE))?;
     let url = cp.base_url().to_owned();
@@ -187,7 +168,7 @@ fn check(cli: &Cli) -> Result<(), Failure> {
     system.block_on(async {
         let up = cp
             .startup(StartupRequest {
-                hostname: hostname(&cfg),
+                hostname: daemon::hostname(&cfg.runner),
                 version: VERSION.to_owned(),
                 pid: std::process::id(),
                 max_running: cfg.runner.max_running,
@@ -273,72 +254,23 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     result
 }
 
-/// The daemon: the runtime with the HTTPS transport, the executors and the
-/// disk spool, until a drain or an escalation ends it.
+/// The daemon: the assembled runner (see `rdrunner::daemon`), until a
+/// drain or an escalation ends it.
 fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> {
     let log = logs.runner.clone();
-    slog::info!(log, "rdrunner starting";
-        "version" => VERSION,
-        "pid" => std::process::id(),
-        "server" => &creds.server_url,
-        "runner_id" => &creds.runner_id,
-        "max_running" => cfg.runner.max_running,
-        "long_polling" => cfg.runner.long_polling,
-        "allowed_nodes" => cfg.runner.allowed_nodes.as_deref().unwrap_or(".*"),
-        "spool" => %cfg.spool.dir.display(),
-        "logs" => %cfg.log.dir.display());
-    let cp = HttpControlPlane::new(TransportSettings::new(creds, cfg, VERSION), &log)
+    let assembly = daemon::assemble(cfg, creds, logs)
         .map_err(anyhow::Error::from)
         .map_err(fail(EXIT_USAGE))?;
-    let spool = DiskSpool::open(&cfg.spool.dir, cfg.spool.fsync, cfg.spool.segment_bytes)
-        .map_err(|e| anyhow::anyhow!("{e}; check spool.dir"))
-        .map_err(fail(EXIT_USAGE))?;
-    if spool.cut_on_open() > 0 {
-        slog::warn!(log, "the spool ended in a record torn by a crash; it was cut";
-            "bytes" => spool.cut_on_open());
-    }
-    let ssh = SshExecutor::new(cfg.ssh.settings(), log.new(slog::o!("executor" => "ssh")));
-    let allowed_nodes = cfg.runner.allowed_nodes_filter().map(|filter| {
-        let predicate: NodePredicate = Arc::new(move |node: &Node| filter.matches(node));
-        predicate
-    });
-    let runtime_config = RuntimeConfig {
-        hostname: hostname(cfg),
-        version: VERSION.to_owned(),
-        pid: std::process::id(),
-        tags: cfg.runner.tags.clone(),
-        max_running: cfg.runner.max_running,
-        long_polling: cfg.runner.long_polling,
-        poll_interval: cfg.runner.poll_interval,
-        min_checkin_gap: cfg.runner.min_checkin_gap,
-        report_interval: cfg.runner.report_interval,
-        report_batch_max: cfg.runner.report_batch_max,
-        kill_grace: cfg.runner.kill_grace,
-        allowed_nodes,
-        restart_intensity: RestartIntensity {
-            max_restarts: cfg.supervision.max_restarts,
-            within: cfg.supervision.restart_within,
-        },
-        backoff_max: cfg.supervision.backoff_max,
-        request_timeout: cfg.http.request_timeout,
-        ..RuntimeConfig::default()
-    };
-    let drain_timeout = cfg.runner.drain_timeout;
+    let drain_timeout = assembly.drain_timeout;
     let reopener = logs.reopener();
-    let ops_log = logs.operations.clone();
 
     actix_rt::System::new().block_on(async move {
-        let builder = Runtime::builder();
+        let builder = assembly.builder;
+        // Only in builds for the chaos suite: fail points armed from the
+        // environment, on top of the daemon's own assembly.
         #[cfg(feature = "failpoints")]
         let builder = builder.fail_points(fail_points_from_env(&log)?);
         let handle = builder
-            .config(runtime_config)
-            .control_plane(Arc::new(cp))
-            .executor(ExecutorKind::Local, Arc::new(LocalExecutor::new()))
-            .executor(ExecutorKind::Ssh, Arc::new(ssh))
-            .spool(Box::new(spool))
-            .logger(log.clone())
-            .operations_logger(ops_log)
             .start()
             .map_err(anyhow::Error::from)
             .map_err(fail(EXIT_USAGE))?;

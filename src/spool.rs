@@ -25,7 +25,58 @@ use rdrunner_actors::model::Report;
 use rdrunner_actors::{Spool, SpoolError, SpooledOperation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::FsyncPolicy;
+/// When the disk spool calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// After every append.
+    Always,
+    /// In `flush`, before each batch is sent.
+    Batch,
+    /// Never (the OS decides).
+    Never,
+}
+
+impl FsyncPolicy {
+    /// The policy named as in the configuration (`always`, `batch`,
+    /// `never`); `None` for any other name.
+    pub fn from_name(name: &str) -> Option<FsyncPolicy> {
+        match name {
+            "always" => Some(FsyncPolicy::Always),
+            "batch" => Some(FsyncPolicy::Batch),
+            "never" => Some(FsyncPolicy::Never),
+            _ => None,
+        }
+    }
+
+    /// The name the configuration uses for the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Batch => "batch",
+            FsyncPolicy::Never => "never",
+        }
+    }
+}
+
+/// Where the spool lives and how it syncs (`[spool]`), its defaults
+/// written here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolSettings {
+    pub dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    /// Size at which a new segment file is started (bytes).
+    pub segment_bytes: u64,
+}
+
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        SpoolSettings {
+            dir: PathBuf::from("./runner/spool"),
+            fsync: FsyncPolicy::Batch,
+            segment_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
 
 /// Bytes before each record's payload: length and checksum.
 const HEADER: usize = 8;

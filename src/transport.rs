@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,12 +21,11 @@ use rdrunner_actors::model::{
     CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ErrorCode,
     ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse,
 };
-use rdrunner_actors::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError};
+use rdrunner_actors::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, RuntimeConfig};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{ProxyConfig, TlsConfig};
 use crate::creds::{Credentials, Token};
 
 /// Path prefix of the runner API.
@@ -44,7 +43,61 @@ pub enum TransportError {
     Tls(String),
 }
 
-/// What the transport needs; built from the credentials and the config.
+/// The connection to the control plane (`[http]`), its defaults written
+/// here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Deadline of one request; a check-in gets the long-poll hold on top.
+    pub request_timeout: Duration,
+    /// TCP connect + TLS handshake deadline.
+    pub connect_timeout: Duration,
+    /// The HTTP proxy reached with CONNECT, if any.
+    pub proxy: Option<ProxySettings>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            // The runtime bounds every control plane call with the same
+            // deadline: one value, the runtime's.
+            request_timeout: RuntimeConfig::default().request_timeout,
+            connect_timeout: Duration::from_secs(10),
+            proxy: None,
+        }
+    }
+}
+
+/// An HTTP proxy reached with CONNECT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    pub host: String,
+    pub port: u16,
+    /// Host suffixes not proxied (`NO_PROXY` form); `*` = none proxied.
+    pub no_proxy: Vec<String>,
+}
+
+impl ProxySettings {
+    /// Whether a connection to `host` goes through the proxy.
+    pub fn applies_to(&self, host: &str) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        !self.no_proxy.iter().any(|n| {
+            n == "*" || host == n || host.ends_with(&format!(".{}", n.trim_start_matches('.')))
+        })
+    }
+}
+
+/// How the control plane's certificate is checked (`[tls]`); the default
+/// trusts the public roots and the system bundle.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// PEM bundle of extra trusted CAs (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Turns certificate verification off. Never in production.
+    pub insecure_skip_verify: bool,
+}
+
+/// What the transport needs: who the runner is (its credentials) and how
+/// to reach the control plane.
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
     /// e.g. `https://cp.example:4443`, no trailing slash.
@@ -55,21 +108,21 @@ pub struct TransportSettings {
     pub version: String,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
-    pub tls: TlsConfig,
-    pub proxy: Option<ProxyConfig>,
+    pub tls: TlsSettings,
+    pub proxy: Option<ProxySettings>,
 }
 
 impl TransportSettings {
-    pub fn new(creds: &Credentials, cfg: &crate::config::Config, version: &str) -> Self {
+    pub fn new(creds: &Credentials, http: &HttpSettings, tls: &TlsSettings, version: &str) -> Self {
         TransportSettings {
             server_url: creds.server_url.clone(),
             runner_id: creds.runner_id.clone(),
             token: creds.token.clone(),
             version: version.to_owned(),
-            request_timeout: cfg.http.request_timeout,
-            connect_timeout: cfg.http.connect_timeout,
-            tls: cfg.tls.clone(),
-            proxy: cfg.http.proxy.clone(),
+            request_timeout: http.request_timeout,
+            connect_timeout: http.connect_timeout,
+            tls: tls.clone(),
+            proxy: http.proxy.clone(),
         }
     }
 }
@@ -265,7 +318,7 @@ fn send_error(url: &str, e: awc::error::SendRequestError, deadline: Duration) ->
 /// TCP connection for awc, directly or through the proxy's CONNECT tunnel.
 async fn connect_tcp(
     req: ConnectInfo<Uri>,
-    proxy: Option<ProxyConfig>,
+    proxy: Option<ProxySettings>,
     timeout: Duration,
 ) -> Result<Connection<Uri, TcpStream>, TcpConnectError> {
     let uri = req.request().clone();
@@ -344,7 +397,7 @@ async fn connect_tcp(
 
 /// The rustls client config: webpki roots + the system bundle when there is
 /// one + `tls.caFile`; or no verification when explicitly asked.
-pub fn client_tls_config(tls: &TlsConfig) -> Result<rustls::ClientConfig, TransportError> {
+pub fn client_tls_config(tls: &TlsSettings) -> Result<rustls::ClientConfig, TransportError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -53,11 +53,14 @@ pub struct RestartIntensity {
     pub within: Duration,
 }
 
+/// 5 restarts within 60 s: the default the daemon documents
+/// (`supervision.maxRestarts`, `supervision.restartWithinMs`) and takes
+/// from here.
 impl Default for RestartIntensity {
     fn default() -> Self {
         RestartIntensity {
             max_restarts: 5,
-            within: Duration::from_secs(10),
+            within: Duration::from_secs(60),
         }
     }
 }

@@ -266,9 +266,10 @@ impl Plane {
 pub enum RunnerKind {
     /// The release binary (`rdrunner run`).
     Binary(PathBuf),
-    /// This benchmark program re-executed with [`CHILD_FLAG`]: the same
-    /// transport, executors, spool and runtime as the binary, in a process of
-    /// its own so that its memory and CPU are measured alone.
+    /// This benchmark program re-executed with [`CHILD_FLAG`]: the daemon's
+    /// own assembly (`rdrunner::daemon`) from the same runner.toml, as the
+    /// binary builds it, in a process of its own so that its memory and CPU
+    /// are measured alone.
     InProcess,
 }
 
@@ -277,7 +278,7 @@ impl RunnerKind {
         match self {
             RunnerKind::Binary(p) => format!("release binary {}", p.display()),
             RunnerKind::InProcess => {
-                "in-process runtime (this benchmark re-executed as the runner: HTTP transport, SSH and local executors, disk spool)".into()
+                "in-process runtime (this benchmark re-executed as the runner, built by the daemon's own assembly from the same runner.toml)".into()
             }
         }
     }

@@ -69,6 +69,12 @@ impl Row {
         Row::missing(bench, "-", "-", &format!("failed: {why}"))
     }
 
+    /// Whether the row says its measurement failed (as opposed to a peer
+    /// that is not installed or a figure that does not apply).
+    pub fn is_failure(&self) -> bool {
+        matches!(&self.figure, Figure::Missing(why) if why.starts_with("failed"))
+    }
+
     pub fn one_line(&self) -> String {
         let fig = match &self.figure {
             Figure::Measured(s) => s.clone(),

@@ -17,7 +17,7 @@ use crate::fixture::{
 use crate::measure::{mib, ms, proc_usage, wall_ns, Samples};
 use crate::peers;
 use crate::report::Row;
-use crate::Args;
+use crate::{Args, Size};
 
 /// What every benchmark gets.
 pub struct Env {
@@ -28,8 +28,22 @@ pub struct Env {
 }
 
 impl Env {
-    fn quick(&self) -> bool {
-        self.args.quick
+    fn size(&self) -> Size {
+        self.args.size
+    }
+
+    /// The control plane's cadence for the idle and load benchmarks: the
+    /// default, but a smoke run holds check-ins 1 s so that its few seconds
+    /// see several of them.
+    fn checkin_cadence(&self) -> Cadence {
+        self.size().pick(
+            Cadence::default(),
+            Cadence::default(),
+            Cadence {
+                long_poll_ms: 1000,
+                ..Cadence::default()
+            },
+        )
     }
 
     fn runner_label(&self) -> &'static str {
@@ -208,7 +222,7 @@ fn latency_rows(
 // ---- 1. dispatch latency -------------------------------------------------
 
 async fn dispatch(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let (long_ops, plain_ops) = if env.quick() { (40, 15) } else { (200, 200) };
+    let (long_ops, plain_ops) = env.size().pick((200, 200), (40, 15), (3, 2));
     let mut rows = Vec::new();
     let label = env.runner_label();
     match dispatch_samples(env, true, long_ops).await {
@@ -319,7 +333,7 @@ async fn dispatch_samples(env: &Env, long: bool, ops: usize) -> anyhow::Result<S
 /// report being stored at the control plane, seen by polling the harness's
 /// store every millisecond.
 async fn report_latency(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let lines = if env.quick() { 200 } else { 1000 };
+    let lines = env.size().pick(1000, 200, 20);
     let nodes = env.nodes.ssh_nodes(1);
     let (plane, _runner) = env
         .start(
@@ -409,10 +423,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// `true` on N nodes, threadCount N and 32: rdrunner against OpenSSH's
 /// client under `xargs -P` (the floor) and against Ansible.
 async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let reps = if env.quick() { 1 } else { 3 };
-    let mut nodes = env.nodes.ssh_nodes(200);
-    for n in nodes.iter_mut().take(50) {
-        n.tags.push("first50".into());
+    let reps = env.size().pick(3, 1, 1);
+    // (a subset of the nodes, all of them); each at full width and 32 at a time.
+    let (small, large, narrow) = env.size().pick((50, 200, 32), (50, 200, 32), (4, 8, 2));
+    let mut nodes = env.nodes.ssh_nodes(large);
+    for n in nodes.iter_mut().take(small) {
+        n.tags.push("subset".into());
     }
     // The peers are measured even when the runner cannot start.
     let started = env
@@ -427,10 +443,15 @@ async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
     let have_ansible = peers::installed("ansible");
     let label = env.runner_label();
     let mut rows = Vec::new();
-    for (n, threads) in [(50usize, 50usize), (50, 32), (200, 200), (200, 32)] {
+    for (n, threads) in [
+        (small, small),
+        (small, narrow),
+        (large, large),
+        (large, narrow),
+    ] {
         let bench = format!("fan-out N={n}, {threads} at a time");
-        let filter = if n == 50 {
-            "tags: first50"
+        let filter = if n == small {
+            "tags: subset"
         } else {
             "tags: ssh"
         };
@@ -564,11 +585,7 @@ async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
 const LINE_BYTES: u64 = 1000;
 
 async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let size: u64 = if env.quick() {
-        100_000_000
-    } else {
-        1_000_000_000
-    };
+    let size: u64 = env.size().pick(1_000_000_000, 100_000_000, 1_000_000);
     let lines = size / LINE_BYTES;
     let cmd = format!(
         "yes \"$(printf '%0{}d' 0)\" | head -c {size}",
@@ -630,7 +647,10 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
             }
         }
         if Instant::now() > deadline {
-            bail!("the 1 GB step did not end within 30 minutes");
+            bail!(
+                "the {} MB step did not end within 30 minutes",
+                size / 1_000_000
+            );
         }
         actix_rt::time::sleep(Duration::from_millis(5)).await;
     };
@@ -693,19 +713,24 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
 // ---- 5. footprint --------------------------------------------------------
 
 async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let window = Duration::from_secs(if env.quick() { 10 } else { 60 });
+    let window = Duration::from_secs(env.size().pick(60, 10, 2));
     let label = env.runner_label();
     let bench = format!("footprint, idle {} s", window.as_secs());
     let (plane, runner) = env
         .start(
             "footprint",
-            Cadence::default(),
+            env.checkin_cadence(),
             &[],
             RunnerOptions::default(),
         )
         .await?;
     // Settle: the first check-ins and allocations are startup, not idle.
-    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    actix_rt::time::sleep(env.size().pick(
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+        Duration::from_millis(500),
+    ))
+    .await;
     let u0 = proc_usage(runner.pid()).context("runner gone")?;
     let c0 = plane.checkins().len();
     let mut max_rss = u0.rss_kib;
@@ -776,11 +801,11 @@ async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
 // ---- 6. check-in jitter under load -------------------------------------
 
 async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let window = Duration::from_secs(if env.quick() { 20 } else { 60 });
-    let per_kind = 250usize;
+    let window = Duration::from_secs(env.size().pick(60, 20, 3));
+    let per_kind = env.size().pick(250usize, 250, 5);
     let mut nodes = Nodes::local_nodes("quiet", per_kind, "quiet");
     nodes.extend(Nodes::local_nodes("loud", per_kind, "loud"));
-    let cadence = Cadence::default();
+    let cadence = env.checkin_cadence();
     let interval = Duration::from_millis(cadence.long_poll_ms);
     let (plane, _runner) = env
         .start("jitter", cadence, &nodes, RunnerOptions::default())
@@ -812,7 +837,7 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
             break (sa, sb);
         }
         if Instant::now() > deadline {
-            bail!("the 500 node steps did not end in time");
+            bail!("the {} node steps did not end in time", 2 * per_kind);
         }
         actix_rt::time::sleep(Duration::from_millis(200)).await;
     };
@@ -829,7 +854,7 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
         bail!("fewer than two check-ins during the load");
     }
     let s = Samples::new(gaps);
-    let bench = format!("check-in jitter, 500 local steps, {secs} s");
+    let bench = format!("check-in jitter, {} local steps, {secs} s", 2 * per_kind);
     let label = env.runner_label();
     let bound = interval + Duration::from_millis(250);
     let max = s.max().expect("gaps");
@@ -839,7 +864,7 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
             label,
             "node steps running at once (max seen)",
             max_running.to_string(),
-            "500",
+            &(2 * per_kind).to_string(),
             Some(max_running == 2 * per_kind),
         ),
         Row::measured(

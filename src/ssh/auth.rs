@@ -8,8 +8,8 @@ use std::path::{Component, Path, PathBuf};
 use rdrunner_actors::model::Node;
 use rdrunner_actors::{ExecutorError, ExecutorErrorKind};
 
-use super::connect::Connection;
-use super::{expand_home, SshSettings};
+use super::session::Connection;
+use super::settings::{expand_home, SshSettings};
 
 /// Node attribute naming a private key file in the key store.
 pub const KEY_ATTRIBUTE: &str = "ssh-key-storage-path";

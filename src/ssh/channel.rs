@@ -19,9 +19,9 @@ use rdrunner_actors::{
 use slog::{debug, warn, Logger};
 use ssh2::BlockDirections;
 
-use super::connect::{millis, Connection};
 use super::remote::{self, MarkerFilter, Record};
-use super::{reason_text, SshSettings};
+use super::session::{millis, Connection};
+use super::settings::SshSettings;
 
 /// How long one wait on the socket lasts at most: the abort latency.
 const POLL_TICK: Duration = Duration::from_millis(50);
@@ -29,6 +29,15 @@ const POLL_TICK: Duration = Duration::from_millis(50);
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 /// Read buffer per call; memory per step stays near this plus a line.
 const CHUNK: usize = 32 * 1024;
+
+/// How an abort reason reads in a step's message.
+pub(crate) fn reason_text(reason: AbortReason) -> &'static str {
+    match reason {
+        AbortReason::Cancelled => "cancelled",
+        AbortReason::TimedOut => "step timed out",
+        AbortReason::Shutdown => "runner shutting down",
+    }
+}
 
 /// What a step run needs from its executor and connection.
 pub(crate) struct Runner<'a> {

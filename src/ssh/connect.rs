@@ -3,36 +3,15 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::AsRawFd;
 
 use rdrunner_actors::model::Node;
 use rdrunner_actors::{ExecutorError, ExecutorErrorKind};
 use ssh2::{ErrorCode, Session};
 
-use super::SshSettings;
-
-/// libssh2's error code for a blocking call that ran past `set_timeout`.
-pub(crate) const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
-
-/// An SSH session to one node, handshake done, not yet authenticated.
-pub(crate) struct Connection {
-    pub session: Session,
-    /// The socket under the session, for waiting on it in the output loop.
-    pub fd: RawFd,
-    pub host: String,
-    pub port: u16,
-    /// `host:port`, for messages.
-    pub target: String,
-    pub node: String,
-}
-
-impl Connection {
-    /// Says goodbye politely; the socket closes when the session drops.
-    pub fn disconnect(&self) {
-        self.session.set_blocking(true);
-        let _ = self.session.disconnect(None, "node step finished", None);
-    }
-}
+use super::host_key;
+use super::session::{millis, Connection, LIBSSH2_ERROR_TIMEOUT};
+use super::settings::SshSettings;
 
 /// The host and port to dial for `node`: `hostname` may carry a `:port`
 /// (when `port` is not set) or be a bracketed IPv6 address.
@@ -100,7 +79,7 @@ pub(crate) fn connect(node: &Node, settings: &SshSettings) -> Result<Connection,
     })?;
     // The handshake is part of connecting: bounded by the connect timeout.
     session.set_timeout(millis(settings.connect_timeout));
-    super::host_key::prefer_known_types(&session, settings, &host, port);
+    host_key::prefer_known_types(&session, settings, &host, port);
     session.set_tcp_stream(tcp);
     session.handshake().map_err(|e| {
         if e.code() == ErrorCode::Session(LIBSSH2_ERROR_TIMEOUT) {
@@ -186,11 +165,6 @@ fn resolve_error(node: &str, host: &str, why: &str) -> ExecutorError {
         ExecutorErrorKind::NameResolution,
         format!("cannot resolve hostname '{host}' of node '{node}': {why}; check the node's hostname and the runner's DNS"),
     )
-}
-
-/// A duration as libssh2's millisecond timeout (0 would mean "none").
-pub(crate) fn millis(d: std::time::Duration) -> u32 {
-    d.as_millis().clamp(1, u32::MAX as u128) as u32
 }
 
 #[cfg(test)]

@@ -14,8 +14,7 @@ use rdrunner_actors::{
 use slog::{debug, warn};
 use ssh2::{FileStat, OpenFlags, OpenType, Sftp};
 
-use super::channel::Runner;
-use super::reason_text;
+use super::channel::{reason_text, Runner};
 
 /// Upload chunk: the abort signal is looked at between chunks.
 const UPLOAD_CHUNK: usize = 64 * 1024;

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use slog::{info, warn, Logger};
 use ssh2::{CheckResult, KnownHostFileKind, MethodType, Session};
 
-use super::connect::Connection;
-use super::{expand_home, KnownHostsPolicy, SshSettings};
+use super::session::Connection;
+use super::settings::{expand_home, KnownHostsPolicy, SshSettings};
 
 /// Serialises appends to the runner's known_hosts across node steps.
 static ACCEPT_LOCK: Mutex<()> = Mutex::new(());

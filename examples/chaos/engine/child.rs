@@ -1,8 +1,11 @@
 //! The runner under test, as a process of its own: the chaos executable
-//! started again with `--runner-child CONFIG_JSON` runs rdrunner's actors
-//! with the real awc transport, the disk spool and the local and SSH
-//! executors, so that a scenario can `kill -9` it, restart it on the same
-//! spool, and measure its peak RSS alone.
+//! started again with `--runner-child CONFIG_JSON` runs the daemon's own
+//! assembly (`rdrunner::daemon`: the real awc transport, the disk spool, the
+//! local and SSH executors, runner.log and operations.log), so that a
+//! scenario can `kill -9` it, restart it on the same spool, and measure its
+//! peak RSS alone. What differs from the daemon is said on top of the
+//! assembled builder: the fail points, and the deliberate breaks
+//! (`--break`) that wrap the transport or the local executor.
 //!
 //! It prints `STATS {json}` lines on stdout (every 100 ms and at the end)
 //! and ends with the daemon's exit codes: 0 after a drain (asked by closing
@@ -13,20 +16,20 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdrunner::config::{FsyncPolicy, TlsConfig};
-use rdrunner::creds::Token;
+use rdrunner::config::Config;
+use rdrunner::creds::{Credentials, Token};
+use rdrunner::daemon;
 use rdrunner::local::LocalExecutor;
-use rdrunner::spool::DiskSpool;
-use rdrunner::ssh::{KnownHostsPolicy, SshExecutor, SshSettings};
-use rdrunner::transport::{HttpControlPlane, TransportSettings};
+use rdrunner::logging::Logs;
+use rdrunner::ssh::KnownHostsPolicy;
+use rdrunner::transport::HttpControlPlane;
 use rdrunner_actors::model::{
     CheckinRequest, CheckinResponse, ExecutorKind, ReportBody, ReportsRequest, ReportsResponse,
     ShutdownRequest, StartupRequest, StartupResponse,
 };
 use rdrunner_actors::{
     AbortSignal, CallResult, ClaimOutcome, ControlPlane, ExecutorError, FailAction, FailPoints,
-    NodeExecutor, OutputSink, RestartIntensity, Runtime, RuntimeConfig, RuntimeError, StepOutcome,
-    StepRequest,
+    NodeExecutor, OutputSink, RestartIntensity, RuntimeError, StepOutcome, StepRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +66,8 @@ pub struct ChildConfig {
     pub runner_id: String,
     pub token: String,
     pub spool_dir: PathBuf,
-    pub log_file: PathBuf,
+    /// Where runner.log and operations.log go.
+    pub log_dir: PathBuf,
     pub max_running: u32,
     pub request_timeout_ms: u64,
     pub backoff_max_ms: u64,
@@ -98,62 +102,74 @@ pub fn child_main(config_json: &str) -> i32 {
     system.block_on(run(config))
 }
 
-fn logger(path: &PathBuf) -> slog::Logger {
-    use slog::Drain;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("the chaos runner log file opens");
-    let decorator = slog_term::PlainDecorator::new(file);
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
-    let drain = slog_async::Async::new(drain).build().fuse();
-    slog::Logger::root(drain, slog::o!())
+/// The daemon's configuration for a chaos runner: the defaults, with the
+/// quicker cadence, deadlines and restart window the scenarios are timed
+/// for.
+fn runner_config(config: &ChildConfig) -> Config {
+    let mut cfg = Config::default();
+    cfg.runner.hostname = Some("chaos".into());
+    cfg.runner.max_running = config.max_running;
+    cfg.runner.report_interval = Duration::from_millis(100);
+    cfg.runner.kill_grace = Duration::from_millis(config.kill_grace_ms);
+    // A fault that keeps firing escalates within a scenario's fault window.
+    cfg.supervision.restart_intensity = RestartIntensity {
+        max_restarts: 5,
+        within: Duration::from_secs(10),
+    };
+    cfg.supervision.backoff_max = Duration::from_millis(config.backoff_max_ms);
+    cfg.http.request_timeout = Duration::from_millis(config.request_timeout_ms);
+    cfg.http.connect_timeout = Duration::from_secs(2);
+    cfg.spool.dir = config.spool_dir.clone();
+    cfg.spool.segment_bytes = 4 << 20;
+    cfg.log.dir = config.log_dir.clone();
+    cfg.log.level = slog::Level::Debug;
+    // stdout carries the STATS lines; stderr is kept for panics.
+    cfg.log.stderr = false;
+    if let Some(ssh) = &config.ssh {
+        cfg.ssh.key_store = ssh.key_store.clone();
+        cfg.ssh.known_hosts_policy = KnownHostsPolicy::Strict;
+        cfg.ssh.known_hosts_file = ssh.known_hosts_file.clone();
+        cfg.ssh.accepted_hosts_file = ssh.key_store.join("accepted_hosts");
+        cfg.ssh.default_user = ssh.user.clone();
+        // Generous: dozens of handshakes at once on a loaded machine.
+        cfg.ssh.connect_timeout = Duration::from_secs(20);
+        cfg.ssh.call_timeout = Duration::from_secs(ssh.call_timeout_s);
+        cfg.ssh.keepalive_interval = Duration::from_secs(2);
+        cfg.ssh.use_agent = false;
+    }
+    cfg
 }
 
 async fn run(config: ChildConfig) -> i32 {
-    let log = logger(&config.log_file);
-    let settings = TransportSettings {
-        server_url: config.server_url.clone(),
+    let cfg = runner_config(&config);
+    let creds = Credentials {
         runner_id: config.runner_id.clone(),
         token: Token::new(config.token.clone()),
-        version: "chaos".into(),
-        request_timeout: Duration::from_millis(config.request_timeout_ms),
-        connect_timeout: Duration::from_secs(2),
-        tls: TlsConfig {
-            ca_file: None,
-            insecure_skip_verify: false,
-        },
-        proxy: None,
+        server_url: config.server_url.clone(),
     };
-    let transport = match HttpControlPlane::new(settings, &log) {
-        Ok(t) => t,
+    let logs = match Logs::open(&cfg.log, cfg.log.stderr) {
+        Ok(l) => l,
         Err(e) => {
-            eprintln!("chaos runner child: transport: {e}");
+            eprintln!("chaos runner child: {e}");
             return 2;
         }
     };
-    let control_plane: Arc<dyn ControlPlane> = if config.breaks.iter().any(|b| b == "drop-report") {
-        Arc::new(DropOneReport::new(transport))
-    } else if config.breaks.iter().any(|b| b == "duplicate-report") {
-        Arc::new(DuplicateOneReport::new(transport))
-    } else if config.breaks.iter().any(|b| b == "drop-terminal") {
-        Arc::new(DropTerminal {
-            inner: transport,
-            dropped: Mutex::new(std::collections::HashMap::new()),
-        })
-    } else {
-        Arc::new(transport)
-    };
-    let spool = match DiskSpool::open(&config.spool_dir, FsyncPolicy::Batch, 4 << 20) {
-        Ok(s) => s,
+    let code = serve(&config, &cfg, &creds, &logs).await;
+    logs.shutdown();
+    code
+}
+
+async fn serve(config: &ChildConfig, cfg: &Config, creds: &Credentials, logs: &Logs) -> i32 {
+    let assembly = match daemon::assemble(cfg, creds, logs) {
+        Ok(a) => a,
         Err(e) => {
-            eprintln!("chaos runner child: spool: {e}");
+            eprintln!("chaos runner child: {e}");
             return 2;
         }
     };
+    let breaks = &config.breaks;
     // `--break hog-memory`: 200 MB the runner holds and touches, as a leak would.
-    let _hog: Vec<u8> = if config.breaks.iter().any(|b| b == "hog-memory") {
+    let _hog: Vec<u8> = if breaks.iter().any(|b| b == "hog-memory") {
         vec![1u8; 200 << 20]
     } else {
         Vec::new()
@@ -170,51 +186,24 @@ async fn run(config: ChildConfig) -> i32 {
             None => fail_points.set(&fp.name, action),
         }
     }
-    let local: Arc<dyn NodeExecutor> = if config.breaks.iter().any(|b| b == "leak-process") {
-        Arc::new(LeakOnAbort(Arc::new(LocalExecutor::new())))
-    } else {
-        Arc::new(LocalExecutor::new())
-    };
-    let mut builder = Runtime::builder()
-        .config(RuntimeConfig {
-            hostname: "chaos".into(),
-            version: "chaos".into(),
-            max_running: config.max_running,
-            poll_interval: Duration::from_secs(5),
-            report_interval: Duration::from_millis(100),
-            kill_grace: Duration::from_millis(config.kill_grace_ms),
-            restart_intensity: RestartIntensity {
-                max_restarts: 5,
-                within: Duration::from_secs(10),
-            },
-            backoff_max: Duration::from_millis(config.backoff_max_ms),
-            backoff_initial: Duration::from_millis(100),
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
-            flush_timeout: Duration::from_secs(10),
-            ..RuntimeConfig::default()
-        })
-        .control_plane(control_plane)
-        .spool(Box::new(spool))
-        .executor(ExecutorKind::Local, local)
-        .logger(log.clone())
-        .fail_points(fail_points);
-    if let Some(ssh) = &config.ssh {
-        let settings = SshSettings {
-            key_store: ssh.key_store.clone(),
-            known_hosts_policy: KnownHostsPolicy::Strict,
-            known_hosts_file: ssh.known_hosts_file.clone(),
-            accepted_hosts_file: ssh.key_store.join("accepted_hosts"),
-            default_user: ssh.user.clone(),
-            // Generous: dozens of handshakes at once on a loaded machine.
-            connect_timeout: Duration::from_secs(20),
-            call_timeout: Duration::from_secs(ssh.call_timeout_s),
-            keepalive_interval: Duration::from_secs(2),
-            use_agent: false,
-            ..SshSettings::default()
-        };
+    // On top of the daemon's assembly: the scenario's fail points, and the
+    // deliberate breaks, each replacing one part with a broken wrapper.
+    let mut builder = assembly.builder.fail_points(fail_points);
+    let transport = assembly.transport;
+    if breaks.iter().any(|b| b == "drop-report") {
+        builder = builder.control_plane(Arc::new(DropOneReport::new(transport)));
+    } else if breaks.iter().any(|b| b == "duplicate-report") {
+        builder = builder.control_plane(Arc::new(DuplicateOneReport::new(transport)));
+    } else if breaks.iter().any(|b| b == "drop-terminal") {
+        builder = builder.control_plane(Arc::new(DropTerminal {
+            inner: transport,
+            dropped: Mutex::new(std::collections::HashMap::new()),
+        }));
+    }
+    if breaks.iter().any(|b| b == "leak-process") {
         builder = builder.executor(
-            ExecutorKind::Ssh,
-            Arc::new(SshExecutor::new(settings, log.clone())),
+            ExecutorKind::Local,
+            Arc::new(LeakOnAbort(Arc::new(LocalExecutor::new()))),
         );
     }
     let handle = match builder.start() {

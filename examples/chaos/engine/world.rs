@@ -241,7 +241,7 @@ impl World {
             runner_id: self.runner_id.clone(),
             token: self.token.clone(),
             spool_dir: self.spool_dir(),
-            log_file: self.dir.path().join("runner.log"),
+            log_dir: self.dir.path().to_path_buf(),
             max_running: 50,
             request_timeout_ms: 5000,
             backoff_max_ms: BACKOFF_MAX_MS,

@@ -297,8 +297,6 @@ impl TestSshd {
     fn spawn(&mut self) -> io::Result<()> {
         let config = self.write_config()?;
         let log = self.dir.join("sshd.log");
-        // `-E` appends: look only at what this run of sshd writes.
-        let log_start = self.log().len();
         // sshd needs an absolute path to re-execute itself per connection.
         let mut child = Command::new(SSHD_PATH)
             .arg("-D")
@@ -312,7 +310,6 @@ impl TestSshd {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {SSHD_PATH}: {e}")))?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let listening = format!("Server listening on 127.0.0.1 port {}.", self.port);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -322,15 +319,11 @@ impl TestSshd {
                     self.log()
                 )));
             }
-            // The open port alone could be another server that took the
-            // port between our probe and sshd's bind: only sshd's own log
-            // line proves the listener is ours.
-            if self
-                .log()
-                .get(log_start..)
-                .is_some_and(|l| l.contains(&listening))
-                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-            {
+            // Ready when the port's listener is this sshd's (another
+            // process may have taken the port between our probe and sshd's
+            // bind) and it greets like an SSH server. Neither depends on
+            // the server's LogLevel, which callers may turn down.
+            if listener_owned_by(child.id(), self.port) != Some(false) && greets_with_ssh(&addr) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -351,6 +344,53 @@ impl TestSshd {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Whether the process `pid` holds the socket listening on loopback `port`
+/// (from `/proc/net/tcp` and `/proc/PID/fd`); `None` when `/proc` cannot
+/// tell.
+fn listener_owned_by(pid: u32, port: u16) -> Option<bool> {
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    // Columns: sl local_address rem_address st ... inode (the tenth).
+    let inode = table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&local.as_str()) && cols.get(3) == Some(&"0A"))
+            .then(|| cols.get(9).map(|i| i.to_string()))
+            .flatten()
+    });
+    let Some(inode) = inode else {
+        return Some(false);
+    };
+    let wanted = format!("socket:[{inode}]");
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(fds.flatten().any(|fd| {
+        fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted.as_str())
+    }))
+}
+
+/// Whether the server at `addr` accepts a connection and sends an SSH-2.0
+/// identification line, within a second.
+fn greets_with_ssh(addr: &SocketAddr) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    if stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .is_err()
+    {
+        return false;
+    }
+    let mut greeting = Vec::new();
+    let mut buf = [0u8; 256];
+    while !greeting.contains(&b'\n') && greeting.len() < 256 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => greeting.extend_from_slice(&buf[..n]),
+        }
+    }
+    greeting.starts_with(b"SSH-2.0-")
 }
 
 impl Drop for TestSshd {
@@ -424,6 +464,37 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = s.read(&mut buf)?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    #[test]
+    fn is_ready_whatever_its_log_level() {
+        // The benchmark runs its sshd with LogLevel ERROR, which writes no
+        // "Server listening" line.
+        let dir = tempfile::tempdir().unwrap();
+        let sshd = TestSshd::start_with(
+            dir.path(),
+            SshdOptions {
+                extra_config: vec!["LogLevel ERROR".to_owned()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(banner(sshd.port()).unwrap().starts_with("SSH-2.0-OpenSSH"));
+        assert!(!sshd.log().contains("Server listening"), "{}", sshd.log());
+    }
+
+    #[test]
+    fn a_port_held_by_another_process_is_not_taken_for_ours() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // This test process holds the listener; a child of ours does not.
+        assert_eq!(listener_owned_by(std::process::id(), port), Some(true));
+        let mut other = Command::new("sleep").arg("5").spawn().unwrap();
+        assert_eq!(listener_owned_by(other.id(), port), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+        // It accepts but never greets: not an SSH server.
+        assert!(!greets_with_ssh(&listener.local_addr().unwrap()));
     }
 
     #[test]

@@ -3,11 +3,9 @@
 //! What ran is checked on the nodes themselves (a timeline file the steps
 //! append to) and in what the control plane stored.
 
-mod e2e_support;
-
 use std::collections::BTreeMap;
 
-use e2e_support::{Runner, World, PROJECT};
+use crate::support::{Runner, World, PROJECT};
 use rdrunner_actors::model::{CommandStep, Dispatch, ReportBody, Step};
 use rdrunner_harness::{ExecutionStatus, RunState, SubmitExecution};
 

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-const PROTOCOL: &str = include_str!("../../docs/protocol.md");
+const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
 
 /// Fenced blocks opened with "```json LABEL", as (label, body, line).
 fn labelled_blocks(md: &str) -> Vec<(String, String, usize)> {

@@ -1,12 +1,9 @@
 //! Script and copy steps over SFTP against a real sshd on loopback.
 
-#[path = "common/ssh_fixture.rs"]
-mod fixture;
-
 use std::os::unix::fs::PermissionsExt;
 
+use crate::fixture::*;
 use base64::Engine;
-use fixture::*;
 use rdrunner_actors::model::{CopyStep, ScriptStep, Step};
 use rdrunner_actors::{AbortSignal, ExecutorErrorKind, StepOutcome};
 

@@ -1,14 +1,11 @@
 //! Reaching and logging in to a node with the SSH executor: credentials
 //! from the key store, host key policies, and each connection failure class.
 
-#[path = "common/ssh_fixture.rs"]
-mod fixture;
-
 use std::fs;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use fixture::*;
+use crate::fixture::*;
 use rdrunner::ssh::KnownHostsPolicy;
 use rdrunner_actors::{ExecutorErrorKind, StepOutcome};
 use rdrunner_harness::sshd::SshdOptions;

@@ -2,16 +2,19 @@
 //! newcomer runs first keeps working: the job succeeds on every node and
 //! the copy step left its file on each.
 
-#[path = "../examples/demo.rs"]
-mod demo;
+#[path = "../../examples/demo.rs"]
+mod example;
 
 #[actix_rt::test]
 async fn the_demo_job_succeeds() {
     let work = tempfile::tempdir().unwrap();
-    let ok = tokio::time::timeout(std::time::Duration::from_secs(60), demo::demo(work.path()))
-        .await
-        .expect("the demo ends within 60 s")
-        .expect("the demo runs");
+    let ok = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        example::demo(work.path()),
+    )
+    .await
+    .expect("the demo ends within 60 s")
+    .expect("the demo runs");
     assert!(ok, "the demo's job did not succeed");
     let copied: Vec<_> = std::fs::read_dir(work.path())
         .unwrap()

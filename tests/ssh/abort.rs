@@ -1,12 +1,9 @@
 //! Aborting SSH node steps: cancel and step timeout end the step's whole
 //! process group on the node (TERM, grace, KILL) and leave nothing behind.
 
-#[path = "common/ssh_fixture.rs"]
-mod fixture;
-
 use std::time::{Duration, Instant};
 
-use fixture::*;
+use crate::fixture::*;
 use rdrunner_actors::model::{ScriptStep, Step};
 use rdrunner_actors::{AbortReason, AbortSignal};
 

@@ -2,11 +2,9 @@
 //! on two SSH nodes ends `aborted`, and nothing the steps started is left
 //! running on the node (found by a marker in their command lines).
 
-mod e2e_support;
-
 use std::time::{Duration, Instant};
 
-use e2e_support::{pgrep, Runner, World, PROJECT};
+use crate::support::{pgrep, Runner, World, PROJECT};
 use rdrunner_actors::model::{CommandStep, Dispatch, Step};
 use rdrunner_harness::{RunState, SubmitExecution};
 

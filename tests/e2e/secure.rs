@@ -3,9 +3,7 @@
 //! stored, not in the runner's logs (at debug level), not in its spool,
 //! not on its stderr.
 
-mod e2e_support;
-
-use e2e_support::{contains, files_under, Runner, World, PROJECT};
+use crate::support::{contains, files_under, Runner, World, PROJECT};
 use rdrunner_actors::model::{CommandStep, ScriptStep, Step};
 use rdrunner_harness::{RunState, SubmitExecution};
 

@@ -2,12 +2,9 @@
 //! output, exit statuses, signals, environment quoting, streaming and
 //! missing exit statuses.
 
-#[path = "common/ssh_fixture.rs"]
-mod fixture;
-
 use std::time::{Duration, Instant};
 
-use fixture::*;
+use crate::fixture::*;
 use rdrunner_actors::model::Stream;
 use rdrunner_actors::{AbortSignal, ExecutorErrorKind, StepOutcome};
 use rdrunner_harness::sshd::SshdOptions;

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use rdrunner::config::{ProxyConfig, TlsConfig};
 use rdrunner::creds::Token;
-use rdrunner::transport::{HttpControlPlane, TransportSettings};
+use rdrunner::transport::{HttpControlPlane, ProxySettings, TlsSettings, TransportSettings};
 use rdrunner_actors::model::{CheckinRequest, ReportsRequest, ShutdownRequest, StartupRequest};
 use rdrunner_actors::{ClaimOutcome, ControlPlane, ControlPlaneError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,7 +112,7 @@ fn settings(url: String) -> TransportSettings {
         version: "1.2.3".into(),
         request_timeout: Duration::from_millis(700),
         connect_timeout: Duration::from_secs(2),
-        tls: TlsConfig {
+        tls: TlsSettings {
             ca_file: None,
             insecure_skip_verify: false,
         },
@@ -438,7 +437,7 @@ async fn https_through_a_connect_proxy() {
 
     let mut s = settings(format!("https://127.0.0.1:{port}"));
     s.tls.ca_file = Some(ca_file.clone());
-    s.proxy = Some(ProxyConfig {
+    s.proxy = Some(ProxySettings {
         host: "127.0.0.1".into(),
         port: proxy_port,
         no_proxy: vec![],
@@ -458,7 +457,7 @@ async fn https_through_a_connect_proxy() {
 
     // A proxy that refuses the tunnel is a transport error naming it.
     let (refusing, _) = proxy(true).await;
-    s.proxy = Some(ProxyConfig {
+    s.proxy = Some(ProxySettings {
         host: "127.0.0.1".into(),
         port: refusing,
         no_proxy: vec![],
