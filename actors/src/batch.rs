@@ -150,11 +150,12 @@ impl BatchSizer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{LogReport, OpReport, ReportBody, State, Stream};
 
-    fn report(op: &str, seq: u64, terminal: bool) -> Report {
+    /// A report of `op`: a log line, or its terminal report.
+    pub(crate) fn report(op: &str, seq: u64, terminal: bool) -> Report {
         Report {
             op_id: op.into(),
             seq,

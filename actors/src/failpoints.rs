@@ -79,6 +79,18 @@ impl FailPoints {
         );
     }
 
+    /// How many of the first `arrivals` arrivals at a point armed by
+    /// [`FailPoints::set_with_probability`] with `probability` and `seed`
+    /// fire (the same draws, whatever the order of the arrivals): lets a
+    /// scenario choose a seed that fires at least once.
+    pub fn fires_within(probability: f64, seed: u64, arrivals: u32) -> u32 {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..arrivals)
+            .filter(|_| rng.gen::<f64>() < probability)
+            .count() as u32
+    }
+
     /// Disarms `name`.
     pub fn remove(&self, name: &str) {
         self.lock().remove(name);
@@ -228,5 +240,18 @@ mod tests {
         assert!((350..650).contains(&fired), "{fired}");
         assert_eq!(a, run(11));
         assert_ne!(a, run(12));
+    }
+    #[test]
+    fn fires_within_counts_the_draws_a_seeded_point_makes() {
+        for seed in 0..20u64 {
+            let fp = FailPoints::new();
+            fp.set_with_probability("p", FailAction::Error, 0.3, seed);
+            let fired = (0..25).filter(|_| fp.eval("p")).count() as u32;
+            assert_eq!(
+                FailPoints::fires_within(0.3, seed, 25),
+                fired,
+                "seed {seed}"
+            );
+        }
     }
 }

@@ -342,29 +342,9 @@ impl IntakeInner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{LogReport, NodeReport, Stream};
+    use crate::batch::tests::report;
+    use crate::model::NodeReport;
     use crate::spool::SpooledOperation;
-
-    fn report(op: &str, seq: u64, terminal: bool) -> Report {
-        Report {
-            op_id: op.into(),
-            seq,
-            ts: String::new(),
-            body: if terminal {
-                ReportBody::Op(OpReport {
-                    state: State::Succeeded,
-                    message: None,
-                })
-            } else {
-                ReportBody::Log(LogReport {
-                    node: "n".into(),
-                    step: 1,
-                    stream: Stream::Stdout,
-                    text: format!("{seq}"),
-                })
-            },
-        }
-    }
 
     #[test]
     fn recovery_closes_unfinished_operations_and_numbering_continues() {
