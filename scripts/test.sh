@@ -37,16 +37,20 @@ cargo test -p rdrunner --features failpoints --test daemon_escalation
 # built a second time.
 echo "== conformance: docs/openapi.yaml against rdrunner-harness"
 CONFORMANCE_HARNESS_BIN="${CARGO_TARGET_DIR:-target}/debug/rdrunner-harness" scripts/conformance.sh
+# The binaries below are the ones `cargo test --workspace` built above: a
+# `cargo run` of one package resolves other features than the whole
+# workspace and would build rdrunner and a dozen crates a second time
+# (three minutes on two cores).
+bin="${CARGO_TARGET_DIR:-target}/debug"
 echo "== runner.example.toml is a valid configuration"
-cargo run --quiet -- config --check runner.example.toml
+"$bin/rdrunner" config --check runner.example.toml
 # Every benchmark at a tiny size (well under a minute), so that a change that
-# breaks the benchmark fails here rather than on the next real run. The dev
-# profile reuses the test build; its figures mean nothing and it writes no file.
+# breaks the benchmark fails here rather than on the next real run. Its
+# figures mean nothing in this build and it writes no file.
 echo "== benchmark smoke run"
-cargo run --example bench -- --smoke
+"$bin/examples/bench" --smoke
 # A quick seeded run of every chaos scenario (fault injection against the
 # real runner); the seed is printed first, so a failure can be replayed.
 CHAOS_SEED="${CHAOS_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
 echo "== chaos (quick), seed $CHAOS_SEED"
-# The dev profile reuses the test build (dependencies are optimised there too).
-cargo run --example chaos -- --seed "$CHAOS_SEED" --scenario all --quick
+"$bin/examples/chaos" --seed "$CHAOS_SEED" --scenario all --quick

@@ -186,10 +186,12 @@ impl std::fmt::Debug for DiskSpool {
 }
 
 fn err(path: &Path, message: impl std::fmt::Display) -> SpoolError {
-    SpoolError {
-        path: path.display().to_string(),
-        message: message.to_string(),
-    }
+    SpoolError::new(path.display().to_string(), message.to_string())
+}
+
+/// `what` failed on `path` with the I/O error `e`, kept as the source.
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> SpoolError {
+    SpoolError::io(path.display().to_string(), what, e)
 }
 
 /// Takes the spool directory's lock file, refusing a directory that another
@@ -201,14 +203,14 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| err(&path, e))?;
+        .map_err(|e| io_err(&path, "", e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(err(
             dir,
             "is in use by another rdrunner process; every replica needs a spool directory of its own (set spool.dir, or start each replica in its own working directory)",
         )),
-        Err(std::fs::TryLockError::Error(e)) => Err(err(&path, format!("cannot lock: {e}"))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, "cannot lock", e)),
     }
 }
 
@@ -219,7 +221,7 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
 fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| err(dir, format!("fsync of the directory: {e}")))
+        .map_err(|e| io_err(dir, "fsync of the directory", e))
 }
 
 /// Reads `path` whole and cuts a torn tail off it; returns the bytes kept
@@ -229,9 +231,9 @@ fn read_and_cut(path: &Path, fsync: FsyncPolicy) -> Result<(Vec<u8>, u64), Spool
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| err(path, e))?;
+        .map_err(|e| io_err(path, "", e))?;
     let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).map_err(|e| err(path, e))?;
+    f.read_to_end(&mut bytes).map_err(|e| io_err(path, "", e))?;
     let (_, valid) = unframe(&bytes);
     let cut = (bytes.len() - valid) as u64;
     if cut > 0 {
@@ -243,7 +245,7 @@ fn read_and_cut(path: &Path, fsync: FsyncPolicy) -> Result<(Vec<u8>, u64), Spool
                     f.sync_all()
                 }
             })
-            .map_err(|e| err(path, format!("cutting a torn record: {e}")))?;
+            .map_err(|e| io_err(path, "cutting a torn record", e))?;
         bytes.truncate(valid);
     }
     Ok((bytes, cut))
@@ -253,14 +255,14 @@ impl DiskSpool {
     /// Opens (or creates) the spool in `dir`: replays the ack state and the
     /// segments, cuts torn tails, and starts a new segment for appends.
     pub fn open(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> Result<Self, SpoolError> {
-        std::fs::create_dir_all(dir).map_err(|e| err(dir, format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create", e))?;
         let lock = lock_dir(dir)?;
         let mut cut_on_open = 0;
 
         // The ack state.
         let ack_path = dir.join(ACK_LOG);
         if !ack_path.exists() {
-            File::create(&ack_path).map_err(|e| err(&ack_path, e))?;
+            File::create(&ack_path).map_err(|e| io_err(&ack_path, "", e))?;
         }
         let (ack_bytes, cut) = read_and_cut(&ack_path, fsync)?;
         cut_on_open += cut;
@@ -284,7 +286,7 @@ impl DiskSpool {
 
         // The segments, oldest first.
         let mut ids: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(|e| err(dir, e))?
+            .map_err(|e| io_err(dir, "", e))?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
@@ -338,12 +340,12 @@ impl DiskSpool {
             .create_new(true)
             .append(true)
             .open(&active_path)
-            .map_err(|e| err(&active_path, e))?;
+            .map_err(|e| io_err(&active_path, "", e))?;
         segments.insert(active_id, 0);
         let acks = OpenOptions::new()
             .append(true)
             .open(&ack_path)
-            .map_err(|e| err(&ack_path, e))?;
+            .map_err(|e| io_err(&ack_path, "", e))?;
         let mut spool = DiskSpool {
             _lock: lock,
             dir: dir.to_owned(),
@@ -391,7 +393,7 @@ impl DiskSpool {
         if self.fsync != FsyncPolicy::Never && self.dirty_segment {
             self.active
                 .sync_data()
-                .map_err(|e| err(&segment_path(&self.dir, self.active_id), e))?;
+                .map_err(|e| io_err(&segment_path(&self.dir, self.active_id), "", e))?;
         }
         self.dirty_segment = false;
         self.active_id += 1;
@@ -400,7 +402,7 @@ impl DiskSpool {
             .create_new(true)
             .append(true)
             .open(&path)
-            .map_err(|e| err(&path, e))?;
+            .map_err(|e| io_err(&path, "", e))?;
         self.active_len = 0;
         self.segments.insert(self.active_id, 0);
         if self.fsync != FsyncPolicy::Never {
@@ -427,7 +429,7 @@ impl DiskSpool {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(err(&path, format!("cannot delete: {e}"))),
+                Err(e) => return Err(io_err(&path, "cannot delete", e)),
             }
             self.segments.remove(&id);
             self.readers.remove(&id);
@@ -446,7 +448,7 @@ impl DiskSpool {
         if self.dirty_acks && self.fsync != FsyncPolicy::Never {
             self.acks
                 .sync_data()
-                .map_err(|e| err(&self.dir.join(ACK_LOG), e))?;
+                .map_err(|e| io_err(&self.dir.join(ACK_LOG), "", e))?;
         }
         self.dirty_acks = false;
         Ok(())
@@ -457,7 +459,7 @@ impl DiskSpool {
         frame(&serde_json::to_vec(rec).expect("serializable"), &mut buf);
         self.acks
             .write_all(&buf)
-            .map_err(|e| err(&self.dir.join(ACK_LOG), e))?;
+            .map_err(|e| io_err(&self.dir.join(ACK_LOG), "", e))?;
         self.acks_len += buf.len() as u64;
         self.dirty_acks = true;
         if self.fsync == FsyncPolicy::Always {
@@ -504,7 +506,7 @@ impl DiskSpool {
             std::fs::rename(&tmp, &path)?;
             OpenOptions::new().append(true).open(&path)
         };
-        self.acks = write().map_err(|e| err(&path, format!("rewriting: {e}")))?;
+        self.acks = write().map_err(|e| io_err(&path, "rewriting", e))?;
         self.acks_len = buf.len() as u64;
         self.dirty_acks = false;
         if sync {
@@ -518,12 +520,12 @@ impl DiskSpool {
         let file = match self.readers.entry(loc.segment) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(File::open(&path).map_err(|e| err(&path, e))?)
+                v.insert(File::open(&path).map_err(|e| io_err(&path, "", e))?)
             }
         };
         let mut header = [0u8; HEADER];
         file.read_exact_at(&mut header, loc.offset)
-            .map_err(|e| err(&path, format!("reading offset {}: {e}", loc.offset)))?;
+            .map_err(|e| io_err(&path, &format!("reading offset {}", loc.offset), e))?;
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
         if len > MAX_RECORD {
@@ -534,7 +536,7 @@ impl DiskSpool {
         }
         let mut payload = vec![0u8; len];
         file.read_exact_at(&mut payload, loc.offset + HEADER as u64)
-            .map_err(|e| err(&path, format!("reading offset {}: {e}", loc.offset)))?;
+            .map_err(|e| io_err(&path, &format!("reading offset {}", loc.offset), e))?;
         if crc32fast::hash(&payload) != crc {
             return Err(err(
                 &path,
@@ -575,7 +577,7 @@ impl Spool for DiskSpool {
         }
         self.active
             .write_all(&buf)
-            .map_err(|e| err(&path, format!("append: {e}")))?;
+            .map_err(|e| io_err(&path, "append", e))?;
         self.active_len += buf.len() as u64;
         self.dirty_segment = true;
         for (r, offset) in reports.iter().zip(locs) {
@@ -605,7 +607,7 @@ impl Spool for DiskSpool {
         if self.dirty_segment {
             self.active
                 .sync_data()
-                .map_err(|e| err(&segment_path(&self.dir, self.active_id), e))?;
+                .map_err(|e| io_err(&segment_path(&self.dir, self.active_id), "", e))?;
             self.dirty_segment = false;
         }
         self.sync_acks()

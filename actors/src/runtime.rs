@@ -35,7 +35,7 @@ use crate::outcome::Outcomes;
 use crate::poller::{Poller, PollerParts};
 use crate::registry::{ExecutionRegistry, RegistryParts};
 use crate::session::SessionStore;
-use crate::spool::{MemorySpool, Spool};
+use crate::spool::{MemorySpool, Spool, SpoolError};
 use crate::stats::{RuntimeStats, StatsCell};
 use crate::step_worker::WorkerParts;
 use crate::supervisor::{
@@ -45,14 +45,14 @@ use crate::supervisor::{
 pub use crate::settings::{NodePredicate, RuntimeConfig};
 
 /// Why the runtime could not start, or how it ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     #[error("no control plane was given to the runtime; call RuntimeBuilder::control_plane")]
     MissingControlPlane,
     #[error("Runtime::start must be called inside a running actix System")]
     NoSystem,
     #[error("the spool could not be read at startup: {0}; check the spool directory")]
-    Spool(String),
+    Spool(#[source] Arc<SpoolError>),
     /// The root supervisor gave up: `child` broke the restart intensity.
     /// The daemon exits non-zero so that its service manager restarts it;
     /// the spool makes that lossless.
@@ -61,6 +61,26 @@ pub enum RuntimeError {
     #[error("the runtime ended without a drain (its actix System stopped)")]
     Stopped,
 }
+
+/// Compares how the runtime ended; two spool errors are equal when they
+/// say the same.
+impl PartialEq for RuntimeError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (RuntimeError::Spool(a), RuntimeError::Spool(b)) => a.to_string() == b.to_string(),
+            (
+                RuntimeError::Escalated { child, reason },
+                RuntimeError::Escalated {
+                    child: c2,
+                    reason: r2,
+                },
+            ) => child == c2 && reason == r2,
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+}
+
+impl Eq for RuntimeError {}
 
 /// Entry point of the embedding API.
 pub struct Runtime;
@@ -157,7 +177,7 @@ impl RuntimeBuilder {
         let stats = StatsCell::default();
         let spool = self.spool.unwrap_or_else(|| Box::new(MemorySpool::new()));
         let intake = ReportIntake::recover(spool, clock.clone(), stats.clone(), log.clone())
-            .map_err(|e| RuntimeError::Spool(e.to_string()))?;
+            .map_err(|e| RuntimeError::Spool(Arc::new(e)))?;
         let config = Arc::new(self.config);
         let fail_points = self.fail_points.unwrap_or_default();
         let intake = Arc::new(intake);

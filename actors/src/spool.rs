@@ -27,7 +27,35 @@ pub struct SpooledOperation {
 pub struct SpoolError {
     /// File or directory concerned.
     pub path: String,
+    /// What failed (with the underlying error's text, when there is one).
     pub message: String,
+    /// The I/O error behind it, for callers that act on its kind.
+    #[source]
+    pub source: Option<std::io::Error>,
+}
+
+impl SpoolError {
+    /// A failure with no underlying I/O error (a bad record, a gap).
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpoolError {
+            path: path.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// `what` failed on `path` with `source`.
+    pub fn io(path: impl Into<String>, what: &str, source: std::io::Error) -> Self {
+        SpoolError {
+            path: path.into(),
+            message: if what.is_empty() {
+                source.to_string()
+            } else {
+                format!("{what}: {source}")
+            },
+            source: Some(source),
+        }
+    }
 }
 
 /// A durable report queue. Reports of one operation are appended in seq
@@ -82,13 +110,13 @@ impl Spool for MemorySpool {
         for r in reports {
             let op = self.ops.entry(r.op_id.clone()).or_default();
             if r.seq != op.last_seq + 1 {
-                return Err(SpoolError {
-                    path: "memory".into(),
-                    message: format!(
+                return Err(SpoolError::new(
+                    "memory",
+                    format!(
                         "operation {}: append of seq {} after {}",
                         r.op_id, r.seq, op.last_seq
                     ),
-                });
+                ));
             }
             op.last_seq = r.seq;
             op.terminal |= r.is_terminal();
