@@ -1,11 +1,9 @@
 //! Fault injection over real HTTP: each fault kind as a runner sees it, the
 //! admin API that sets, reports and clears faults, and faults given at start.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdrunner_harness::{Fault, FaultPlan, FaultRule, Harness, HarnessConfig, RouteName};
 use serde_json::{json, Value};
 

@@ -2,11 +2,9 @@
 //! an execution, concurrent claims, report seq rules, long polling, leases,
 //! aborts and credentials.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::future::join_all;
 use rdrunner_harness::{RunState, RunnerStatus};
 use serde_json::json;

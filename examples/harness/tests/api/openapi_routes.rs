@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use rdrunner_harness::ROUTES;
 
-const OPENAPI: &str = include_str!("../../../docs/openapi.yaml");
+const OPENAPI: &str = include_str!("../../../../docs/openapi.yaml");
 
 /// (method, path) pairs under `paths:`, by a line scan: a path is a
 /// two-space-indented key starting with `/`, a method a four-space key.

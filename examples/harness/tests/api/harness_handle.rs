@@ -1,11 +1,9 @@
 //! The `Harness` handle itself: starting from sync code and from inside a
 //! System, the state file across restarts, and HTTPS with a private CA.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rdrunner_harness::{Harness, HarnessConfig, RunState, TlsFiles};
 
 #[test]

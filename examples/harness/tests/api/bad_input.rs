@@ -1,9 +1,7 @@
 //! Every kind of bad input gets a 4xx with `{"error","message"}`, nothing is
 //! stored from a refused request, and the harness keeps serving.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rdrunner_harness::HarnessConfig;
 use serde_json::{json, Value};
 

@@ -5,9 +5,7 @@
 //! says (names as tags, RFC 3339 times, steps from 1). Each refusal is a 400
 //! with the common error body and changes nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rdrunner_harness::{Fault, FaultPlan, FaultRule, RouteName};
 use serde_json::{json, Value};
 

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+const PROTOCOL: &str = include_str!("../../../../docs/protocol.md");
 
 fn admin_blocks(md: &str) -> Vec<(String, String, usize)> {
     let mut blocks = Vec::new();
