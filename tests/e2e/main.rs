@@ -1,7 +1,8 @@
 //! The whole system end to end, one test binary: the `rdrunner` binary in a
 //! working directory of its own against the reference control plane and a
 //! private sshd (`dispatch`, `abort`, `secure`, on the shared setup in
-//! `support`), and the demo and the embedding example run as tests
+//! `support`), the same binary against a hostile control plane (`hostile`),
+//! and the demo and the embedding example run as tests
 //! (`demo`, `embed`).
 
 mod support;
@@ -10,4 +11,5 @@ mod abort;
 mod demo;
 mod dispatch;
 mod embed;
+mod hostile;
 mod secure;

@@ -231,6 +231,7 @@ pub fn pgrep(pattern: &str) -> Vec<String> {
         .collect()
 }
 
+pub mod hostile;
 pub mod runner;
 
 pub use runner::Runner;
