@@ -21,7 +21,9 @@ use rdrunner_actors::model::{
     CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ErrorCode,
     ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse,
 };
-use rdrunner_actors::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, RuntimeConfig};
+use rdrunner_actors::{
+    CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, RuntimeConfig, TransportFailure,
+};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -252,7 +254,10 @@ impl Shared {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let bytes = resp.body().limit(MAX_BODY).await.map_err(|e| {
-                ControlPlaneError::Transport(format!("{url}: reading the answer: {e}"))
+                ControlPlaneError::Transport(TransportFailure::caused_by(
+                    format!("{url}: reading the answer: {e}"),
+                    e,
+                ))
             })?;
             Ok((status, retry_after, bytes.to_vec()))
         };
@@ -309,9 +314,9 @@ fn send_error(url: &str, e: awc::error::SendRequestError, deadline: Duration) ->
             ControlPlaneError::Timeout(deadline)
         }
         SendRequestError::Connect(ConnectError::Io(io)) => {
-            ControlPlaneError::Transport(format!("{url}: {io}"))
+            ControlPlaneError::Transport(TransportFailure::caused_by(format!("{url}: {io}"), io))
         }
-        other => ControlPlaneError::Transport(format!("{url}: {other}")),
+        other => ControlPlaneError::Transport(format!("{url}: {other}").into()),
     }
 }
 

@@ -4,8 +4,12 @@
 //! fakes. Futures are `!Send` (awc's client is per thread): an implementation
 //! is shared across threads and makes its per-thread client itself.
 
+use std::error::Error;
+use std::fmt;
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
@@ -72,7 +76,7 @@ pub enum ControlPlaneError {
     },
     /// Connection refused, reset, DNS, TLS...: retry with backoff.
     #[error("could not reach the control plane: {0}")]
-    Transport(String),
+    Transport(#[source] TransportFailure),
     /// The request's deadline passed.
     #[error("the control plane did not answer within {} ms", .0.as_millis())]
     Timeout(Duration),
@@ -93,5 +97,112 @@ impl ControlPlaneError {
             Self::Throttled { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+}
+
+/// Why the control plane could not be reached: a message naming the URL
+/// and what failed, with the underlying error (I/O, TLS, proxy) kept as the
+/// `source()` when there is one. Reads as its message (`Deref<Target = str>`).
+#[derive(Clone)]
+pub struct TransportFailure {
+    message: String,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
+}
+
+impl TransportFailure {
+    /// A failure with `message` and no underlying error.
+    pub fn new(message: impl Into<String>) -> Self {
+        TransportFailure {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure with `message`, caused by `source`.
+    pub fn caused_by(
+        message: impl Into<String>,
+        source: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        TransportFailure {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl Deref for TransportFailure {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for TransportFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportFailure")
+            .field("message", &self.message)
+            .field("source", &self.source.as_ref().map(|s| s.to_string()))
+            .finish()
+    }
+}
+
+/// Equal when the messages are: the source is detail for a reader.
+impl PartialEq for TransportFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Error for TransportFailure {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+impl From<&str> for TransportFailure {
+    fn from(message: &str) -> Self {
+        TransportFailure::new(message)
+    }
+}
+
+impl From<String> for TransportFailure {
+    fn from(message: String) -> Self {
+        TransportFailure::new(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_failure_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = ControlPlaneError::Transport(TransportFailure::caused_by(
+            "https://cp:4443/api/runner/v1/checkin: connection refused",
+            io,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "could not reach the control plane: https://cp:4443/api/runner/v1/checkin: connection refused"
+        );
+        let failure = e.source().expect("the failure");
+        let cause = failure.source().expect("the I/O error");
+        assert_eq!(cause.to_string(), "refused");
+        assert!(ControlPlaneError::Transport("x".into())
+            .source()
+            .unwrap()
+            .source()
+            .is_none());
     }
 }

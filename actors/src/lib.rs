@@ -58,7 +58,9 @@ pub mod supervisor;
 pub mod testing;
 
 pub use clock::{Clock, SystemClock};
-pub use control_plane::{CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, LocalFuture};
+pub use control_plane::{
+    CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, LocalFuture, TransportFailure,
+};
 pub use executor::{
     AbortReason, AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink,
     StepOutcome, StepRequest,
