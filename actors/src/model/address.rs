@@ -427,8 +427,8 @@ mod tests {
             assert!(!e.chars().any(char::is_control), "{e:?}");
         };
         bad(
-            &|n| n.name = "web\01".into(),
-            "name 'web\\01' contains a control character",
+            &|n| n.name = "web\0x".into(),
+            "name 'web\\0x' contains a control character",
         );
         bad(&|n| n.name = "web1\u{1b}[2J".into(), "control character");
         bad(&|n| n.name = " web1".into(), "whitespace");
