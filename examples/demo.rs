@@ -264,6 +264,8 @@ fn start_runner(
 ) -> anyhow::Result<(RuntimeHandle, Logs)> {
     let mut cfg = Config::default();
     cfg.runner.hostname = Some("demo-host".into());
+    // The demo's first node is this host: local execution is granted here.
+    cfg.runner.local_executor = true;
     cfg.runner.poll_interval = Duration::from_secs(1);
     cfg.runner.report_interval = Duration::from_millis(50);
     cfg.runner.kill_grace = Duration::from_secs(1);

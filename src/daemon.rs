@@ -1,7 +1,8 @@
 //! The one assembly: turns a configuration and credentials into a runner
-//! ready to start (the HTTPS transport, the local and SSH executors, the
-//! disk spool, runner.log and operations.log, the allowedNodes predicate,
-//! the restart intensity, the backoff and every other runtime setting).
+//! ready to start (the HTTPS transport, the SSH executor, the local
+//! executor when `runner.localExecutor` grants it, the disk spool,
+//! runner.log and operations.log, the allowedNodes predicate, the restart
+//! intensity, the backoff and every other runtime setting).
 //!
 //! `rdrunner run` and `rdrunner check`, the demo, the benchmark's runner and
 //! the chaos runner all build their runner here, so each runs the daemon's
@@ -14,11 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdrunner_actors::model::{ExecutorKind, Node};
-use rdrunner_actors::{NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, SpoolError};
+use rdrunner_actors::{
+    NodeExecutor, NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, SpoolError,
+};
 
 use crate::config::Config;
 use crate::creds::Credentials;
-use crate::local::LocalExecutor;
+use crate::local::{LocalExecutionOff, LocalExecutor};
 use crate::logging::Logs;
 use crate::runner::{AllowedNodes, RunnerSettings, ALL_NODES};
 use crate::spool::DiskSpool;
@@ -62,6 +65,7 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         "max_running" => cfg.runner.max_running,
         "long_polling" => cfg.runner.long_polling,
         "allowed_nodes" => cfg.runner.allowed_nodes.as_ref().map_or(ALL_NODES, AllowedNodes::as_str),
+        "local_executor" => cfg.runner.local_executor,
         "spool" => %cfg.spool.dir.display(),
         "logs" => %cfg.log.dir.display());
     let transport = transport(cfg, creds, &log)?;
@@ -72,10 +76,15 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
             "bytes" => spool.cut_on_open());
     }
     let ssh = SshExecutor::new(cfg.ssh.clone(), log.new(slog::o!("executor" => "ssh")));
+    let local: Arc<dyn NodeExecutor> = if cfg.runner.local_executor {
+        Arc::new(LocalExecutor::new())
+    } else {
+        Arc::new(LocalExecutionOff)
+    };
     let builder = Runtime::builder()
         .config(runtime_config(cfg))
         .control_plane(Arc::new(transport.clone()))
-        .executor(ExecutorKind::Local, Arc::new(LocalExecutor::new()))
+        .executor(ExecutorKind::Local, local)
         .executor(ExecutorKind::Ssh, Arc::new(ssh))
         .spool(Box::new(spool))
         .logger(log)
@@ -118,7 +127,18 @@ pub fn runtime_config(cfg: &Config) -> RuntimeConfig {
         report_batch_max: runner.report_batch_max,
         kill_grace: runner.kill_grace,
         allowed_nodes: runner.allowed_nodes_filter().map(|filter| {
-            let predicate: NodePredicate = Arc::new(move |node: &Node| filter.matches(node));
+            // The runtime hands over the node in canonical form; the port
+            // the filter sees is the one dialled, the default included.
+            let default_port = cfg.ssh.default_port;
+            let predicate: NodePredicate = Arc::new(move |node: &Node| {
+                if node.executor == ExecutorKind::Ssh && node.port.is_none() {
+                    let mut dialled = node.clone();
+                    dialled.port = Some(default_port);
+                    filter.matches(&dialled)
+                } else {
+                    filter.matches(node)
+                }
+            });
             predicate
         }),
         restart_intensity: cfg.supervision.restart_intensity,
@@ -174,6 +194,33 @@ mod tests {
         web.tags = vec!["web".into()];
         assert!(allowed(&web));
         assert!(!allowed(&Node::new("db1", "10.0.0.2")));
+    }
+
+    #[test]
+    fn allowed_nodes_filters_on_the_port_dialled_and_the_executor() {
+        let mut cfg = Config::default();
+        cfg.ssh.default_port = 22;
+        let raw = crate::config::RawRunner {
+            allowed_nodes: "executor: ssh port: 22".into(),
+            ..Default::default()
+        };
+        cfg.runner.allowed_nodes = raw.settings().unwrap().allowed_nodes;
+        let allowed = runtime_config(&cfg).allowed_nodes.unwrap();
+        let on = |port: Option<u16>| {
+            let mut n = Node::new("web1", "10.0.0.1");
+            n.port = port;
+            allowed(&n)
+        };
+        assert!(
+            on(None),
+            "a node without a port is dialled on ssh.defaultPort"
+        );
+        assert!(on(Some(22)));
+        assert!(!on(Some(2222)));
+        assert!(
+            !allowed(&Node::local("web1")),
+            "executor: ssh refuses local nodes"
+        );
     }
 
     #[test]

@@ -1,5 +1,13 @@
 //! The local executor (`executor: local`, "runner as node"): node steps as
-//! child processes on the runner's own host.
+//! child processes on the runner's own host, only when the runner's
+//! configuration grants it (`runner.localExecutor`); `LocalExecutionOff`
+//! stands in for it otherwise and refuses every local node.
+//!
+//! A step runs with a cleared environment (`PATH` = [`LOCAL_PATH`], `HOME`
+//! = its working directory, `LANG` = `C.UTF-8`, and the step's `RD_*`
+//! variables; nothing of the runner's own, its credentials variables
+//! included) in a private working directory (0700, made for the step and
+//! removed after it), never the runner's own.
 //!
 //! Each step runs in a process group of its own, so that an abort reaches
 //! everything it started: TERM to the group, `kill_grace`, then KILL.
@@ -15,7 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rdrunner_actors::model::{CopyStep, ScriptStep, Step, Stream};
+use rdrunner_actors::model::{printable, CopyStep, Node, ScriptStep, Step, Stream};
 use rdrunner_actors::output::LineSplitter;
 use rdrunner_actors::{
     AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink, StepOutcome,
@@ -28,6 +36,13 @@ const OUTPUT_QUEUE: usize = 1024;
 /// How often the waiting loop looks at the abort signal and the child.
 const TICK: Duration = Duration::from_millis(50);
 
+/// `PATH` of a local step: fixed, not the runner's, so that what a step
+/// runs does not depend on how the runner was started.
+pub const LOCAL_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// `LANG` of a local step.
+pub const LOCAL_LANG: &str = "C.UTF-8";
+
 /// Runs node steps on the runner's host.
 #[derive(Debug, Clone, Default)]
 pub struct LocalExecutor {}
@@ -35,6 +50,38 @@ pub struct LocalExecutor {}
 impl LocalExecutor {
     pub fn new() -> Self {
         LocalExecutor {}
+    }
+}
+
+/// What the runner has for `executor: local` when its configuration does
+/// not grant local execution: it refuses every node, and runs nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalExecutionOff;
+
+impl LocalExecutionOff {
+    fn refusal(node: &Node) -> ExecutorError {
+        ExecutorError::new(
+            ExecutorErrorKind::NotAllowed,
+            format!(
+                "node {} uses executor local, which would run its steps on the runner's own host; this runner does not allow local execution (set runner.localExecutor = true in the runner's configuration to allow it, or give the node executor ssh)",
+                printable(&node.name)
+            ),
+        )
+    }
+}
+
+impl NodeExecutor for LocalExecutionOff {
+    fn admit(&self, node: &Node) -> Result<(), ExecutorError> {
+        Err(Self::refusal(node))
+    }
+
+    fn execute(
+        &self,
+        req: &StepRequest,
+        _output: &mut dyn OutputSink,
+        _abort: &AbortSignal,
+    ) -> Result<StepOutcome, ExecutorError> {
+        Err(Self::refusal(&req.node))
     }
 }
 
@@ -53,31 +100,38 @@ impl NodeExecutor for LocalExecutor {
         abort: &AbortSignal,
     ) -> Result<StepOutcome, ExecutorError> {
         let node = req.node.name.as_str();
-        match &req.step {
+        if let Step::Copy(c) = &req.step {
+            return copy(c, node, output);
+        }
+        // The step's private working directory (0700), removed when `dir`
+        // drops, whatever happens.
+        let dir = tempfile::Builder::new()
+            .prefix("rdrunner-step-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| io_error("cannot create the step's working directory", node, e))?;
+        let result = match &req.step {
             Step::Command(c) => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c").arg(&c.command);
-                run(cmd, req, output, abort)
+                run(cmd, dir.path(), req, output, abort)
             }
-            Step::Script(s) => run_script(s, req, output, abort),
+            Step::Script(s) => run_script(s, dir.path(), req, output, abort),
             Step::Copy(c) => copy(c, node, output),
-        }
+        };
+        drop(dir);
+        result
     }
 }
 
 fn run_script(
     s: &ScriptStep,
+    dir: &Path,
     req: &StepRequest,
     output: &mut dyn OutputSink,
     abort: &AbortSignal,
 ) -> Result<StepOutcome, ExecutorError> {
     let node = req.node.name.as_str();
-    // A private directory (0700), removed when `dir` drops, whatever happens.
-    let dir = tempfile::Builder::new()
-        .prefix("rdrunner-script-")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir()
-        .map_err(|e| io_error("cannot create a temporary directory", node, e))?;
     let ext = s.file_extension.as_deref().unwrap_or("");
     let ext = if ext.is_empty() || ext.starts_with('.') {
         ext.to_owned()
@@ -90,7 +144,7 @@ fn run_script(
             format!("node {node} (local): file extension `{ext}` may not contain `/`"),
         ));
     }
-    let path = dir.path().join(format!("script{ext}"));
+    let path = dir.join(format!("script{ext}"));
     std::fs::write(&path, s.script.as_bytes())
         .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)))
         .map_err(|e| io_error(format!("cannot write {}", path.display()), node, e))?;
@@ -109,9 +163,7 @@ fn run_script(
         None => Command::new(&path),
     };
     cmd.args(&s.args);
-    let result = run(cmd, req, output, abort);
-    drop(dir);
-    result
+    run(cmd, dir, req, output, abort)
 }
 
 fn copy(
@@ -214,14 +266,27 @@ fn reader(
         })
 }
 
+/// Runs `cmd` in `dir` with the step's environment and nothing of the
+/// runner's (see the file's header for what it holds).
 fn run(
     mut cmd: Command,
+    dir: &Path,
     req: &StepRequest,
     output: &mut dyn OutputSink,
     abort: &AbortSignal,
 ) -> Result<StepOutcome, ExecutorError> {
     let node = req.node.name.as_str();
-    cmd.envs(req.env.iter().map(|(k, v)| (k, v)))
+    cmd.env_clear()
+        .env("PATH", LOCAL_PATH)
+        .env("HOME", dir)
+        .env("LANG", LOCAL_LANG)
+        .envs(
+            req.env
+                .iter()
+                .filter(|(k, _)| k.starts_with("RD_"))
+                .map(|(k, v)| (k, v)),
+        )
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

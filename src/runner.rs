@@ -1,5 +1,6 @@
 //! The settings of the runtime as the daemon runs it: `[runner]` (identity,
-//! capacity, cadence, allowedNodes, drain) and `[supervision]` (restart
+//! capacity, cadence, what the control plane may run where: allowedNodes
+//! and localExecutor, drain) and `[supervision]` (restart
 //! intensity, backoff). Where the runtime has the setting, the default is
 //! the runtime's own (`RuntimeConfig::default()` in `rdrunner-actors`), so
 //! that it is written once; what only the daemon has is defaulted here.
@@ -27,6 +28,10 @@ pub struct RunnerSettings {
     pub report_batch_max: u32,
     /// The `allowedNodes` filter; `None` when it allows every node.
     pub allowed_nodes: Option<AllowedNodes>,
+    /// Whether nodes with `executor: local` may run steps on the runner's
+    /// own host, as the runner's user. Off by default: it hands the control
+    /// plane that user's rights on this host.
+    pub local_executor: bool,
     /// How long a drain lets running operations finish.
     pub drain_timeout: Duration,
     pub kill_grace: Duration,
@@ -47,6 +52,7 @@ impl Default for RunnerSettings {
             report_interval: runtime.report_interval,
             report_batch_max: runtime.report_batch_max,
             allowed_nodes: None,
+            local_executor: false,
             drain_timeout: Duration::from_secs(30),
             kill_grace: runtime.kill_grace,
             allow_insecure_creds_file: false,

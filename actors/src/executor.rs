@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::model::{ExecutionInfo, Node, Step, Stream};
 
 /// Everything an executor needs for one node step. Data-context expansion
-/// has already been applied to `step`.
+/// has already been applied to `step`, and `node` is in canonical form
+/// (`Node::canonical`): the node the allowedNodes filter passed.
 #[derive(Debug, Clone)]
 pub struct StepRequest {
     pub op_id: String,
@@ -66,6 +67,15 @@ impl StepOutcome {
 /// Runs node steps. Implementations: SSH (daemon), local processes (daemon),
 /// and whatever an embedder plugs in.
 pub trait NodeExecutor: Send + Sync + 'static {
+    /// Whether this executor takes `node` (already in canonical form) at
+    /// all. The runtime asks once per node, before its first step; a
+    /// refusal fails the node with the error's message and runs nothing.
+    /// The default takes every node.
+    fn admit(&self, node: &Node) -> Result<(), ExecutorError> {
+        let _ = node;
+        Ok(())
+    }
+
     /// Runs `req`, blocking the calling thread until it ends or is aborted.
     ///
     /// When `abort` fires, the executor stops the step (TERM, `kill_grace`,
@@ -141,7 +151,8 @@ impl AbortSignal {
 /// What kind of failure kept a step from running or finishing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutorErrorKind {
-    /// The node is outside the runner's `allowedNodes` filter.
+    /// The runner's configuration does not allow the node: outside
+    /// `allowedNodes`, or an executor the runner does not grant.
     NotAllowed,
     /// The node's settings are unusable (no hostname, bad mode, missing key).
     Config,

@@ -294,6 +294,20 @@ mod tests {
     }
 
     #[test]
+    fn executor_and_port_are_keys_like_any_other() {
+        let mut ssh = node("web1", "10.1.0.5", &["web"]);
+        ssh.port = Some(22);
+        let local = Node::local("web1");
+        let f1 = f("tags: web executor: ssh port: 22");
+        assert!(f1.matches(&ssh));
+        assert!(!f1.matches(&local), "a local node is not executor ssh");
+        ssh.port = Some(2222);
+        assert!(!f1.matches(&ssh));
+        assert!(f("!executor: local").matches(&ssh));
+        assert!(!f("!executor: local").matches(&local));
+    }
+
+    #[test]
     fn display_gives_back_the_source() {
         let text = "tags: web+prod  !name: web9";
         assert_eq!(f(text).to_string(), text);

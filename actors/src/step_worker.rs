@@ -26,7 +26,7 @@ use crate::executor::{
 use crate::failpoints::{fail_point, FailPoints};
 use crate::intake::ReportIntake;
 use crate::model::{
-    Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport, Operation, RankOrder,
+    printable, Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport, Operation, RankOrder,
     ReportBody, State, Stream,
 };
 use crate::outcome::Outcomes;
@@ -208,7 +208,9 @@ impl StepWorker {
                 worker: ctx.address().recipient(),
                 tokens: self.next_token.clone(),
             };
-            let name = format!("node-{}", job.node.name);
+            // A thread name may not hold a NUL byte (spawn would panic), and
+            // the name is the control plane's text.
+            let name = format!("node-{}", printable(&job.node.name));
             let spawned = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || job.run());
@@ -301,7 +303,7 @@ impl Handler<NodeEvent> for StepWorker {
             NodeEvent::NodeDone { node, ok } => {
                 self.running -= 1;
                 if !ok {
-                    self.failed_nodes.push(node);
+                    self.failed_nodes.push(printable(&node));
                 }
                 self.dispatch(ctx);
             }
@@ -371,8 +373,8 @@ impl NodeJob {
     }
 
     fn refuse(&self, message: String) -> bool {
-        warn!(self.parts.log, "node refused"; "op" => &self.op.id, "node" => &self.node.name,
-            "reason" => &message);
+        warn!(self.parts.log, "node refused"; "op" => &self.op.id,
+            "node" => printable(&self.node.name), "reason" => &message);
         self.report(
             1,
             NodeStepResult {
@@ -385,13 +387,21 @@ impl NodeJob {
     }
 
     /// Runs every step on the node; `false` when one did not succeed.
+    ///
+    /// The node is checked and put in canonical form first: the allowedNodes
+    /// filter, the executor and the data context all see that one form, so
+    /// the filter passes exactly the address that is dialled.
     fn steps(&self) -> bool {
-        let node = &self.node;
+        let node = match self.node.canonical() {
+            Ok(node) => node,
+            Err(e) => return self.refuse(e.to_string()),
+        };
+        let node = &node;
         if let Some(allowed) = &self.parts.config.allowed_nodes {
             if !allowed(node) {
                 return self.refuse(format!(
-                    "node {} ({}) is outside this runner's allowedNodes filter; the runner refuses to run steps on it (widen runner.allowedNodes in the runner's configuration if it should)",
-                    node.name, node.hostname
+                    "node {} ({}, executor {}) is outside this runner's allowedNodes filter; the runner refuses to run steps on it (widen runner.allowedNodes in the runner's configuration if it should)",
+                    node.name, node.hostname, node.executor.as_str()
                 ));
             }
         }
@@ -402,6 +412,9 @@ impl NodeJob {
                 node.executor.as_str()
             ));
         };
+        if let Err(e) = executor.admit(node) {
+            return self.refuse(e.message);
+        }
         let data = DataContext::new(&self.op, node);
         let env = data.env();
         let step_timeout = self.op.step_timeout_ms.map(Duration::from_millis);

@@ -307,6 +307,8 @@ pub fn runner_toml(dir: &Path, nodes: &Nodes, opts: &RunnerOptions) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "[runner]");
     let _ = writeln!(t, "hostname = \"bench\"");
+    // The local suites' nodes are this host.
+    let _ = writeln!(t, "localExecutor = true");
     let _ = writeln!(t, "maxRunning = {}", opts.max_running);
     let _ = writeln!(t, "longPolling = {}", opts.long_polling);
     let _ = writeln!(t, "pollIntervalMs = {}", opts.poll_interval_ms);

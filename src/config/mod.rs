@@ -120,6 +120,10 @@ mod tests {
         assert_eq!(cfg.spool.fsync, FsyncPolicy::Batch);
         assert_eq!(cfg.ssh.default_port, 22);
         assert_eq!(cfg.ssh.key_store, PathBuf::from("./runner/keys"));
+        assert!(
+            !cfg.runner.local_executor,
+            "local execution is off unless granted"
+        );
         let ssh = cfg.ssh.clone();
         let want = SshSettings::default();
         assert_eq!(ssh.known_hosts_policy, KnownHostsPolicy::Strict);

@@ -82,6 +82,8 @@ pub struct RawRunner {
     pub report_batch_max: u32,
     /// Node filter every target node must match; `.*` allows all.
     pub allowed_nodes: String,
+    /// Allow `executor: local` nodes (steps on the runner's own host).
+    pub local_executor: bool,
     /// How long a SIGTERM waits for running operations (milliseconds).
     pub drain_timeout_ms: u64,
     /// Wait between TERM and KILL when a step is aborted (milliseconds).
@@ -105,6 +107,7 @@ impl Default for RawRunner {
             allowed_nodes: d
                 .allowed_nodes
                 .map_or_else(|| ALL_NODES.to_owned(), |a| a.as_str().to_owned()),
+            local_executor: d.local_executor,
             drain_timeout_ms: millis(d.drain_timeout),
             kill_grace_ms: millis(d.kill_grace),
             allow_insecure_creds_file: d.allow_insecure_creds_file,
@@ -133,6 +136,7 @@ impl RawRunner {
             report_interval: positive("runner.reportIntervalMs", self.report_interval_ms)?,
             report_batch_max: self.report_batch_max,
             allowed_nodes: allowed_nodes(&self.allowed_nodes)?,
+            local_executor: self.local_executor,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             kill_grace: Duration::from_millis(self.kill_grace_ms),
             allow_insecure_creds_file: self.allow_insecure_creds_file,

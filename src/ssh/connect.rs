@@ -5,7 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::io::AsRawFd;
 
-use rdrunner_actors::model::Node;
+use rdrunner_actors::model::{printable, Host, Node, NodeAddress};
 use rdrunner_actors::{ExecutorError, ExecutorErrorKind};
 use ssh2::{ErrorCode, Session};
 
@@ -13,58 +13,44 @@ use super::host_key;
 use super::session::{millis, Connection, LIBSSH2_ERROR_TIMEOUT};
 use super::settings::SshSettings;
 
-/// The host and port to dial for `node`: `hostname` may carry a `:port`
-/// (when `port` is not set) or be a bracketed IPv6 address.
-pub(crate) fn target(node: &Node, default_port: u16) -> Result<(String, u16), ExecutorError> {
-    let raw = node.hostname.trim();
-    if raw.is_empty() {
-        return Err(ExecutorError::new(
-            ExecutorErrorKind::Config,
-            format!(
-                "node '{}' has no hostname: set its hostname attribute",
-                node.name
-            ),
-        ));
-    }
-    let (host, port_in_name) = if let Some(rest) = raw.strip_prefix('[') {
-        match rest.split_once(']') {
-            Some((h, tail)) => (h.to_owned(), tail.strip_prefix(':').map(str::to_owned)),
-            None => (raw.to_owned(), None),
-        }
-    } else if raw.matches(':').count() == 1 {
-        let (h, p) = raw.split_once(':').unwrap_or((raw, ""));
-        (h.to_owned(), Some(p.to_owned()))
-    } else {
-        (raw.to_owned(), None)
-    };
-    let port = match (node.port, port_in_name) {
-        (Some(p), _) => p,
-        (None, Some(p)) => p.parse().map_err(|_| {
+/// The host and port to dial for `node`, from its address as the one
+/// parser of node addresses (`Node::address`) gives it: the form the
+/// allowedNodes filter was shown. A hostname that parser refuses is refused
+/// here too, so that nothing but a canonical address is ever dialled.
+pub(crate) fn target(node: &Node, default_port: u16) -> Result<(Host, u16), ExecutorError> {
+    let address = node
+        .address()
+        .map_err(|e| ExecutorError::new(ExecutorErrorKind::Config, e.to_string()))?
+        .ok_or_else(|| {
             ExecutorError::new(
                 ExecutorErrorKind::Config,
                 format!(
-                    "node '{}' has hostname '{}' whose port is not a number",
-                    node.name, node.hostname
+                    "node '{}' has no hostname: set its hostname attribute",
+                    printable(&node.name)
                 ),
             )
-        })?,
-        (None, None) => default_port,
-    };
-    Ok((host, port))
+        })?;
+    Ok((address.host, address.port.unwrap_or(default_port)))
 }
 
 /// Connects to `node` and does the SSH handshake.
 pub(crate) fn connect(node: &Node, settings: &SshSettings) -> Result<Connection, ExecutorError> {
-    let (host, port) = target(node, settings.default_port)?;
-    let target = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+    let (parsed, port) = target(node, settings.default_port)?;
+    let target = NodeAddress {
+        host: parsed.clone(),
+        port: Some(port),
+    }
+    .endpoint(port);
+    let host = parsed.to_string();
+    // An address is dialled as it is; only a name goes to the resolver.
+    let addrs: Vec<SocketAddr> = match parsed {
+        Host::Ipv4(ip) => vec![SocketAddr::from((ip, port))],
+        Host::Ipv6(ip) => vec![SocketAddr::from((ip, port))],
+        Host::Name(name) => (name.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| resolve_error(&node.name, &host, &e.to_string()))?
+            .collect(),
     };
-    let addrs: Vec<SocketAddr> = (host.as_str(), port)
-        .to_socket_addrs()
-        .map_err(|e| resolve_error(&node.name, &host, &e.to_string()))?
-        .collect();
     if addrs.is_empty() {
         return Err(resolve_error(&node.name, &host, "no address found"));
     }
@@ -179,8 +165,8 @@ mod tests {
 
     #[test]
     fn an_unresolvable_name_is_a_name_resolution_error() {
-        // A NUL byte fails before any DNS query is sent.
-        let e = connect(&node("bad\0host", Some(22)), &SshSettings::default())
+        // `.invalid` never resolves (RFC 6761).
+        let e = connect(&node("nowhere.invalid", Some(22)), &SshSettings::default())
             .err()
             .unwrap();
         assert_eq!(e.kind, ExecutorErrorKind::NameResolution);
@@ -188,28 +174,40 @@ mod tests {
     }
 
     #[test]
-    fn targets() {
-        assert_eq!(target(&node("h", None), 22).unwrap(), ("h".into(), 22));
+    fn targets_are_the_canonical_address() {
+        let t = |host: &str, port: Option<u16>| {
+            target(&node(host, port), 22).map(|(h, p)| (h.to_string(), p))
+        };
+        assert_eq!(t("h", None).unwrap(), ("h".into(), 22));
+        assert_eq!(t("H:2200", None).unwrap(), ("h".into(), 2200));
+        assert_eq!(t("[::1]:23", None).unwrap(), ("::1".into(), 23));
+        assert_eq!(t("::1", Some(7)).unwrap(), ("::1".into(), 7));
         assert_eq!(
-            target(&node("h:2200", None), 22).unwrap(),
-            ("h".into(), 2200)
+            t("::ffff:127.0.0.1", None).unwrap(),
+            ("127.0.0.1".into(), 22)
         );
+        // What an allowedNodes filter on the hostname could not see.
+        for bad in [
+            "",
+            "h:x",
+            "h:2200:1",
+            " 127.0.0.1",
+            "127.0.0.1 ",
+            "[127.0.0.1]",
+            "2130706433",
+            "127.1",
+            "0x7f.1",
+            "0177.0.0.1",
+            "bad\0host",
+        ] {
+            let e = t(bad, None).unwrap_err();
+            assert_eq!(e.kind, ExecutorErrorKind::Config, "{bad:?}");
+            assert!(e.message.contains("node 'n1'"), "{bad:?}: {}", e.message);
+        }
         assert_eq!(
-            target(&node("h:2200", Some(7)), 22).unwrap(),
-            ("h".into(), 7)
-        );
-        assert_eq!(
-            target(&node("[::1]:23", None), 22).unwrap(),
-            ("::1".into(), 23)
-        );
-        assert_eq!(target(&node("::1", None), 22).unwrap(), ("::1".into(), 22));
-        assert_eq!(
-            target(&node("", None), 22).unwrap_err().kind,
-            ExecutorErrorKind::Config
-        );
-        assert_eq!(
-            target(&node("h:x", None), 22).unwrap_err().kind,
-            ExecutorErrorKind::Config
+            t("h:2200", Some(7)).unwrap_err().kind,
+            ExecutorErrorKind::Config,
+            "a port given twice"
         );
     }
 }

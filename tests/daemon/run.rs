@@ -1,6 +1,8 @@
 //! `rdrunner run` (the real binary) against the reference control plane on
 //! 127.0.0.1:0: a local job end to end, SIGTERM drain, `kill -9` and
-//! restart without losing or duplicating a report, refused credentials.
+//! restart without losing or duplicating a report, refused credentials,
+//! local execution only when the configuration turns it on, and a local
+//! step that sees nothing of the runner's environment or directory.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -14,9 +16,11 @@ use rdrunner_harness::{
     SubmitExecution,
 };
 
-/// Small cadences so that the tests take seconds.
+/// Small cadences so that the tests take seconds; local execution on, as
+/// the tests' only node is the runner's own host.
 const CONFIG: &str = "\
 [runner]
+localExecutor = true
 pollIntervalMs = 1000
 reportIntervalMs = 50
 drainTimeoutMs = 5000
@@ -65,6 +69,12 @@ async fn setup(admin: &AdminClient, dir: &Path) -> String {
 }
 
 fn start(dir: &Path) -> Child {
+    start_with_env(dir, &[])
+}
+
+/// `rdrunner run` in `dir` with `env` added to a copy of this process's
+/// environment cleared of the runner's own variables.
+fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rdrunner"));
     cmd.current_dir(dir)
         .arg("run")
@@ -79,6 +89,7 @@ fn start(dir: &Path) -> Child {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     cmd.spawn().unwrap()
 }
 
@@ -374,4 +385,143 @@ async fn three_replicas_share_300_operations_each_runs_once() {
     for r in &mut replicas {
         assert_eq!(exit_code(r, Duration::from_secs(20)).await, Some(0));
     }
+}
+
+fn token_of(dir: &Path) -> String {
+    let creds = std::fs::read_to_string(dir.join(".rdrunner-creds")).unwrap();
+    creds
+        .lines()
+        .find_map(|l| l.strip_prefix("RUNDECK_RUNNER_TOKEN="))
+        .unwrap()
+        .to_owned()
+}
+
+#[actix_rt::test]
+async fn a_local_node_is_refused_unless_the_configuration_turns_local_execution_on() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    setup(&admin, d.path()).await;
+    // The node a control plane would send to slip past `tags: web`.
+    let mut node = Node::local("web1");
+    node.tags = vec!["web".into()];
+    admin.set_nodes("p", &[node]).await.unwrap();
+    std::fs::write(
+        d.path().join("runner.toml"),
+        CONFIG.replace("localExecutor = true\n", "allowedNodes = \"tags: web\"\n"),
+    )
+    .unwrap();
+    let mut child = start(d.path());
+    let marker = d.path().join("marker");
+    let exec = admin
+        .submit_execution(
+            "p",
+            &SubmitExecution::new(vec![command(&format!("touch {}", marker.display()))], ".*"),
+        )
+        .await
+        .unwrap();
+    let status = admin
+        .wait_terminal(exec, Duration::from_secs(20))
+        .await
+        .unwrap();
+    signal(&child, "TERM");
+    let _ = exit_code(&mut child, Duration::from_secs(20)).await;
+    assert_eq!(status.state, RunState::Failed, "{status:?}");
+    assert!(
+        !marker.exists(),
+        "the refused step ran on the runner's host"
+    );
+    let nodes: Vec<String> = status
+        .nodes
+        .values()
+        .filter_map(|n| n.message.clone())
+        .collect();
+    let why = nodes.join("\n");
+    assert!(
+        why.contains("web1") && why.contains("local") && why.contains("runner.localExecutor"),
+        "{why}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_local_step_sees_none_of_the_runners_environment_or_directory() {
+    let h = harness();
+    let admin = h.admin();
+    let d = tempfile::tempdir().unwrap();
+    setup(&admin, d.path()).await;
+    let token = token_of(d.path());
+    // The token given the way a service manager would: in the environment.
+    let mut child = start_with_env(
+        d.path(),
+        &[
+            ("RUNNER_RUNDECK_SERVER_TOKEN", &token),
+            ("RDRUNNER_CANARY", "canary-value"),
+            ("LD_PRELOAD", ""),
+        ],
+    );
+    let exec = admin
+        .submit_execution(
+            "p",
+            &SubmitExecution::new(
+                vec![command(
+                    "env; echo \"cwd=$(pwd)\"; echo \"mode=$(stat -c %a .)\"; ls -a",
+                )],
+                ".*",
+            ),
+        )
+        .await
+        .unwrap();
+    let status = admin
+        .wait_terminal(exec, Duration::from_secs(20))
+        .await
+        .unwrap();
+    signal(&child, "TERM");
+    let _ = exit_code(&mut child, Duration::from_secs(20)).await;
+    assert_eq!(
+        status.state,
+        RunState::Succeeded,
+        "{status:?}\n{}",
+        log_file(d.path(), "runner.log")
+    );
+    let out = admin.all_output(exec).await.unwrap();
+    let texts: Vec<&str> = out.iter().map(|e| e.text.as_str()).collect();
+    let all = texts.join("\n");
+    assert!(!all.contains(&token), "the token reached the step:\n{all}");
+    assert!(!all.contains("canary-value"), "{all}");
+    assert!(!all.contains(".rdrunner-creds"), "{all}");
+    let names: Vec<&str> = texts
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| {
+            k.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    for name in &names {
+        assert!(
+            ["PATH", "HOME", "LANG", "PWD", "SHLVL", "OLDPWD"].contains(name)
+                || name.starts_with("RD_"),
+            "{name} leaked into the step's environment:\n{all}"
+        );
+    }
+    assert!(texts.contains(&"RD_NODE_NAME=self"), "{all}");
+    assert!(
+        texts.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{all}"
+    );
+    let cwd = texts
+        .iter()
+        .find_map(|l| l.strip_prefix("cwd="))
+        .expect("the step printed its directory");
+    let runner_dir = d.path().canonicalize().unwrap();
+    assert!(
+        !Path::new(cwd).starts_with(&runner_dir),
+        "the step ran in the runner's directory {cwd}"
+    );
+    assert!(texts.contains(&format!("HOME={cwd}").as_str()), "{all}");
+    assert!(texts.contains(&"mode=700"), "{all}");
+    assert!(
+        !Path::new(cwd).exists(),
+        "{cwd} was not removed after the step"
+    );
 }

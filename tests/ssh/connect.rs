@@ -432,3 +432,46 @@ fn keepalives_are_sent_while_a_step_is_quiet() {
     let keepalives = log.matches("rtype keepalive@libssh2.org").count();
     assert!(keepalives >= 2, "{keepalives} keepalives in the server log");
 }
+
+#[test]
+fn only_a_canonical_address_is_dialled() {
+    let f = Fixture::new();
+    let port = f.sshd.port();
+    // Each of these reached the node before: an allowedNodes filter on the
+    // hostname saw one string and the connector dialled another.
+    for hostname in [
+        " 127.0.0.1",
+        "127.0.0.1 ",
+        "[127.0.0.1]",
+        "2130706433",
+        "127.1",
+        "0x7f.1",
+        "0177.0.0.1",
+    ] {
+        let mut node = f.node();
+        node.hostname = hostname.into();
+        let run = f.run(
+            request(node, command_step("true")),
+            &rdrunner_actors::AbortSignal::new(),
+        );
+        let e = run.error();
+        assert_eq!(e.kind, ExecutorErrorKind::Config, "{hostname:?}: {e}");
+        assert!(e.message.contains("node 'node-1'"), "{e}");
+    }
+    // A port given in the hostname and in the port field is ambiguous.
+    let mut node = f.node();
+    node.hostname = format!("127.0.0.1:{port}");
+    let run = f.run(
+        request(node.clone(), command_step("true")),
+        &rdrunner_actors::AbortSignal::new(),
+    );
+    assert_eq!(run.error().kind, ExecutorErrorKind::Config);
+    // Rundeck's host:port, alone, is parsed into host and port and dialled.
+    node.port = None;
+    let run = f.run(
+        request(node, command_step("echo via host:port")),
+        &rdrunner_actors::AbortSignal::new(),
+    );
+    assert_eq!(run.outcome(), &StepOutcome::exited(0));
+    assert_eq!(run.stdout(), vec!["via host:port"]);
+}

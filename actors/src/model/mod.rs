@@ -4,6 +4,7 @@
 //! Field names are camelCase on the wire; unknown fields are ignored so that
 //! either side can add fields without breaking the other.
 
+mod address;
 mod api;
 mod error_code;
 mod operation;
@@ -11,6 +12,7 @@ mod report;
 mod tagged;
 mod time;
 
+pub use address::{printable, Host, NodeAddress, NodeError};
 pub use api::*;
 pub use error_code::ErrorCode;
 pub use operation::*;

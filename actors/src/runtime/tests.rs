@@ -971,3 +971,105 @@ async fn a_claim_whose_answer_is_lost_is_asked_again_and_runs() {
     assert_eq!(rig.cp.state().claims.len(), 3);
     finish(&rig).await;
 }
+
+#[actix_rt::test]
+async fn a_control_character_in_a_node_name_fails_that_node_only() {
+    let rig = start(test_config());
+    let mut op = operation(
+        "nul",
+        vec![
+            fake_node("a-good", "ok"),
+            fake_node("b-bad\0name", "ok"),
+            fake_node("c-tab\tname", "ok"),
+            fake_node("d-good", "ok"),
+        ],
+    );
+    op.dispatch.keep_going = true;
+    rig.cp.offer(op);
+    wait_complete(&rig.cp, &["nul"]).await;
+    assert_well_formed(&rig.cp, "nul");
+    let t = terminal(&rig.cp, "nul");
+    assert_eq!(t.state, State::Failed);
+    assert_eq!(
+        t.message.as_deref(),
+        Some("2 node(s) failed: b-bad\\0name, c-tab\\tname"),
+        "only the two nodes with control characters fail"
+    );
+    let started: Vec<String> = rig
+        .exec
+        .state()
+        .started
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(started, ["a-good", "d-good"]);
+    let nodes = node_reports(&rig.cp, "nul");
+    let bad = nodes.iter().find(|n| n.node == "b-bad\0name").unwrap();
+    let msg = bad.message.as_deref().unwrap();
+    assert!(
+        msg.contains("name") && msg.contains("control character") && msg.contains("\\0"),
+        "{msg}"
+    );
+    finish(&rig).await;
+}
+
+#[actix_rt::test]
+async fn allowed_nodes_sees_the_target_the_executor_is_given() {
+    // What a deny-list on the hostname must stop: every spelling of the
+    // loopback address, and ports hidden in the hostname.
+    let deny = crate::filter::NodeFilter::parse(r"!hostname: 127\.0\.0\.1").unwrap();
+    let config = RuntimeConfig {
+        allowed_nodes: Some(Arc::new(move |n: &Node| deny.matches(n))),
+        ..test_config()
+    };
+    let cp = FakeControlPlane::new(300, 250);
+    let exec = FakeExecutor::new();
+    let handle = Runtime::builder()
+        .config(config)
+        .control_plane(cp.clone())
+        .executor(ExecutorKind::Ssh, exec.clone())
+        .logger(test_log())
+        .start()
+        .expect("runtime starts");
+    let rig = Rig { cp, exec, handle };
+    let spellings = [
+        " 127.0.0.1",
+        "127.0.0.1 ",
+        "[127.0.0.1]",
+        "127.0.0.1:2222",
+        "2130706433",
+        "127.1",
+        "0x7f.1",
+        "0177.0.0.1",
+        "::ffff:127.0.0.1",
+        "[::ffff:7f00:1]:22",
+        "127.0.0.1.",
+        "127.0.0.1\n",
+    ];
+    let mut nodes: Vec<Node> = spellings
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Node::new(format!("n{i:02}"), *h))
+        .collect();
+    nodes.push(Node::new("ok", "10.0.0.7"));
+    let mut op = operation("spellings", nodes);
+    op.dispatch.keep_going = true;
+    rig.cp.offer(op);
+    wait_complete(&rig.cp, &["spellings"]).await;
+    let started: Vec<String> = rig
+        .exec
+        .state()
+        .started
+        .iter()
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(started, ["ok"], "only the plain address may be dialled");
+    let nodes = node_reports(&rig.cp, "spellings");
+    for (i, h) in spellings.iter().enumerate() {
+        let name = format!("n{i:02}");
+        let r = nodes.iter().find(|n| n.node == name).unwrap();
+        assert_eq!(r.state, State::Failed, "{h:?}");
+        assert!(r.message.is_some(), "{h:?}: a refusal says why");
+    }
+    finish(&rig).await;
+}

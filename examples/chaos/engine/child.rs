@@ -108,6 +108,8 @@ pub fn child_main(config_json: &str) -> i32 {
 fn runner_config(config: &ChildConfig) -> Config {
     let mut cfg = Config::default();
     cfg.runner.hostname = Some("chaos".into());
+    // The scenarios' nodes are this host.
+    cfg.runner.local_executor = true;
     cfg.runner.max_running = config.max_running;
     cfg.runner.report_interval = Duration::from_millis(100);
     cfg.runner.kill_grace = Duration::from_millis(config.kill_grace_ms);
