@@ -22,7 +22,10 @@ mod session;
 mod settings;
 
 pub use auth::{KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
-pub use settings::{expand_home, KnownHostsPolicy, SshSettings, DEFAULT_KNOWN_HOSTS_FILE};
+pub use settings::{
+    expand_home, store_path, KeyBinding, KnownHostsPolicy, NodeSet, SshSettings,
+    DEFAULT_KNOWN_HOSTS_FILE,
+};
 
 use rdrunner_actors::model::Step;
 use rdrunner_actors::{
@@ -59,6 +62,9 @@ impl NodeExecutor for SshExecutor {
         if let Some(reason) = abort.reason() {
             return Ok(aborted_before_start(reason));
         }
+        // Which credentials this node may have is decided, and they are
+        // read and checked, before anything is sent anywhere.
+        let credentials = auth::Credentials::load(&self.settings, &req.node)?;
         let conn = connect::connect(&req.node, &self.settings)?;
         host_key::verify(&conn, &self.settings, &log)?;
         let user = req
@@ -67,7 +73,7 @@ impl NodeExecutor for SshExecutor {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.settings.default_user.clone());
-        auth::authenticate(&conn, &self.settings, &req.node, &user)?;
+        auth::authenticate(&conn, &self.settings, &credentials, &req.node, &user)?;
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
         if let Some(reason) = abort.reason() {

@@ -86,6 +86,8 @@ impl Fixture {
         fs::create_dir_all(&remote_tmp).unwrap();
         let settings = SshSettings {
             key_store: keys,
+            allowed_nodes: None,
+            key_bindings: Vec::new(),
             known_hosts_policy: KnownHostsPolicy::Strict,
             known_hosts_file: known_hosts,
             accepted_hosts_file: dir.path().join("accepted_hosts"),

@@ -6,7 +6,13 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 
 use crate::fixture::*;
+use rdrunner::ssh::{KeyBinding, NodeSet, SshExecutor};
+use rdrunner_actors::filter::NodeFilter;
 use rdrunner_actors::{AbortSignal, ExecutorErrorKind, StepOutcome};
+
+fn nodes(filter: &str) -> NodeSet {
+    NodeSet(NodeFilter::parse(filter).unwrap())
+}
 
 fn with_attribute(f: &Fixture, attribute: &str, rel: &str) -> rdrunner_actors::model::Node {
     let mut node = f.node();
@@ -118,4 +124,57 @@ fn a_key_store_others_can_write_to_is_refused() {
     // Readable by others is fine: each file is private by its own mode.
     fs::set_permissions(store, fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(f.run_command("true").outcome(), &StepOutcome::exited(0));
+}
+
+#[test]
+fn a_key_is_used_only_for_the_nodes_its_binding_names() {
+    let mut f = Fixture::new();
+    f.settings.key_bindings = vec![KeyBinding {
+        path: "id".to_owned(),
+        nodes: nodes("name: db.*"),
+    }];
+    // node-1 is not bound: refused before any connection.
+    let (e, dialled) = refused(&f, f.node());
+    assert_eq!(e.kind, ExecutorErrorKind::Config, "{e}");
+    assert!(
+        e.message.contains("ssh.keyBindings") && e.message.contains("name: db.*"),
+        "{e}"
+    );
+    assert!(!dialled, "connected with an unbound key");
+    // Also not through a symlink to the bound file.
+    std::os::unix::fs::symlink("id", f.settings.key_store.join("alias")).unwrap();
+    let (e, dialled) = refused(&f, with_attribute(&f, "ssh-key-storage-path", "alias"));
+    assert!(e.message.contains("'alias'"), "{e}");
+    assert!(!dialled);
+    // A bound node logs in with it.
+    let mut db = f.node();
+    db.name = "db1".to_owned();
+    let run = f.run(request(db, command_step("echo ok")), &AbortSignal::new());
+    assert_eq!(run.outcome(), &StepOutcome::exited(0));
+    assert_eq!(run.stdout(), vec!["ok"]);
+}
+
+#[test]
+fn allowed_nodes_binds_every_key_store_file() {
+    let mut f = Fixture::new();
+    f.settings.allowed_nodes = Some(nodes("name: web.*"));
+    write_secret(&f, "pw", "hunter2\n");
+    for (attribute, rel) in [("ssh-key-storage-path", "id"), ("ssh-password-storage-path", "pw")] {
+        let (e, dialled) = refused(&f, with_attribute(&f, attribute, rel));
+        assert_eq!(e.kind, ExecutorErrorKind::Config, "{rel}: {e}");
+        assert!(e.message.contains("runner.allowedNodes"), "{rel}: {e}");
+        assert!(!dialled);
+    }
+    // A binding narrows allowedNodes, it cannot widen it.
+    f.settings.key_bindings = vec![KeyBinding {
+        path: "id".to_owned(),
+        nodes: nodes(".*"),
+    }];
+    let (e, _) = refused(&f, f.node());
+    assert!(e.message.contains("runner.allowedNodes"), "{e}");
+    let mut web = f.node();
+    web.name = "web1".to_owned();
+    let exec = SshExecutor::new(f.settings.clone(), logger());
+    let run = run_with(&exec, &request(web, command_step("true")), &AbortSignal::new());
+    assert_eq!(run.outcome(), &StepOutcome::exited(0));
 }
