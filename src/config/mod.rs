@@ -290,9 +290,7 @@ mod tests {
         let again = Config::load(Some(printed.path()), &[]).unwrap();
         assert_eq!(again.ssh, cfg.ssh);
         // The array-of-tables form reads the same.
-        let f = write(
-            "[[ssh.keyBindings]]\npath = \"lab/pw\"\nnodes = \"name: lab1\"\n",
-        );
+        let f = write("[[ssh.keyBindings]]\npath = \"lab/pw\"\nnodes = \"name: lab1\"\n");
         let cfg = Config::load(Some(f.path()), &[]).unwrap();
         assert_eq!(cfg.ssh.key_bindings.len(), 1);
         assert!(cfg.ssh.allowed_nodes.is_none());

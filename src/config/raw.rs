@@ -434,7 +434,10 @@ fn key_bindings(raw: &[RawKeyBinding]) -> Result<Vec<KeyBinding>, ConfigError> {
             ));
         }
         let nodes = NodeFilter::parse(b.nodes.trim()).map_err(|e| {
-            invalid(KEY, format!("the binding of `{path}` is not a node filter: {e}"))
+            invalid(
+                KEY,
+                format!("the binding of `{path}` is not a node filter: {e}"),
+            )
         })?;
         out.push(KeyBinding {
             path,

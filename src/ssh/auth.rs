@@ -292,7 +292,11 @@ impl Credentials {
 }
 
 /// Refuses a `.passphrase` file named as a credential of its own.
-fn refuse_passphrase_file(file: &StoreFile, attribute: &str, node: &str) -> Result<(), ExecutorError> {
+fn refuse_passphrase_file(
+    file: &StoreFile,
+    attribute: &str,
+    node: &str,
+) -> Result<(), ExecutorError> {
     for name in [&file.name, &file.real_name] {
         if name.ends_with(PASSPHRASE_SUFFIX) {
             return Err(config_error(format!(
@@ -303,7 +307,11 @@ fn refuse_passphrase_file(file: &StoreFile, attribute: &str, node: &str) -> Resu
     Ok(())
 }
 
-fn load_key(settings: &SshSettings, node: &Node, rel: &str) -> Result<KeyCredential, ExecutorError> {
+fn load_key(
+    settings: &SshSettings,
+    node: &Node,
+    rel: &str,
+) -> Result<KeyCredential, ExecutorError> {
     let file = StoreFile::find(settings, rel, KEY_ATTRIBUTE, &node.name)?;
     refuse_passphrase_file(&file, KEY_ATTRIBUTE, &node.name)?;
     file.check_bound(settings, node, KEY_ATTRIBUTE)?;
@@ -379,8 +387,7 @@ pub(crate) fn authenticate(
                 "publickey with key '{rel}' (not offered by the server)"
             ));
         } else {
-            match session.userauth_pubkey_memory(user, None, &key.pem, key.passphrase.as_deref())
-            {
+            match session.userauth_pubkey_memory(user, None, &key.pem, key.passphrase.as_deref()) {
                 Ok(()) if session.authenticated() => return Ok(()),
                 Ok(()) => tried.push(format!("publickey with key '{rel}'")),
                 Err(e) => tried.push(format!("publickey with key '{rel}' ({})", e.message())),

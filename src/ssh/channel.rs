@@ -111,7 +111,9 @@ impl Runner<'_> {
                     filter.push(&buf[..n], &mut emit, &mut |r| records.take(r));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_read(session, "stdout", e, records.pgid, kill_grace)),
+                Err(e) => {
+                    return Err(self.fail_read(session, "stdout", e, records.pgid, kill_grace))
+                }
             }
             // stderr
             match ch.stderr().read(&mut buf) {
@@ -121,7 +123,9 @@ impl Runner<'_> {
                     err_lines.push(&buf[..n], &mut |l| output.line(Stream::Stderr, l));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_read(session, "stderr", e, records.pgid, kill_grace)),
+                Err(e) => {
+                    return Err(self.fail_read(session, "stderr", e, records.pgid, kill_grace))
+                }
             }
             // Keepalives and the abort signal are looked at on every turn,
             // also while output floods in.

@@ -155,9 +155,13 @@ fn check_shared_dir(run: &Runner, sftp: &Sftp, dir: &str) -> Result<(), Executor
 /// Checks that `dir`, just made, is a directory (not a link) that only its
 /// owner can enter.
 fn check_private_dir(run: &Runner, sftp: &Sftp, dir: &str) -> Result<(), ExecutorError> {
-    let stat = sftp
-        .lstat(Path::new(dir))
-        .map_err(|e| sftp_error(run, &format!("cannot look at the script directory {dir}"), e))?;
+    let stat = sftp.lstat(Path::new(dir)).map_err(|e| {
+        sftp_error(
+            run,
+            &format!("cannot look at the script directory {dir}"),
+            e,
+        )
+    })?;
     let perm = stat.perm.unwrap_or(0o777);
     if !stat.is_dir() || perm & 0o077 != 0 {
         return Err(ExecutorError::new(
@@ -185,7 +189,12 @@ fn write_new(
 ) -> Result<bool, ExecutorError> {
     let p = Path::new(path);
     let mut f = sftp
-        .open_mode(p, OpenFlags::WRITE | OpenFlags::EXCLUSIVE, 0o600, OpenType::File)
+        .open_mode(
+            p,
+            OpenFlags::WRITE | OpenFlags::EXCLUSIVE,
+            0o600,
+            OpenType::File,
+        )
         .map_err(|e| sftp_error(run, &format!("cannot create {path}"), e))?;
     let written = (|| {
         for chunk in data.chunks(UPLOAD_CHUNK) {
@@ -255,11 +264,13 @@ fn write_replacing(
     while base.len() > 200 {
         base.pop();
     }
-    let temp = parent.join(format!(".{base}.rdrunner-{:016x}.tmp", rand::random::<u64>()));
+    let temp = parent.join(format!(
+        ".{base}.rdrunner-{:016x}.tmp",
+        rand::random::<u64>()
+    ));
     let temp_text = temp.display().to_string();
-    let written = write_new(run, sftp, &temp_text, data, mode, abort).map_err(|e| {
-        ExecutorError::new(e.kind, format!("copy to {path} failed: {}", e.message))
-    })?;
+    let written = write_new(run, sftp, &temp_text, data, mode, abort)
+        .map_err(|e| ExecutorError::new(e.kind, format!("copy to {path} failed: {}", e.message)))?;
     if !written {
         return Ok(false);
     }

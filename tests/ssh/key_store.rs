@@ -23,7 +23,10 @@ fn with_attribute(f: &Fixture, attribute: &str, rel: &str) -> rdrunner_actors::m
 
 /// Runs `true` on `node` redirected to a silent port; returns the error
 /// and whether the port was dialled.
-fn refused(f: &Fixture, node: rdrunner_actors::model::Node) -> (rdrunner_actors::ExecutorError, bool) {
+fn refused(
+    f: &Fixture,
+    node: rdrunner_actors::model::Node,
+) -> (rdrunner_actors::ExecutorError, bool) {
     let silent = Listener::new();
     let run = f.run(
         request(silent.node(node), command_step("true")),
@@ -93,7 +96,11 @@ fn symlinks_that_leave_the_key_store_are_refused() {
     symlink(&outside, f.settings.key_store.join("escape")).unwrap();
     fs::create_dir(f.dir.path().join("elsewhere")).unwrap();
     fs::copy(&outside, f.dir.path().join("elsewhere/id")).unwrap();
-    symlink(f.dir.path().join("elsewhere"), f.settings.key_store.join("dir")).unwrap();
+    symlink(
+        f.dir.path().join("elsewhere"),
+        f.settings.key_store.join("dir"),
+    )
+    .unwrap();
     for rel in ["escape", "dir/id"] {
         let (e, dialled) = refused(&f, with_attribute(&f, "ssh-key-storage-path", rel));
         assert_eq!(e.kind, ExecutorErrorKind::Config, "{rel}: {e}");
@@ -116,7 +123,8 @@ fn a_key_store_others_can_write_to_is_refused() {
         let (e, dialled) = refused(&f, f.node());
         assert_eq!(e.kind, ExecutorErrorKind::Config, "{mode:o}: {e}");
         assert!(
-            e.message.contains(&format!("chmod go-w {}", store.display())),
+            e.message
+                .contains(&format!("chmod go-w {}", store.display())),
             "{mode:o}: {e}"
         );
         assert!(!dialled);
@@ -159,7 +167,10 @@ fn allowed_nodes_binds_every_key_store_file() {
     let mut f = Fixture::new();
     f.settings.allowed_nodes = Some(nodes("name: web.*"));
     write_secret(&f, "pw", "hunter2\n");
-    for (attribute, rel) in [("ssh-key-storage-path", "id"), ("ssh-password-storage-path", "pw")] {
+    for (attribute, rel) in [
+        ("ssh-key-storage-path", "id"),
+        ("ssh-password-storage-path", "pw"),
+    ] {
         let (e, dialled) = refused(&f, with_attribute(&f, attribute, rel));
         assert_eq!(e.kind, ExecutorErrorKind::Config, "{rel}: {e}");
         assert!(e.message.contains("runner.allowedNodes"), "{rel}: {e}");
@@ -175,6 +186,10 @@ fn allowed_nodes_binds_every_key_store_file() {
     let mut web = f.node();
     web.name = "web1".to_owned();
     let exec = SshExecutor::new(f.settings.clone(), logger());
-    let run = run_with(&exec, &request(web, command_step("true")), &AbortSignal::new());
+    let run = run_with(
+        &exec,
+        &request(web, command_step("true")),
+        &AbortSignal::new(),
+    );
     assert_eq!(run.outcome(), &StepOutcome::exited(0));
 }

@@ -67,6 +67,10 @@ exit 0
     let run = f.run_command(forge);
     assert_eq!(run.outcome(), &StepOutcome::exited(0), "{:?}", run.lines);
     let out = run.stdout();
-    assert_eq!(out.first().map(String::as_str), Some("marker=none"), "{out:?}");
+    assert_eq!(
+        out.first().map(String::as_str),
+        Some("marker=none"),
+        "{out:?}"
+    );
     assert_eq!(out.last().map(String::as_str), Some("late"), "{out:?}");
 }
