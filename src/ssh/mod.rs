@@ -4,10 +4,11 @@
 //!
 //! Codemap: `settings` (the executor's settings and their defaults),
 //! `session` (a connected session, shared by the parts below), `host_key`
-//! (known_hosts policies), `connect` (TCP and handshake), `auth` (key
-//! store, password, agent), `remote` (the wrapper the step runs in on the
-//! node), `channel` (the output loop and abort), `files` (SFTP upload for
-//! scripts and copy steps). Each imports only modules listed before it.
+//! (known_hosts policies), `connect` (TCP and handshake), `auth` (the key
+//! store and its node bindings, password, agent), `remote` (the wrapper the
+//! step runs in on the node), `channel` (the output loop and abort),
+//! `files` (SFTP upload for scripts and copy steps). Each imports only
+//! modules listed before it.
 //!
 //! All libssh2 work is blocking work on the thread that calls `execute`; the
 //! runtime gives every node step a thread of its own.

@@ -135,7 +135,9 @@ pub struct SshSettings {
     /// Off unless asked for: an agent the runner happens to inherit is not
     /// a credential the operator chose.
     pub use_agent: bool,
-    /// Where per-step directories for scripts are made on the node.
+    /// Where per-step directories for scripts are made on the node. One
+    /// that group or others can write to must have the sticky bit (as
+    /// `/tmp` has), or script steps are refused.
     pub remote_tmp_dir: String,
 }
 
