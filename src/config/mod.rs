@@ -13,7 +13,9 @@ mod source;
 use std::path::Path;
 
 pub use error::ConfigError;
-pub use raw::{RawConfig, RawHttp, RawLog, RawRunner, RawSpool, RawSsh, RawSupervision, RawTls};
+pub use raw::{
+    RawConfig, RawHttp, RawKeyBinding, RawLog, RawRunner, RawSpool, RawSsh, RawSupervision, RawTls,
+};
 pub use source::ENV_PREFIX;
 
 use crate::logging::LogSettings;
@@ -64,11 +66,14 @@ impl Config {
     /// Validates raw values into typed ones, section by section; every
     /// refusal names its key.
     pub fn from_raw(raw: RawConfig, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let runner = raw.runner.settings()?;
+        // allowedNodes binds every key-store file, so the SSH executor has it too.
+        let ssh = raw.ssh.settings(runner.allowed_nodes_filter())?;
         Ok(Config {
-            runner: raw.runner.settings()?,
+            runner,
             http: raw.http.settings(env)?,
             tls: raw.tls.settings(),
-            ssh: raw.ssh.settings()?,
+            ssh,
             spool: raw.spool.settings()?,
             log: raw.log.settings()?,
             supervision: raw.supervision.settings()?,
@@ -148,6 +153,7 @@ mod tests {
             (ssh.use_agent, ssh.remote_tmp_dir.as_str()),
             (false, "/tmp")
         );
+        assert!(ssh.key_bindings.is_empty() && ssh.allowed_nodes.is_none());
         // Every key is listed in the example, set or commented out.
         let text = std::fs::read_to_string(&path).unwrap();
         for (section, keys) in known_keys() {
@@ -259,6 +265,84 @@ mod tests {
         assert!(filter.matches(&web));
         assert!(!filter.matches(&rdrunner_actors::model::Node::new("db1", "10.0.0.2")));
         assert!(Config::default().runner.allowed_nodes_filter().is_none());
+    }
+
+    #[test]
+    fn key_bindings_are_read_with_allowed_nodes_as_their_default() {
+        let f = write(
+            "[runner]\nallowedNodes = \"tags: lab\"\n\
+             [ssh]\nkeyBindings = [\n\
+               { path = \"prod/id_ed25519\", nodes = \"hostname: db[0-9]+\\\\.prod\" },\n\
+               { path = \"lab//pw\", nodes = \"name: lab1\" },\n\
+             ]\n",
+        );
+        let cfg = Config::load(Some(f.path()), &[]).unwrap();
+        let ssh = &cfg.ssh;
+        assert_eq!(
+            ssh.allowed_nodes.as_ref().map(|a| a.as_str()),
+            Some("tags: lab")
+        );
+        let paths: Vec<&str> = ssh.key_bindings.iter().map(|b| b.path.as_str()).collect();
+        assert_eq!(paths, ["prod/id_ed25519", "lab/pw"]);
+        let binding = ssh.key_binding("prod/id_ed25519").unwrap();
+        let mut db = rdrunner_actors::model::Node::new("x", "db7.prod");
+        assert!(binding.nodes.matches(&db));
+        db.hostname = "db7.lab".into();
+        assert!(!binding.nodes.matches(&db));
+        // `rdrunner config` prints them, and what it prints reads back.
+        let printed = write(&cfg.to_redacted_toml());
+        let again = Config::load(Some(printed.path()), &[]).unwrap();
+        assert_eq!(again.ssh, cfg.ssh);
+        // The array-of-tables form reads the same.
+        let f = write("[[ssh.keyBindings]]\npath = \"lab/pw\"\nnodes = \"name: lab1\"\n");
+        let cfg = Config::load(Some(f.path()), &[]).unwrap();
+        assert_eq!(cfg.ssh.key_bindings.len(), 1);
+        assert!(cfg.ssh.allowed_nodes.is_none());
+    }
+
+    #[test]
+    fn bad_key_bindings_name_the_key_and_the_file() {
+        let cases = [
+            (
+                "[ssh]\nkeyBindings = [{ path = \"prod/id\", nodes = \"tags: (\" }]\n",
+                "`prod/id` is not a node filter",
+            ),
+            (
+                "[ssh]\nkeyBindings = [{ path = \"prod/id\", nodes = \"\" }]\n",
+                "`prod/id` is not a node filter",
+            ),
+            (
+                "[ssh]\nkeyBindings = [{ path = \"../id\", nodes = \".*\" }]\n",
+                "not a relative path",
+            ),
+            (
+                "[ssh]\nkeyBindings = [{ path = \"a/id\", nodes = \".*\" }, { path = \"a//id\", nodes = \"x\" }]\n",
+                "bound twice",
+            ),
+            (
+                "[ssh]\nkeyBindings = [{ path = \"id\", nodes = 3 }]\n",
+                "not a table of strings",
+            ),
+            ("[ssh]\nkeyBindings = \"id\"\n", "not a list of tables"),
+        ];
+        for (text, want) in cases {
+            let f = write(text);
+            let err = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("ssh.keyBindings") && err.contains(want),
+                "{text}: {err}"
+            );
+        }
+        let f = write("[ssh]\nkeyBindings = [{ path = \"id\", node = \".*\" }]\n");
+        let err = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("node"), "{err}");
+        let err = Config::load(None, &env(&[("RDRUNNER__SSH__KEYBINDINGS", "id")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ssh.keyBindings") && err.contains("file only"),
+            "{err}"
+        );
     }
 
     #[test]

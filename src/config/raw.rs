@@ -15,7 +15,10 @@ use super::error::{invalid, ConfigError};
 use crate::logging::{level_from_name, level_name, LogFormat, LogSettings};
 use crate::runner::{AllowedNodes, RunnerSettings, SupervisionSettings, ALL_NODES};
 use crate::spool::{FsyncPolicy, SpoolSettings};
-use crate::ssh::{expand_home, KnownHostsPolicy, SshSettings, DEFAULT_KNOWN_HOSTS_FILE};
+use crate::ssh::{
+    expand_home, store_path, KeyBinding, KnownHostsPolicy, NodeSet, SshSettings,
+    DEFAULT_KNOWN_HOSTS_FILE,
+};
 use crate::transport::{HttpSettings, ProxySettings, TlsSettings};
 
 /// The whole file as written. Every field has a default, so an empty file
@@ -327,6 +330,19 @@ pub struct RawSsh {
     pub keepalive_interval_ms: u64,
     pub use_agent: bool,
     pub remote_tmp_dir: String,
+    /// Key-store files bound to fewer nodes than `runner.allowedNodes`.
+    pub key_bindings: Vec<RawKeyBinding>,
+}
+
+/// One `ssh.keyBindings` entry: a key-store file and the node filter of the
+/// nodes it may be used for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyBinding {
+    /// Path of the file in the key store, as node attributes name it.
+    pub path: String,
+    /// Node filter (the `allowedNodes` syntax).
+    pub nodes: String,
 }
 
 impl Default for RawSsh {
@@ -346,12 +362,22 @@ impl Default for RawSsh {
             keepalive_interval_ms: millis(d.keepalive_interval),
             use_agent: d.use_agent,
             remote_tmp_dir: d.remote_tmp_dir,
+            key_bindings: d
+                .key_bindings
+                .iter()
+                .map(|b| RawKeyBinding {
+                    path: b.path.clone(),
+                    nodes: b.nodes.as_str().to_owned(),
+                })
+                .collect(),
         }
     }
 }
 
 impl RawSsh {
-    pub fn settings(&self) -> Result<SshSettings, ConfigError> {
+    /// `allowed_nodes` is `runner.allowedNodes`, which binds every key-store
+    /// file (the `[ssh]` section narrows it per file).
+    pub fn settings(&self, allowed_nodes: Option<NodeFilter>) -> Result<SshSettings, ConfigError> {
         let known_hosts_policy =
             KnownHostsPolicy::from_name(&self.known_hosts_policy).ok_or_else(|| {
                 invalid(
@@ -383,8 +409,46 @@ impl RawSsh {
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
             use_agent: self.use_agent,
             remote_tmp_dir: self.remote_tmp_dir.clone(),
+            allowed_nodes: allowed_nodes.map(NodeSet),
+            key_bindings: key_bindings(&self.key_bindings)?,
         })
     }
+}
+
+/// `ssh.keyBindings`, each path checked and each filter parsed; a bad entry
+/// is named by its path.
+fn key_bindings(raw: &[RawKeyBinding]) -> Result<Vec<KeyBinding>, ConfigError> {
+    const KEY: &str = "ssh.keyBindings";
+    let mut out: Vec<KeyBinding> = Vec::new();
+    for (i, b) in raw.iter().enumerate() {
+        let path = store_path(b.path.trim()).ok_or_else(|| {
+            invalid(
+                KEY,
+                format!(
+                    "entry {} has path `{}`, which is not a relative path inside ssh.keyStore (no `..`, not absolute)",
+                    i + 1,
+                    b.path
+                ),
+            )
+        })?;
+        if out.iter().any(|o| o.path == path) {
+            return Err(invalid(
+                KEY,
+                format!("`{path}` is bound twice; give each key-store file one entry"),
+            ));
+        }
+        let nodes = NodeFilter::parse(b.nodes.trim()).map_err(|e| {
+            invalid(
+                KEY,
+                format!("the binding of `{path}` is not a node filter: {e}"),
+            )
+        })?;
+        out.push(KeyBinding {
+            path,
+            nodes: NodeSet(nodes),
+        });
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,11 @@ use super::raw::RawConfig;
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "RDRUNNER__";
 
+/// Keys whose value is a list of tables (an empty list by default, so the
+/// default cannot tell): set in the file only; their fields are checked
+/// when the list is read into its raw struct.
+const TABLE_LISTS: &[&str] = &["ssh.keyBindings"];
+
 /// The known keys with their default values, by section, in the file's spelling.
 pub(crate) fn known_keys() -> BTreeMap<String, Map<String, Value>> {
     let v = serde_json::to_value(RawConfig::default()).unwrap_or_default();
@@ -166,6 +171,12 @@ fn env_override(
     let (section, keys) = known.section(section, &origin)?;
     let (key, default) = Known::key(section, keys, key, &origin)?;
     let full = format!("{section}.{key}");
+    if TABLE_LISTS.contains(&full.as_str()) {
+        return Err(invalid(
+            &full,
+            format!("{name}: a list of tables is set in the configuration file only"),
+        ));
+    }
     let v: ::config::Value = match default {
         Value::Array(_) => value
             .split(',')
@@ -205,12 +216,37 @@ fn respell(
         let mut table = Map::new();
         for (key_lc, value) in values {
             let (key, default) = Known::key(section, keys, &key_lc, "")?;
-            check_type(&format!("{section}.{key}"), default, &value)?;
+            let full = format!("{section}.{key}");
+            if TABLE_LISTS.contains(&full.as_str()) {
+                check_table_list(&full, &value)?;
+            } else {
+                check_type(&full, default, &value)?;
+            }
             table.insert(key.clone(), value);
         }
         out.insert(section.clone(), table.into());
     }
     Ok(out.into())
+}
+
+/// Refuses `value` for `key` unless it is a list of tables whose values
+/// are strings; the names of their fields are checked by the raw struct.
+fn check_table_list(key: &str, value: &Value) -> Result<(), ConfigError> {
+    let Some(items) = value.as_array() else {
+        return Err(invalid(key, format!("{value} is not a list of tables")));
+    };
+    for (i, item) in items.iter().enumerate() {
+        let fits = item
+            .as_object()
+            .is_some_and(|t| t.values().all(Value::is_string));
+        if !fits {
+            return Err(invalid(
+                key,
+                format!("entry {} ({item}) is not a table of strings", i + 1),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses `value` for `key` unless it has the type of the key's default.

@@ -1,20 +1,47 @@
 //! Logging in to a node with credentials from the runner's key store: a
 //! private key file (with an optional `<key>.passphrase` beside it), a
 //! password file, and every identity of the SSH agent.
+//!
+//! The key store is the runner's; the control plane only names files in it,
+//! for nodes it also names. So every file is checked, and read, before any
+//! connection is made ([`Credentials::load`]):
+//! - bound: the node must match `runner.allowedNodes` and the file's own
+//!   `ssh.keyBindings` entry, if it has one, under the name the node uses
+//!   and under the name of the file a symlink leads to;
+//! - inside: a relative path without `..`, and no symlink that leads out of
+//!   the store;
+//! - private: the file 0600 or stricter, owned by the runner's user or
+//!   root, and no directory from the store down to it writable by group or
+//!   others. A store others can read is accepted: names are no secret, and
+//!   each file keeps its content to itself by its own mode;
+//! - what it claims to be: a password file that holds a private key or more
+//!   than one line is refused, and a `.passphrase` file is read only beside
+//!   its key, never sent as a password.
 
 use std::fs;
-use std::path::{Component, Path, PathBuf};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use rdrunner_actors::model::Node;
 use rdrunner_actors::{ExecutorError, ExecutorErrorKind};
 
 use super::session::Connection;
-use super::settings::{expand_home, SshSettings};
+use super::settings::{expand_home, store_path, SshSettings};
 
 /// Node attribute naming a private key file in the key store.
 pub const KEY_ATTRIBUTE: &str = "ssh-key-storage-path";
 /// Node attribute naming a password file in the key store.
 pub const PASSWORD_ATTRIBUTE: &str = "ssh-password-storage-path";
+
+/// Suffix of the file that holds a key's passphrase, beside the key.
+const PASSPHRASE_SUFFIX: &str = ".passphrase";
+/// Largest key-store file read; keys and passwords are far smaller.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+fn config_error(message: String) -> ExecutorError {
+    ExecutorError::new(ExecutorErrorKind::Config, message)
+}
 
 /// Resolves `rel` inside the key store; it must stay inside it.
 pub(crate) fn key_store_file(
@@ -23,37 +50,307 @@ pub(crate) fn key_store_file(
     attribute: &str,
     node: &str,
 ) -> Result<PathBuf, ExecutorError> {
-    let p = Path::new(rel);
-    let inside = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if !inside {
-        return Err(ExecutorError::new(
-            ExecutorErrorKind::Config,
-            format!("node '{node}' has {attribute} '{rel}', which is not a relative path inside the key store (no '..', not absolute)"),
-        ));
-    }
-    let path = expand_home(store).join(p);
+    let Some(clean) = store_path(rel) else {
+        return Err(config_error(format!(
+            "node '{node}' has {attribute} '{rel}', which is not a relative path inside the key store (no '..', not absolute)"
+        )));
+    };
+    let path = expand_home(store).join(clean);
     if !path.is_file() {
-        return Err(ExecutorError::new(
-            ExecutorErrorKind::Config,
-            format!(
-                "node '{node}' has {attribute} '{rel}', but {} is not a file: put it in the key store",
-                path.display()
-            ),
-        ));
+        return Err(config_error(format!(
+            "node '{node}' has {attribute} '{rel}', but {} is not a file: put it in the key store",
+            path.display()
+        )));
     }
     Ok(path)
 }
 
+/// A file of the key store, found and confined but not yet read.
+struct StoreFile {
+    /// The name the node used, as `store_path` writes it.
+    name: String,
+    /// The name of the file itself (after symlinks) in the store.
+    real_name: String,
+    /// The path as named, for messages (`chmod 600 <path>`).
+    path: PathBuf,
+    /// The path with every symlink resolved, which is what is opened.
+    real: PathBuf,
+    /// The store's own path with symlinks resolved.
+    store: PathBuf,
+}
+
+impl StoreFile {
+    /// Finds `rel` in the store and refuses it when it resolves outside.
+    fn find(
+        settings: &SshSettings,
+        rel: &str,
+        attribute: &str,
+        node: &str,
+    ) -> Result<StoreFile, ExecutorError> {
+        let path = key_store_file(&settings.key_store, rel, attribute, node)?;
+        let name = store_path(rel).unwrap_or_default();
+        let store_named = expand_home(&settings.key_store);
+        let io = |what: &Path, e: std::io::Error| {
+            ExecutorError::new(
+                ExecutorErrorKind::Io,
+                format!("cannot resolve {} for node '{node}': {e}", what.display()),
+            )
+        };
+        let store = fs::canonicalize(&store_named).map_err(|e| io(&store_named, e))?;
+        let real = fs::canonicalize(&path).map_err(|e| io(&path, e))?;
+        let Ok(inside) = real.strip_prefix(&store) else {
+            return Err(config_error(format!(
+                "node '{node}' has {attribute} '{rel}', which leads to {}, outside the key store {}: put the file itself in the key store instead of a symlink to it",
+                real.display(),
+                store.display()
+            )));
+        };
+        let real_name = inside
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        Ok(StoreFile {
+            name,
+            real_name,
+            path,
+            real,
+            store,
+        })
+    }
+
+    /// Refuses a node the file is not bound to.
+    fn check_bound(
+        &self,
+        settings: &SshSettings,
+        node: &Node,
+        attribute: &str,
+    ) -> Result<(), ExecutorError> {
+        if let Some(allowed) = &settings.allowed_nodes {
+            if !allowed.matches(node) {
+                return Err(config_error(format!(
+                    "node '{}' may not use key-store file '{}' ({attribute}): every key-store file is bound to runner.allowedNodes `{}`, which the node does not match",
+                    node.name,
+                    self.name,
+                    allowed.as_str()
+                )));
+            }
+        }
+        for name in [&self.name, &self.real_name] {
+            if let Some(binding) = settings.key_binding(name) {
+                if !binding.nodes.matches(node) {
+                    let via = if *name == self.name {
+                        String::new()
+                    } else {
+                        format!(" (which '{}' leads to)", self.name)
+                    };
+                    return Err(config_error(format!(
+                        "node '{}' may not use key-store file '{name}'{via} ({attribute}): ssh.keyBindings binds it to nodes `{}`, which the node does not match; widen the binding in the runner's configuration or give the node a key of its own",
+                        node.name,
+                        binding.nodes.as_str()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the file after checking that it, and every directory from the
+    /// store down to it, is private.
+    fn read(&self, node: &str) -> Result<String, ExecutorError> {
+        let mut dir = self.real.parent();
+        while let Some(d) = dir {
+            let meta = fs::metadata(d).map_err(|e| {
+                ExecutorError::new(
+                    ExecutorErrorKind::Io,
+                    format!("cannot look at {} for node '{node}': {e}", d.display()),
+                )
+            })?;
+            if meta.mode() & 0o022 != 0 {
+                return Err(config_error(format!(
+                    "key-store directory {} is writable by group or others (mode {:04o}), so another user could swap the files in it: chmod go-w {}",
+                    d.display(),
+                    meta.mode() & 0o7777,
+                    d.display()
+                )));
+            }
+            if d == self.store {
+                break;
+            }
+            dir = d.parent();
+        }
+        let shown = self.path.display();
+        let io = |e: std::io::Error| {
+            ExecutorError::new(
+                ExecutorErrorKind::Io,
+                format!("cannot read {shown} for node '{node}': {e}"),
+            )
+        };
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.real)
+            .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(config_error(format!(
+                "{shown} (for node '{node}') is not a regular file"
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(config_error(format!(
+                "key-store file {shown} is open to group or others (mode {:04o}); the runner uses no secret others can read or change: chmod 600 {shown}",
+                meta.mode() & 0o7777
+            )));
+        }
+        let me = runner_uid();
+        if meta.uid() != me && meta.uid() != 0 {
+            return Err(config_error(format!(
+                "key-store file {shown} is owned by uid {}, not by the runner's user (uid {me}) or root: chown it to the runner's user",
+                meta.uid()
+            )));
+        }
+        if meta.len() > MAX_SECRET_BYTES {
+            return Err(config_error(format!(
+                "key-store file {shown} has {} bytes, more than any key or password ({MAX_SECRET_BYTES} at most)",
+                meta.len()
+            )));
+        }
+        let mut text = String::new();
+        file.take(MAX_SECRET_BYTES)
+            .read_to_string(&mut text)
+            .map_err(io)?;
+        Ok(text)
+    }
+}
+
+/// The user id the runner runs as (its effective uid).
+fn runner_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// A secret file's content without its trailing line break.
-fn read_secret(path: &Path, node: &str) -> Result<String, ExecutorError> {
-    let text = fs::read_to_string(path).map_err(|e| {
-        ExecutorError::new(
-            ExecutorErrorKind::Io,
-            format!("cannot read {} for node '{node}': {e}", path.display()),
-        )
-    })?;
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
+fn strip_line_end(text: &str) -> &str {
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    text.strip_suffix('\r').unwrap_or(text)
+}
+
+/// Why `text` cannot be a password, if it cannot: a private key (sending
+/// it as a password would hand it to the node's sshd) or several lines.
+fn not_a_password(text: &str) -> Option<&'static str> {
+    const KEY_SIGNS: [&str; 4] = [
+        // PEM and OpenSSH ("-----BEGIN OPENSSH PRIVATE KEY-----"), SSH.COM
+        "PRIVATE KEY",
+        "PuTTY-User-Key-File-",
+        "openssh-key-v1",
+        // "openssh-key-v1" in base64, as in the body of an OpenSSH key.
+        "b3BlbnNzaC1rZXktdjE",
+    ];
+    if KEY_SIGNS.iter().any(|s| text.contains(s)) {
+        Some("holds a private key, not a password: name a key with ssh-key-storage-path")
+    } else if text.contains('\n') || text.contains('\0') {
+        Some("holds more than one line; a password file holds the password alone, on one line")
+    } else {
+        None
+    }
+}
+
+/// A private key read from the store.
+struct KeyCredential {
+    /// The store path the node named, for messages.
+    name: String,
+    pem: String,
+    passphrase: Option<String>,
+}
+
+/// A password read from the store.
+struct PasswordCredential {
+    name: String,
+    password: String,
+}
+
+/// The credentials a node names, read from the key store and checked.
+pub(crate) struct Credentials {
+    key: Option<KeyCredential>,
+    password: Option<PasswordCredential>,
+}
+
+impl Credentials {
+    /// Reads the files `node` names, refusing any it may not use.
+    pub(crate) fn load(settings: &SshSettings, node: &Node) -> Result<Credentials, ExecutorError> {
+        let key = match node.attributes.get(KEY_ATTRIBUTE) {
+            None => None,
+            Some(rel) => Some(load_key(settings, node, rel)?),
+        };
+        let password = match node.attributes.get(PASSWORD_ATTRIBUTE) {
+            None => None,
+            Some(rel) => Some(load_password(settings, node, rel)?),
+        };
+        Ok(Credentials { key, password })
+    }
+}
+
+/// Refuses a `.passphrase` file named as a credential of its own.
+fn refuse_passphrase_file(
+    file: &StoreFile,
+    attribute: &str,
+    node: &str,
+) -> Result<(), ExecutorError> {
+    for name in [&file.name, &file.real_name] {
+        if name.ends_with(PASSPHRASE_SUFFIX) {
+            return Err(config_error(format!(
+                "node '{node}' has {attribute} naming '{name}', a key's passphrase file: it is read only beside its key, never used on its own"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn load_key(
+    settings: &SshSettings,
+    node: &Node,
+    rel: &str,
+) -> Result<KeyCredential, ExecutorError> {
+    let file = StoreFile::find(settings, rel, KEY_ATTRIBUTE, &node.name)?;
+    refuse_passphrase_file(&file, KEY_ATTRIBUTE, &node.name)?;
+    file.check_bound(settings, node, KEY_ATTRIBUTE)?;
+    let pem = file.read(&node.name)?;
+    let beside = format!("{}{PASSPHRASE_SUFFIX}", file.name);
+    let passphrase = if expand_home(&settings.key_store).join(&beside).is_file() {
+        let pf = StoreFile::find(settings, &beside, KEY_ATTRIBUTE, &node.name)?;
+        Some(strip_line_end(&pf.read(&node.name)?).to_owned())
+    } else {
+        None
+    };
+    Ok(KeyCredential {
+        name: file.name,
+        pem,
+        passphrase,
+    })
+}
+
+fn load_password(
+    settings: &SshSettings,
+    node: &Node,
+    rel: &str,
+) -> Result<PasswordCredential, ExecutorError> {
+    let file = StoreFile::find(settings, rel, PASSWORD_ATTRIBUTE, &node.name)?;
+    refuse_passphrase_file(&file, PASSWORD_ATTRIBUTE, &node.name)?;
+    file.check_bound(settings, node, PASSWORD_ATTRIBUTE)?;
+    let text = file.read(&node.name)?;
+    let password = strip_line_end(&text);
+    if let Some(why) = not_a_password(password) {
+        return Err(config_error(format!(
+            "node '{}' has {PASSWORD_ATTRIBUTE} '{rel}', but {} {why}; it was not sent",
+            node.name,
+            file.path.display()
+        )));
+    }
+    Ok(PasswordCredential {
+        name: file.name.clone(),
+        password: password.to_owned(),
+    })
 }
 
 /// Authenticates as `user`, trying the key file, the password and the agent
@@ -61,6 +358,7 @@ fn read_secret(path: &Path, node: &str) -> Result<String, ExecutorError> {
 pub(crate) fn authenticate(
     conn: &Connection,
     settings: &SshSettings,
+    credentials: &Credentials,
     node: &Node,
     user: &str,
 ) -> Result<(), ExecutorError> {
@@ -82,22 +380,14 @@ pub(crate) fn authenticate(
     let accepts = |m: &str| offered.split(',').any(|o| o == m);
     let mut tried: Vec<String> = Vec::new();
 
-    if let Some(rel) = node.attributes.get(KEY_ATTRIBUTE) {
-        let key = key_store_file(&settings.key_store, rel, KEY_ATTRIBUTE, &node.name)?;
-        let mut pass_path = key.clone().into_os_string();
-        pass_path.push(".passphrase");
-        let pass_path = PathBuf::from(pass_path);
-        let passphrase = if pass_path.is_file() {
-            Some(read_secret(&pass_path, &node.name)?)
-        } else {
-            None
-        };
+    if let Some(key) = &credentials.key {
+        let rel = &key.name;
         if !accepts("publickey") {
             tried.push(format!(
                 "publickey with key '{rel}' (not offered by the server)"
             ));
         } else {
-            match session.userauth_pubkey_file(user, None, &key, passphrase.as_deref()) {
+            match session.userauth_pubkey_memory(user, None, &key.pem, key.passphrase.as_deref()) {
                 Ok(()) if session.authenticated() => return Ok(()),
                 Ok(()) => tried.push(format!("publickey with key '{rel}'")),
                 Err(e) => tried.push(format!("publickey with key '{rel}' ({})", e.message())),
@@ -105,11 +395,11 @@ pub(crate) fn authenticate(
         }
     }
 
-    if let Some(rel) = node.attributes.get(PASSWORD_ATTRIBUTE) {
-        let path = key_store_file(&settings.key_store, rel, PASSWORD_ATTRIBUTE, &node.name)?;
-        let password = read_secret(&path, &node.name)?;
+    if let Some(pw) = &credentials.password {
+        let rel = &pw.name;
+        let password = &pw.password;
         if accepts("password") {
-            match session.userauth_password(user, &password) {
+            match session.userauth_password(user, password) {
                 Ok(()) if session.authenticated() => return Ok(()),
                 Ok(()) => tried.push(format!("password from '{rel}'")),
                 Err(e) => tried.push(format!("password from '{rel}' ({})", e.message())),
@@ -118,7 +408,7 @@ pub(crate) fn authenticate(
         // Servers that check passwords through PAM often ask for them as
         // keyboard-interactive prompts instead.
         if accepts("keyboard-interactive") {
-            let mut answer = PasswordAnswer(&password);
+            let mut answer = PasswordAnswer(password);
             match session.userauth_keyboard_interactive(user, &mut answer) {
                 Ok(()) if session.authenticated() => return Ok(()),
                 Ok(()) => tried.push(format!(
@@ -223,9 +513,22 @@ mod tests {
 
     #[test]
     fn secrets_lose_one_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pw");
-        fs::write(&p, "s3cret \r\n").unwrap();
-        assert_eq!(read_secret(&p, "n").unwrap(), "s3cret ");
+        assert_eq!(strip_line_end("s3cret \r\n"), "s3cret ");
+        assert_eq!(strip_line_end("a\n\n"), "a\n");
+    }
+
+    #[test]
+    fn private_keys_and_several_lines_are_not_passwords() {
+        for key in [
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAA\n-----END OPENSSH PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "PuTTY-User-Key-File-3: ssh-ed25519",
+            "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----",
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmU",
+        ] {
+            assert!(not_a_password(key).unwrap().contains("private key"), "{key}");
+        }
+        assert!(not_a_password("one\ntwo").unwrap().contains("one line"));
+        assert_eq!(not_a_password("pw-Test-4711 with spaces"), None);
     }
 }

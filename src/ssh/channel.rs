@@ -8,7 +8,7 @@
 //! by the call timeout. A blocking call never waits on the step's own
 //! channel, which is what would stall every other call on the session.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
 use rdrunner_actors::model::Stream;
@@ -19,7 +19,7 @@ use rdrunner_actors::{
 use slog::{debug, warn, Logger};
 use ssh2::BlockDirections;
 
-use super::remote::{self, MarkerFilter, Record};
+use super::remote::{self, MarkerFilter, Records};
 use super::session::{millis, Connection};
 use super::settings::SshSettings;
 
@@ -75,22 +75,24 @@ impl Runner<'_> {
     ) -> Result<StepOutcome, ExecutorError> {
         let session = &self.conn.session;
         let marker = remote::new_marker();
-        let wrapper = remote::wrapper(&marker, env, command)?;
+        let script = remote::step_script(&marker, env, command)?;
         session.set_blocking(true);
         let mut ch = session
             .channel_session()
             .map_err(|e| self.protocol("cannot open a session channel", e))?;
-        ch.exec(&wrapper)
+        ch.exec(remote::LAUNCHER)
             .map_err(|e| self.protocol("cannot start the command", e))?;
-        // The step reads no input: EOF at once so that nothing waits for it.
+        // The script (environment, marker, command) goes over the channel,
+        // never on a command line; its end is the end of the input.
+        ch.write_all(script.as_bytes())
+            .map_err(|e| self.protocol("cannot send the step's script", e))?;
         ch.send_eof()
             .map_err(|e| self.protocol("cannot close the command's input", e))?;
 
         let mut filter = MarkerFilter::new(&marker);
         let mut out_lines = LineSplitter::default();
         let mut err_lines = LineSplitter::default();
-        let mut pgid: Option<u32> = None;
-        let mut exit_record: Option<i32> = None;
+        let mut records = Records::default();
         let mut aborting: Option<Abort> = None;
         let mut buf = vec![0u8; CHUNK];
         let mut next_keepalive = Instant::now() + self.settings.keepalive_interval;
@@ -106,13 +108,12 @@ impl Runner<'_> {
                     let mut emit = |b: &[u8]| {
                         out_lines.push(b, &mut |l| output.line(Stream::Stdout, l));
                     };
-                    filter.push(&buf[..n], &mut emit, &mut |r| match r {
-                        Record::ProcessGroup(g) => pgid = pgid.or(Some(g)),
-                        Record::ExitCode(c) => exit_record = Some(c),
-                    });
+                    filter.push(&buf[..n], &mut emit, &mut |r| records.take(r));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_read(session, "stdout", e, pgid, kill_grace)),
+                Err(e) => {
+                    return Err(self.fail_read(session, "stdout", e, records.pgid, kill_grace))
+                }
             }
             // stderr
             match ch.stderr().read(&mut buf) {
@@ -122,7 +123,9 @@ impl Runner<'_> {
                     err_lines.push(&buf[..n], &mut |l| output.line(Stream::Stderr, l));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) => return Err(self.fail_read(session, "stderr", e, pgid, kill_grace)),
+                Err(e) => {
+                    return Err(self.fail_read(session, "stderr", e, records.pgid, kill_grace))
+                }
             }
             // Keepalives and the abort signal are looked at on every turn,
             // also while output floods in.
@@ -146,7 +149,7 @@ impl Runner<'_> {
             }
             if let Some(a) = &mut aborting {
                 if a.terminated.is_none() {
-                    if let Some(g) = pgid {
+                    if let Some(g) = records.pgid {
                         a.terminated = Some(self.terminate(g, kill_grace));
                         // The group is gone (or KILLed); what is left is the
                         // tail of the output and the channel's close.
@@ -191,7 +194,7 @@ impl Runner<'_> {
 
         if let Some(a) = aborting {
             let mut message = format!("{}: ", reason_text(a.reason));
-            match (pgid, &a.terminated) {
+            match (records.pgid, &a.terminated) {
                 (Some(g), Some(how)) => {
                     message.push_str(&format!("process group {g} on the node {how}"))
                 }
@@ -202,7 +205,7 @@ impl Runner<'_> {
                 message.push_str("; the channel stayed open and was closed");
             }
             return Ok(StepOutcome {
-                exit_code: exit_code(status, signal.as_deref(), exit_record, ended_by_eof),
+                exit_code: exit_code(status, signal.as_deref(), records.exit, ended_by_eof),
                 signal,
                 message: Some(message),
             });
@@ -214,13 +217,13 @@ impl Runner<'_> {
                 signal: Some(sig),
             });
         }
-        match exit_code(status, None, exit_record, closed.is_ok()) {
+        match exit_code(status, None, records.exit, closed.is_ok()) {
             Some(code) => Ok(StepOutcome::exited(code)),
             None => {
                 // The server closed the channel without saying how the
                 // command ended (e.g. its ChannelTimeout): the command may
                 // still run, so end its group before reporting.
-                let note = match pgid {
+                let note = match records.pgid {
                     Some(g) => format!("; its process group {g} {}", self.terminate(g, kill_grace)),
                     None => String::new(),
                 };

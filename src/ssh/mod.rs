@@ -4,10 +4,11 @@
 //!
 //! Codemap: `settings` (the executor's settings and their defaults),
 //! `session` (a connected session, shared by the parts below), `host_key`
-//! (known_hosts policies), `connect` (TCP and handshake), `auth` (key
-//! store, password, agent), `remote` (the wrapper the step runs in on the
-//! node), `channel` (the output loop and abort), `files` (SFTP upload for
-//! scripts and copy steps). Each imports only modules listed before it.
+//! (known_hosts policies), `connect` (TCP and handshake), `auth` (the key
+//! store and its node bindings, password, agent), `remote` (the wrapper the
+//! step runs in on the node), `channel` (the output loop and abort),
+//! `files` (SFTP upload for scripts and copy steps). Each imports only
+//! modules listed before it.
 //!
 //! All libssh2 work is blocking work on the thread that calls `execute`; the
 //! runtime gives every node step a thread of its own.
@@ -22,7 +23,10 @@ mod session;
 mod settings;
 
 pub use auth::{KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
-pub use settings::{expand_home, KnownHostsPolicy, SshSettings, DEFAULT_KNOWN_HOSTS_FILE};
+pub use settings::{
+    expand_home, store_path, KeyBinding, KnownHostsPolicy, NodeSet, SshSettings,
+    DEFAULT_KNOWN_HOSTS_FILE,
+};
 
 use rdrunner_actors::model::Step;
 use rdrunner_actors::{
@@ -59,6 +63,9 @@ impl NodeExecutor for SshExecutor {
         if let Some(reason) = abort.reason() {
             return Ok(aborted_before_start(reason));
         }
+        // Which credentials this node may have is decided, and they are
+        // read and checked, before anything is sent anywhere.
+        let credentials = auth::Credentials::load(&self.settings, &req.node)?;
         let conn = connect::connect(&req.node, &self.settings)?;
         host_key::verify(&conn, &self.settings, &log)?;
         let user = req
@@ -67,7 +74,7 @@ impl NodeExecutor for SshExecutor {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.settings.default_user.clone());
-        auth::authenticate(&conn, &self.settings, &req.node, &user)?;
+        auth::authenticate(&conn, &self.settings, &credentials, &req.node, &user)?;
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
         if let Some(reason) = abort.reason() {

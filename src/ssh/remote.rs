@@ -1,14 +1,25 @@
 //! The remote side of a node step: the shell wrapper every step runs in, and
 //! the filter that takes the wrapper's own records back out of stdout.
 //!
-//! The wrapper is run by the node's login shell. OpenSSH starts that shell as
-//! a session leader (`setsid`), so its pid is the id of a process group of
-//! its own that holds every process of the step: aborting kills that group.
-//! The wrapper prints two records on stdout, each a line starting with a
-//! per-step random marker that no step output can guess: the group id first,
-//! then the step's exit code when the step's command ends. The exit-code
-//! record is what tells a real exit 0 from a channel the server closed
-//! without an exit status (libssh2 reports 0 for both).
+//! The command line the node's login shell runs is always [`LAUNCHER`], a
+//! fixed line with nothing of the step in it: it reads the step's script
+//! (the environment to export, the wrapper's marker, the command) from the
+//! channel's stdin, to its end, and runs it. So no option value and no
+//! marker is ever in a process's arguments, where `ps` shows them to every
+//! user of the node; the step's own command runs with stdin from
+//! `/dev/null`. The script is one brace group: cut short on the way, it is
+//! a syntax error and nothing of it runs.
+//!
+//! OpenSSH starts the login shell as a session leader (`setsid`), so its
+//! pid is the id of a process group of its own that holds every process of
+//! the step: aborting kills that group. The wrapper prints two records on
+//! stdout, each a line starting with a per-step random marker: the group id
+//! first, then the step's exit code when the step's command ends. The
+//! exit-code record is what tells a real exit 0 from a channel the server
+//! closed without an exit status (libssh2 reports 0 for both). The marker is
+//! in no argument list and is not exported, so the step cannot learn it to
+//! forge a record before the real one; a record after the real one is
+//! ignored ([`Records`]: the first of each kind counts).
 
 use rdrunner_actors::context::shell_quote;
 use rdrunner_actors::ExecutorError;
@@ -19,37 +30,53 @@ const MARKER_START: u8 = 0x1e;
 /// Longest record payload kept (`pgid=…` / `rc=…`); longer is not ours.
 const MAX_RECORD: usize = 64;
 
+/// The command line of every step: reads the step's script from stdin to
+/// its end and runs it in the login shell. Fixed, so that it shows nothing.
+pub(crate) const LAUNCHER: &str = "s=$(cat) && eval \"$s\"";
+
 /// A fresh marker: the record separator, a tag and 128 random bits in hex.
 pub(crate) fn new_marker() -> String {
     let bits: u128 = rand::random();
     format!("{}rdrunner-{bits:032x} ", MARKER_START as char)
 }
 
-/// Builds the wrapper for `command` (a shell command line, run by the login
-/// shell `$SHELL` as a child so that an `exit` in it cannot skip the exit
-/// record), with `env` exported first.
+/// Builds the script [`LAUNCHER`] reads for `command` (a shell command
+/// line, run by the login shell `$SHELL` as a child so that an `exit` in it
+/// cannot skip the exit record), with `env` exported first.
 ///
 /// Every value reaches the shell single-quoted, so no value can change the
-/// command's shape; names must be shell identifiers.
-pub(crate) fn wrapper(
+/// script's shape; names must be shell identifiers, and no text may hold a
+/// NUL byte (the shell would drop it).
+pub(crate) fn step_script(
     marker: &str,
     env: &[(String, String)],
     command: &str,
 ) -> Result<String, ExecutorError> {
+    let config = |m: String| ExecutorError::new(ExecutorErrorKind::Config, m);
     // The marker starts with \036, which printf writes from its octal escape.
     let tag = &marker[1..];
-    let mut w = format!("printf '\\036{tag}pgid=%s\\n' \"$$\";");
+    // `s` held this very text; the step has no use for it.
+    let mut w = format!("{{\nunset s\nprintf '\\036{tag}pgid=%s\\n' \"$$\"\n");
     for (name, value) in env {
         if !is_identifier(name) {
-            return Err(ExecutorError::new(
-                ExecutorErrorKind::Config,
-                format!("environment variable name {name:?} is not a shell identifier"),
-            ));
+            return Err(config(format!(
+                "environment variable name {name:?} is not a shell identifier"
+            )));
         }
-        w.push_str(&format!(" export {name}={};", shell_quote(value)));
+        if value.contains('\0') {
+            return Err(config(format!(
+                "environment variable {name} holds a NUL byte, which no environment can carry"
+            )));
+        }
+        w.push_str(&format!("export {name}={}\n", shell_quote(value)));
+    }
+    if command.contains('\0') {
+        return Err(config(
+            "the command holds a NUL byte, which no shell can run".to_owned(),
+        ));
     }
     w.push_str(&format!(
-        " \"${{SHELL:-/bin/sh}}\" -c {}; rc=$?; printf '\\036{tag}rc=%s\\n' \"$rc\"; exit \"$rc\"",
+        "\"${{SHELL:-/bin/sh}}\" -c {} </dev/null\nrc=$?\nprintf '\\036{tag}rc=%s\\n' \"$rc\"\nexit \"$rc\"\n}}\n",
         shell_quote(command)
     ));
     Ok(w)
@@ -79,6 +106,24 @@ pub(crate) enum Record {
     ProcessGroup(u32),
     /// The step's command ended with this exit code.
     ExitCode(i32),
+}
+
+/// What the wrapper's records said. The wrapper prints each kind once, so
+/// the first of each kind counts: a later one is not the wrapper's (a
+/// process the step left behind cannot change how the step ended).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Records {
+    pub pgid: Option<u32>,
+    pub exit: Option<i32>,
+}
+
+impl Records {
+    pub(crate) fn take(&mut self, record: Record) {
+        match record {
+            Record::ProcessGroup(g) => self.pgid = self.pgid.or(Some(g)),
+            Record::ExitCode(c) => self.exit = self.exit.or(Some(c)),
+        }
+    }
 }
 
 /// Takes marker records out of a byte stream, passing every other byte
@@ -230,15 +275,51 @@ mod tests {
     }
 
     #[test]
-    fn wrapper_quotes_values_and_rejects_bad_names() {
+    fn script_quotes_values_and_rejects_bad_names() {
         let env = vec![("RD_OPTION_X".to_owned(), "a'b; $(id)".to_owned())];
-        let w = wrapper("\x1eM ", &env, "echo hi").unwrap();
-        assert!(w.contains(r#"export RD_OPTION_X='a'\''b; $(id)';"#), "{w}");
-        assert!(w.contains(r#""${SHELL:-/bin/sh}" -c 'echo hi';"#), "{w}");
+        let w = step_script("\x1eM ", &env, "echo hi").unwrap();
+        assert!(w.contains("export RD_OPTION_X='a'\\''b; $(id)'\n"), "{w}");
+        assert!(
+            w.contains("\"${SHELL:-/bin/sh}\" -c 'echo hi' </dev/null\n"),
+            "{w}"
+        );
+        assert!(w.starts_with("{\n") && w.ends_with("\n}\n"), "{w}");
         let bad = vec![("X;rm".to_owned(), "v".to_owned())];
         assert_eq!(
-            wrapper("\x1eM ", &bad, "true").unwrap_err().kind,
+            step_script("\x1eM ", &bad, "true").unwrap_err().kind,
             ExecutorErrorKind::Config
+        );
+        let nul = vec![("X".to_owned(), "a\0b".to_owned())];
+        assert!(step_script("\x1eM ", &nul, "true").is_err());
+        assert!(step_script("\x1eM ", &[], "a\0b").is_err());
+    }
+
+    #[test]
+    fn the_command_line_holds_nothing_of_the_step() {
+        let marker = new_marker();
+        let env = vec![("RD_OPTION_PW".to_owned(), "s3cret".to_owned())];
+        let script = step_script(&marker, &env, "echo hi").unwrap();
+        assert!(script.contains("s3cret") && script.contains(&marker[1..]));
+        assert!(!LAUNCHER.contains("rdrunner") && !LAUNCHER.contains("export"));
+    }
+
+    #[test]
+    fn the_first_record_of_each_kind_counts() {
+        let mut r = Records::default();
+        for rec in [
+            Record::ProcessGroup(7),
+            Record::ExitCode(0),
+            Record::ExitCode(9),
+            Record::ProcessGroup(1),
+        ] {
+            r.take(rec);
+        }
+        assert_eq!(
+            r,
+            Records {
+                pgid: Some(7),
+                exit: Some(0)
+            }
         );
     }
 

@@ -2,8 +2,11 @@
 //! daemon's `[ssh]` section is read into this type, and the defaults that
 //! `runner.example.toml` documents are these.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+
+use rdrunner_actors::filter::NodeFilter;
+use rdrunner_actors::model::Node;
 
 /// The operator's known_hosts file as the configuration spells it by
 /// default; `~` is expanded when the file is read.
@@ -45,13 +48,70 @@ impl KnownHostsPolicy {
     }
 }
 
+/// A parsed node filter, equal to another when their texts are equal.
+#[derive(Debug, Clone)]
+pub struct NodeSet(pub NodeFilter);
+
+impl NodeSet {
+    /// The filter's text, as configured.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn matches(&self, node: &Node) -> bool {
+        self.0.matches(node)
+    }
+}
+
+impl PartialEq for NodeSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+/// A key-store file bound to the nodes it may be used for: one entry of
+/// `ssh.keyBindings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyBinding {
+    /// The file's path in the key store, as [`store_path`] writes it.
+    pub path: String,
+    /// The only nodes (within `allowed_nodes`) the file may be sent to or
+    /// used for.
+    pub nodes: NodeSet,
+}
+
+/// `text` as a path inside the key store (`a/b`: relative, no `.` or `..`,
+/// no empty parts); `None` when it is not one.
+pub fn store_path(text: &str) -> Option<String> {
+    let p = Path::new(text);
+    let parts: Option<Vec<&str>> = p
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    let parts = parts?;
+    // `Path::components` drops a `.` in the middle; refuse it all the same.
+    let dots = text.split('/').any(|s| s == "." || s == "..");
+    (!parts.is_empty() && !dots).then(|| parts.join("/"))
+}
+
 /// Settings of the SSH executor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SshSettings {
     /// Directory of private keys and password files; the node attributes
     /// `ssh-key-storage-path` and `ssh-password-storage-path` name files in
-    /// it by relative path.
+    /// it by relative path. Each file must be 0600 (or stricter), owned by
+    /// the runner's user or root; no directory of the store may be
+    /// writable by group or others.
     pub key_store: PathBuf,
+    /// The runner's `allowedNodes`: every key-store file may be used only
+    /// for nodes it matches. `None`: every node.
+    pub allowed_nodes: Option<NodeSet>,
+    /// Narrower bindings of single files (`ssh.keyBindings`): a file named
+    /// here may be used only for the nodes its binding matches as well.
+    pub key_bindings: Vec<KeyBinding>,
     pub known_hosts_policy: KnownHostsPolicy,
     /// The operator's known_hosts (OpenSSH format), read by every policy
     /// but `Off`; never written.
@@ -75,7 +135,9 @@ pub struct SshSettings {
     /// Off unless asked for: an agent the runner happens to inherit is not
     /// a credential the operator chose.
     pub use_agent: bool,
-    /// Where per-step directories for scripts are made on the node.
+    /// Where per-step directories for scripts are made on the node. One
+    /// that group or others can write to must have the sticky bit (as
+    /// `/tmp` has), or script steps are refused.
     pub remote_tmp_dir: String,
 }
 
@@ -83,6 +145,8 @@ impl Default for SshSettings {
     fn default() -> Self {
         SshSettings {
             key_store: PathBuf::from("./runner/keys"),
+            allowed_nodes: None,
+            key_bindings: Vec::new(),
             known_hosts_policy: KnownHostsPolicy::Strict,
             known_hosts_file: expand_home(Path::new(DEFAULT_KNOWN_HOSTS_FILE)),
             accepted_hosts_file: PathBuf::from("./runner/known_hosts"),
@@ -94,6 +158,13 @@ impl Default for SshSettings {
             use_agent: false,
             remote_tmp_dir: "/tmp".to_owned(),
         }
+    }
+}
+
+impl SshSettings {
+    /// The binding of key-store file `path` (as [`store_path`] writes it).
+    pub fn key_binding(&self, path: &str) -> Option<&KeyBinding> {
+        self.key_bindings.iter().find(|b| b.path == path)
     }
 }
 
@@ -148,6 +219,16 @@ mod tests {
             );
         }
         assert_eq!(expand_home(Path::new("/etc/x")), PathBuf::from("/etc/x"));
+    }
+
+    #[test]
+    fn store_paths_are_relative_and_plain() {
+        assert_eq!(store_path("a/b").as_deref(), Some("a/b"));
+        assert_eq!(store_path("a//b/").as_deref(), Some("a/b"));
+        assert_eq!(store_path("id").as_deref(), Some("id"));
+        for bad in ["", "/etc/x", "../x", "a/../x", "./x", "a/./x", "."] {
+            assert_eq!(store_path(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -77,11 +77,7 @@ fn encrypted_key_with_passphrase_file() {
         &rdrunner_actors::AbortSignal::new(),
     );
     assert_eq!(run.error().kind, ExecutorErrorKind::Authentication);
-    fs::write(
-        f.settings.key_store.join("locked.passphrase"),
-        "open sesame\n",
-    )
-    .unwrap();
+    write_secret(&f, "locked.passphrase", "open sesame\n");
     let run = f.run(
         request(node, command_step("echo in")),
         &rdrunner_actors::AbortSignal::new(),
@@ -114,7 +110,7 @@ fn password_auth_from_the_key_store() {
     f.sshd
         .ensure_password_user("rdrunner-pw", "pw-Test-4711")
         .expect("password user (needs root)");
-    fs::write(f.settings.key_store.join("pw"), "pw-Test-4711\n").unwrap();
+    write_secret(&f, "pw", "pw-Test-4711\n");
     let mut node = f.node();
     node.username = Some("rdrunner-pw".into());
     node.attributes.clear();
@@ -127,7 +123,7 @@ fn password_auth_from_the_key_store() {
     assert_eq!(run.outcome(), &StepOutcome::exited(0));
     assert_eq!(run.stdout(), vec!["rdrunner-pw"]);
 
-    fs::write(f.settings.key_store.join("pw"), "wrong\n").unwrap();
+    write_secret(&f, "pw", "wrong\n");
     let run = f.run(
         request(node, command_step("id -un")),
         &rdrunner_actors::AbortSignal::new(),
@@ -151,7 +147,7 @@ fn password_through_keyboard_interactive() {
     f.sshd
         .ensure_password_user("rdrunner-pw", "pw-Test-4711")
         .expect("password user (needs root)");
-    fs::write(f.settings.key_store.join("pw"), "pw-Test-4711\n").unwrap();
+    write_secret(&f, "pw", "pw-Test-4711\n");
     let mut node = f.node();
     node.username = Some("rdrunner-pw".into());
     node.attributes.clear();

@@ -86,6 +86,8 @@ impl Fixture {
         fs::create_dir_all(&remote_tmp).unwrap();
         let settings = SshSettings {
             key_store: keys,
+            allowed_nodes: None,
+            key_bindings: Vec::new(),
             known_hosts_policy: KnownHostsPolicy::Strict,
             known_hosts_file: known_hosts,
             accepted_hosts_file: dir.path().join("accepted_hosts"),
@@ -217,5 +219,41 @@ pub fn wait_no_processes(marker: &str, within: Duration) -> Vec<String> {
             return left;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes `content` to `rel` in the fixture's key store with mode 0600.
+pub fn write_secret(f: &Fixture, rel: &str, content: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = f.settings.key_store.join(rel);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
+    fs::write(&path, content).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A loopback port that accepts TCP connections and never speaks: a node
+/// there shows whether the executor connected at all.
+pub struct Listener(std::net::TcpListener);
+
+impl Listener {
+    pub fn new() -> Listener {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        Listener(l)
+    }
+
+    /// `node` pointed at this port.
+    pub fn node(&self, mut node: Node) -> Node {
+        node.hostname = "127.0.0.1".to_owned();
+        node.port = Some(self.0.local_addr().unwrap().port());
+        node
+    }
+
+    /// Whether anything connected so far.
+    pub fn was_dialled(&self) -> bool {
+        self.0.accept().is_ok()
     }
 }

@@ -147,3 +147,95 @@ fn copy_failures_are_clear() {
         "{e}"
     );
 }
+
+fn copy_step(content: &[u8], dest: &std::path::Path, mode: Option<&str>) -> Step {
+    Step::Copy(CopyStep {
+        content_base64: base64::engine::general_purpose::STANDARD.encode(content),
+        destination: dest.display().to_string(),
+        mode: mode.map(str::to_owned),
+    })
+}
+
+#[test]
+fn copy_replaces_a_symlink_at_the_destination_and_never_follows_it() {
+    let f = Fixture::new();
+    let precious = f.dir.path().join("precious");
+    std::fs::write(&precious, "keep me").unwrap();
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let dest_dir = f.dir.path().join("dest");
+    std::fs::create_dir(&dest_dir).unwrap();
+    let dest = dest_dir.join("file");
+    std::os::unix::fs::symlink(&precious, &dest).unwrap();
+    let run = f.run(
+        request(f.node(), copy_step(b"new", &dest, Some("0666"))),
+        &AbortSignal::new(),
+    );
+    assert!(run.outcome().succeeded(), "{:?}", run.outcome());
+    // The link's target is untouched ...
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    let mode = std::fs::metadata(&precious).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the link's target changed mode");
+    // ... and the destination is now a file of its own with the new content.
+    let meta = std::fs::symlink_metadata(&dest).unwrap();
+    assert!(meta.file_type().is_file(), "{meta:?}");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o666);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    // No temporary file is left beside it.
+    let names: Vec<_> = std::fs::read_dir(&dest_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("file")]);
+}
+
+#[test]
+fn copy_refuses_a_directory_and_special_modes() {
+    let f = Fixture::new();
+    let dir = f.dir.path().join("a-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let run = f.run(
+        request(f.node(), copy_step(b"x", &dir, None)),
+        &AbortSignal::new(),
+    );
+    let e = run.error();
+    assert!(e.message.contains("is a directory"), "{e}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "left a file");
+    let dest = f.dir.path().join("suid");
+    let run = f.run(
+        request(f.node(), copy_step(b"x", &dest, Some("4755"))),
+        &AbortSignal::new(),
+    );
+    assert_eq!(run.error().kind, ExecutorErrorKind::Config);
+    assert!(!dest.exists());
+}
+
+#[test]
+fn scripts_are_not_uploaded_into_a_directory_others_can_swap() {
+    let f = Fixture::new();
+    // World-writable without the sticky bit: anyone could rename the
+    // script's directory away and put their own in its place.
+    let shared = f.dir.path().join("shared-tmp");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut settings = f.settings.clone();
+    settings.remote_tmp_dir = shared.display().to_string();
+    let exec = rdrunner::ssh::SshExecutor::new(settings, logger());
+    let run = run_with(
+        &exec,
+        &request(f.node(), script("echo ran\n", &[], Some("sh"))),
+        &AbortSignal::new(),
+    );
+    let e = run.error();
+    assert_eq!(e.kind, ExecutorErrorKind::Config, "{e}");
+    assert!(e.message.contains("sticky"), "{e}");
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
+    // With the sticky bit (as /tmp has) it runs.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let run = run_with(
+        &exec,
+        &request(f.node(), script("echo ran\n", &[], Some("sh"))),
+        &AbortSignal::new(),
+    );
+    assert_eq!(run.outcome(), &StepOutcome::exited(0));
+    assert_eq!(run.stdout(), vec!["ran"]);
+}
