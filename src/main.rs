@@ -258,13 +258,24 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 /// drain or an escalation ends it.
 fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> {
     let log = logs.runner.clone();
-    let assembly = daemon::assemble(cfg, creds, logs)
-        .map_err(anyhow::Error::from)
-        .map_err(fail(EXIT_USAGE))?;
-    let drain_timeout = assembly.drain_timeout;
     let reopener = logs.reopener();
 
     actix_rt::System::new().block_on(async move {
+        // The handlers go in before anything is logged: a HUP (log rotation)
+        // or TERM that arrives once "rdrunner starting" is in runner.log must
+        // be handled, not kill the process by its default action.
+        let signal = |kind: SignalKind| {
+            tokio::signal::unix::signal(kind)
+                .context("cannot install a signal handler")
+                .map_err(fail(EXIT_USAGE))
+        };
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let assembly = daemon::assemble(cfg, creds, logs)
+            .map_err(anyhow::Error::from)
+            .map_err(fail(EXIT_USAGE))?;
+        let drain_timeout = assembly.drain_timeout;
         let builder = assembly.builder;
         // Only in builds for the chaos suite: fail points armed from the
         // environment, on top of the daemon's own assembly.
@@ -274,14 +285,6 @@ fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> 
             .start()
             .map_err(anyhow::Error::from)
             .map_err(fail(EXIT_USAGE))?;
-        let signal = |kind: SignalKind| {
-            tokio::signal::unix::signal(kind)
-                .context("cannot install a signal handler")
-                .map_err(fail(EXIT_USAGE))
-        };
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
         let wait = handle.wait();
         tokio::pin!(wait);
         let mut draining = false;
