@@ -38,8 +38,9 @@ struct Segment {
 
 impl Segment {
     /// Starts a runner whose `runner.toml` has `extra` appended to its
-    /// `[runner]` table (e.g. `allowedNodes = "..."`) and `tables` after it.
-    fn start(runner_extra: &str, tables: &str) -> Segment {
+    /// `[runner]` table (e.g. `allowedNodes = "..."`) and `ssh_extra` to its
+    /// `[ssh]` table.
+    fn start(runner_extra: &str, ssh_extra: &str) -> Segment {
         let dir = tempfile::tempdir().expect("tempdir");
         let work = dir.path();
         let sshd = TestSshd::start(&work.join("sshd")).expect("private sshd starts");
@@ -89,6 +90,7 @@ acceptedHostsFile = "{w}/accepted_hosts"
 connectTimeoutMs = 5000
 callTimeoutMs = 10000
 remoteTmpDir = "{w}/remote-tmp"
+{ssh_extra}
 
 [spool]
 dir = "{w}/runner/spool"
@@ -98,7 +100,6 @@ fsync = "never"
 dir = "{w}/runner/logs"
 level = "debug"
 stderr = true
-{tables}
 "#
             ),
         )
@@ -359,7 +360,11 @@ fn nodes_cannot_pick_the_runners_own_host() {
 
 #[test]
 fn key_store_files_go_only_where_the_runner_allows() {
-    let mut seg = Segment::start("", "");
+    // `bound-key` may be used for node `bound` only.
+    let mut seg = Segment::start(
+        "",
+        r#"keyBindings = [{ path = "bound-key", nodes = "name: bound" }]"#,
+    );
     let work = seg.work().to_path_buf();
     let key_text = fs::read_to_string(work.join("keys/node-key")).unwrap();
     // A key readable by others, and a link that leaves the key store.
@@ -370,6 +375,7 @@ fn key_store_files_go_only_where_the_runner_allows() {
     )
     .unwrap();
     write_private(&work.join("outside-key"), &key_text);
+    write_private(&work.join("keys/bound-key"), &key_text);
     symlink(work.join("outside-key"), work.join("keys/link-key")).unwrap();
     let c = seg.canary();
     let c = c.display();
@@ -389,6 +395,8 @@ fn key_store_files_go_only_where_the_runner_allows() {
             "ssh-key-storage-path",
             &work.join("outside-key").display().to_string(),
         ),
+        with("unbound", "ssh-key-storage-path", "bound-key"),
+        with("bound", "ssh-key-storage-path", "bound-key"),
     ];
     let result = seg.run(
         json!([command(&format!("touch {c}-${{node.name}}"))]),
@@ -397,6 +405,15 @@ fn key_store_files_go_only_where_the_runner_allows() {
         &[],
     );
     seg.stop();
+    // The node the key is bound to used it.
+    assert_eq!(
+        of(&result, "bound").state,
+        Some(State::Succeeded),
+        "{result:#?}"
+    );
+    let bound = seg.scratch().join("CANARY-bound");
+    assert!(bound.exists(), "the bound node ran its step");
+    fs::remove_file(bound).unwrap();
     seg.assert_no_canary();
     for (node, why) in [
         ("as-password", "private key"),
@@ -404,6 +421,7 @@ fn key_store_files_go_only_where_the_runner_allows() {
         ("linked", "key store"),
         ("climbing", "key store"),
         ("absolute", "key store"),
+        ("unbound", "ssh.keyBindings"),
     ] {
         let o = &of(&result, node);
         assert!(failed(o), "{node}: {o:#?}");
