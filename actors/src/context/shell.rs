@@ -597,3 +597,174 @@ fn starts_word(text: &str, word: &str) -> bool {
     text.strip_prefix(word)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\n', ';']))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// splitmix64: a seeded generator, so that a failing case replays from
+    /// its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Pieces of hostile values: quotes, expansions, escapes, newlines,
+    /// glob and control characters, unicode, injections that would create
+    /// the canary file.
+    const PIECES: &[&str] = &[
+        "'", "\"", "$", "`", "\\", "\n", "\r", "\t", " ", "*", "?", "[a]", "{a,b}", "~", "#",
+        ";", "&", "&&", "|", "<", ">", "(", ")", "!", "=", "%s", "-n", "a", "Z9", "é", "日本",
+        "😀", "$HOME", "${HOME}", "$(touch CANARY)", "`touch CANARY`", "'; touch CANARY; '",
+        "\"; touch CANARY; echo \"", "'\\''", "\\'", "$'\\n'", "\nEOF\n", "$((1+1))",
+    ];
+
+    fn value(rng: &mut Rng) -> String {
+        (0..rng.below(7)).map(|_| rng.pick(PIECES)).collect()
+    }
+
+    /// Command templates with `@v` and `@w` for the two tokens, and what they
+    /// print given the values `v` and `w`.
+    #[allow(clippy::type_complexity)]
+    const CONTEXTS: &[(&str, fn(&str, &str) -> String)] = &[
+        ("printf %s @v", |v, _| v.into()),
+        ("printf %s a@v-b", |v, _| format!("a{v}-b")),
+        ("printf %s \"pre @v post\"", |v, _| format!("pre {v} post")),
+        ("printf %s 'pre @v post'", |v, _| format!("pre {v} post")),
+        ("printf %s @v@w", |v, w| format!("{v}{w}")),
+        ("printf '%s' \"@v\"'@w'@v", |v, w| format!("{v}{w}{v}")),
+        ("printf '%s|' @v @w", |v, w| format!("{v}|{w}|")),
+        ("printf %s \"a\\\"@v\\$\"", |v, _| format!("a\"{v}$")),
+        ("printf %s \"$(printf %s \"@v\")\"", |v, _| strip_newlines(v)),
+        ("printf %s \"[$(printf %s '@v' @w)]\"", |v, w| {
+            format!("[{}]", strip_newlines(&format!("{v}{w}")))
+        }),
+        ("x=@v; printf %s \"$x\"", |v, _| v.into()),
+        ("for x in @v; do printf %s \"$x\"; done", |v, _| v.into()),
+        ("case @v in *) printf %s @w;; esac", |_, w| w.into()),
+        ("printf %s @v # @w", |v, _| v.into()),
+        ("printf %s ${X:-x}@v\"${X:-y}\"", |v, _| format!("x{v}y")),
+        ("cat <<'EOF'\nbody\nEOF\nprintf %s \"@w\"", |_, w| format!("body\n{w}")),
+        ("printf %s @w`printf %s x`$((1+1))", |_, w| format!("{w}x2")),
+        ("printf %s \\\"@v\\\" \\'", |v, _| format!("\"{v}\"'")),
+    ];
+
+    fn strip_newlines(s: &str) -> String {
+        s.trim_end_matches('\n').to_owned()
+    }
+
+    fn run(shell: &str, command: &str, dir: &Path) -> (Vec<u8>, String) {
+        let out = Command::new(shell)
+            .arg("-c")
+            .arg(command)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/home/nobody")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {shell} (is it installed?): {e}"));
+        (out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn scratch(seed: u64) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rdrunner-quoting-{}-{seed}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Random values in random quoting contexts, through the real `sh`
+    /// (dash) and `bash`: each prints exactly the value's bytes, and no
+    /// injected command runs. Replay a failure with
+    /// `RDRUNNER_QUOTING_SEED=<seed> cargo test --workspace --lib quoting`.
+    #[test]
+    fn quoting_keeps_random_values_intact_in_sh_and_bash() {
+        let seed = match std::env::var("RDRUNNER_QUOTING_SEED") {
+            Ok(s) => s.parse().expect("RDRUNNER_QUOTING_SEED is a number"),
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
+        };
+        let mut rng = Rng(seed);
+        let dir = scratch(seed);
+        let canary = dir.join("CANARY");
+        for case in 0..300 {
+            let (v, w) = (value(&mut rng), value(&mut rng));
+            let (template, expected) = CONTEXTS[rng.below(CONTEXTS.len())];
+            let template = template.replace("@v", "${option.v}").replace("@w", "${option.w}");
+            let lookup = |key: &str| match key {
+                "option.v" => v.clone(),
+                "option.w" => w.clone(),
+                _ => String::new(),
+            };
+            let command = substitute(&template, &lookup)
+                .unwrap_or_else(|r| panic!("seed {seed}, case {case}: {template:?} refused: {r:?}"));
+            let want = expected(&v, &w);
+            for shell in ["sh", "bash"] {
+                let (out, err) = run(shell, &command, &dir);
+                assert!(
+                    out == want.as_bytes() && !canary.exists(),
+                    "seed {seed}, case {case}, {shell}: {template:?} with v={v:?} w={w:?} \
+                     ran {command:?}\nprinted {:?}\nwanted  {want:?}\nstderr {err}\ncanary: {}",
+                    String::from_utf8_lossy(&out),
+                    canary.exists()
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn refusal(command: &str) -> Refusal {
+        substitute(command, &|_| "x".into()).expect_err(command)
+    }
+
+    #[test]
+    fn quoting_follows_nested_substitutions_and_quotes() {
+        let q = |c: &str| substitute(c, &|_| "v".into()).unwrap();
+        assert_eq!(q("\"$(echo \")\")${option.a}\""), "\"$(echo \")\")\"'v'\"\"");
+        assert_eq!(q("$(echo ')' ${option.a})"), "$(echo ')' 'v')");
+        assert_eq!(q("$( (echo) ${option.a} )"), "$( (echo) 'v' )");
+        assert_eq!(q("echo \\'${option.a}"), "echo \\''v'");
+        assert_eq!(q("echo $$${option.a}"), "echo $$'v'");
+        assert_eq!(q("echo \\\n# ${option.a}"), "echo \\\n# ${option.a}");
+        assert_eq!(q("echo a#${option.a}"), "echo a#'v'");
+        assert_eq!(q("echo $'a'${option.a}"), "echo $'a''v'");
+        assert_eq!(q("cat <<-\"E\"\n\tE\necho ${option.a}"), "cat <<-\"E\"\n\tE\necho 'v'");
+        assert_eq!(q("cat <<<${option.a}"), "cat <<<'v'");
+    }
+
+    #[test]
+    fn uncertain_constructs_refuse_the_tokens_after_them() {
+        for (command, place) in [
+            ("echo $[1] ${option.a}", "$["),
+            ("cat <<E\\\nx\nE\necho ${option.a}", "line break"),
+            ("cat <<E\na\\\nE\nE\necho ${option.a}", "ends in \\"),
+            ("echo \"${X#'}\" ${option.a}", "parameter expansion"),
+            ("echo $((echo a) ) ${option.a}", "arithmetic or a command substitution"),
+            ("echo $(cat <<E) ${option.a}", "before its here-document"),
+            ("cat <<$X\n${option.a}", "delimiter with expansions"),
+        ] {
+            let r = refusal(command);
+            assert_eq!(r.key, "option.a");
+            assert_eq!(r.offset, command.rfind("${option.a}").unwrap(), "{command}");
+            assert!(r.place.contains(place), "{command}: {}", r.place);
+        }
+        assert!(refusal("cat <<${option.a}").place.contains("delimiter"));
+    }
+}
