@@ -248,3 +248,114 @@ impl MaskedLines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::LineSplitter;
+
+    #[test]
+    fn masks_every_occurrence_longest_first() {
+        let m = Masker::new(vec!["s3cret".into()]);
+        assert_eq!(
+            m.mask("pw=s3cret and s3cret".into()),
+            "pw=[SECURE] and [SECURE]"
+        );
+        assert_eq!(m.mask("nginx".into()), "nginx");
+        let m = Masker::new(vec!["ab".into(), "abcd".into(), String::new()]);
+        assert_eq!(m.mask("xabcdx ab".into()), "x[SECURE]x [SECURE]");
+        // Overlapping occurrences are one run of secret text.
+        let m = Masker::new(vec!["abc".into(), "cde".into()]);
+        assert_eq!(m.mask("abcde abcabc".into()), "[SECURE] [SECURE][SECURE]");
+        assert!(Masker::new(vec![String::new()]).is_empty());
+    }
+
+    #[test]
+    fn masks_each_line_of_a_multi_line_secret() {
+        let m = Masker::new(vec!["-----BEGIN KEY-----\r\nAAAA\n\nBBBB\n".into()]);
+        for line in ["-----BEGIN KEY-----", "AAAA", "x BBBB y"] {
+            assert!(!m.mask(line.into()).contains("AAAA"), "{line}");
+            assert!(m.mask(line.into()).contains(MASK), "{line}");
+        }
+        assert_eq!(m.mask("".into()), "");
+    }
+
+    #[test]
+    fn masks_the_shell_quoted_forms() {
+        let m = Masker::new(vec!["it's-secret".into(), "a\u{1}é\u{1b}".into()]);
+        // What `shell_quote` makes of it, and bash's `set -x` in both forms.
+        let quoted = crate::context::shell_quote("it's-secret");
+        assert_eq!(quoted, r"'it'\''s-secret'");
+        assert_eq!(m.mask(format!("+ echo {quoted}")), "+ echo '[SECURE]'");
+        assert_eq!(m.mask(r"+ : $'a\001é\E'".into()), "+ : $'[SECURE]'");
+        assert_eq!(m.mask(r"+ : $'a\001\303\251\E'".into()), "+ : $'[SECURE]'");
+        assert_eq!(m.mask(r"+ : $'it\'s-secret'".into()), "+ : $'[SECURE]'");
+    }
+
+    /// Feeds `text` through a splitter cutting at `max` and the masking.
+    fn through(masker: Masker, max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut splitter = LineSplitter::new(max);
+        let mut lines = Vec::new();
+        for c in chunks {
+            splitter.push(c, &mut |l| lines.push(l));
+        }
+        splitter.finish(&mut |l| lines.push(l));
+        let mut masked = MaskedLines::new(Arc::new(masker), max);
+        let mut out = Vec::new();
+        for l in lines {
+            masked.line(l, &mut |l| out.push(l));
+        }
+        masked.finish(&mut |l| out.push(l));
+        out
+    }
+
+    #[test]
+    fn masks_a_secret_across_the_long_line_cut() {
+        let secret = "0123456789";
+        for offset in 0..40 {
+            let text = format!("{}{secret}{}\nnext\n", "x".repeat(offset), "y".repeat(7));
+            let out = through(Masker::new(vec![secret.into()]), 16, &[text.as_bytes()]);
+            let joined = out.join("");
+            assert!(!joined.contains("0123") || !joined.contains("789"), "{offset}: {out:?}");
+            for l in &out {
+                assert!(!l.contains("45"), "{offset}: a piece of the secret in {out:?}");
+            }
+            assert_eq!(
+                joined,
+                format!("{}{MASK}{}next", "x".repeat(offset), "y".repeat(7)),
+                "{offset}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_a_secret_longer_than_a_line_piece() {
+        let secret = "S".repeat(50);
+        let text = format!("ab{secret}cd\n{secret}");
+        let out = through(Masker::new(vec![secret.clone()]), 16, &[text.as_bytes()]);
+        assert_eq!(out.join("|"), format!("ab{MASK}|cd|{MASK}"));
+    }
+
+    #[test]
+    fn lines_keep_their_boundaries_and_short_lines_pass_at_once() {
+        let masker = Arc::new(Masker::new(vec!["pw".into()]));
+        let mut masked = MaskedLines::new(masker, 16);
+        let mut out = Vec::new();
+        masked.line("a pw line".into(), &mut |l| out.push(l));
+        assert_eq!(out, ["a [SECURE] line"]);
+        // A line as long as a cut piece waits for the next one.
+        masked.line("0123456789abcdep".into(), &mut |l| out.push(l));
+        assert_eq!(out.len(), 1);
+        masked.line("w".into(), &mut |l| out.push(l));
+        assert_eq!(out, ["a [SECURE] line", "0123456789abcde[SECURE]"]);
+        masked.line("".into(), &mut |l| out.push(l));
+        masked.finish(&mut |l| out.push(l));
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[2], "");
+        // Nothing to mask: nothing is held.
+        let mut plain = MaskedLines::new(Arc::new(Masker::default()), 16);
+        let mut out = Vec::new();
+        plain.line("0123456789abcdef".into(), &mut |l| out.push(l));
+        assert_eq!(out.len(), 1);
+    }
+}
