@@ -226,9 +226,7 @@ impl DataContext {
         for component in expanded.split('/') {
             let range = (at, at + component.len());
             at = range.1 + 1;
-            let from_value = from_values
-                .iter()
-                .any(|v| v.0 < range.1 && range.0 < v.1);
+            let from_value = from_values.iter().any(|v| v.0 < range.1 && range.0 < v.1);
             if component == ".." && from_value {
                 return Err(escapes("gets a \"..\" component from a substituted value"));
             }
@@ -408,7 +406,12 @@ mod tests {
     }
 
     fn command(ctx: &DataContext, command: &str) -> Result<String, String> {
-        match expand(ctx, Step::Command(CommandStep { command: command.into() }))? {
+        match expand(
+            ctx,
+            Step::Command(CommandStep {
+                command: command.into(),
+            }),
+        )? {
             Step::Command(c) => Ok(c.command),
             other => panic!("{other:?}"),
         }
@@ -434,7 +437,11 @@ mod tests {
             "restart 'nginx' on 'web1' as 'alice' ('42') ${HOME} ''"
         );
         assert_eq!(
-            command(&ctx, "echo \"at ${node.name}: $HOME\" 'x${job.execid}y' \\${option.service}").unwrap(),
+            command(
+                &ctx,
+                "echo \"at ${node.name}: $HOME\" 'x${job.execid}y' \\${option.service}"
+            )
+            .unwrap(),
             "echo \"at \"'web1'\": $HOME\" 'x''42''y' \\${option.service}"
         );
     }
@@ -481,7 +488,11 @@ mod tests {
             ("cat <<'EOF'\na ${option.v}\nEOF", 14, "here-document"),
             ("echo $${option.v}", 6, "right after a $"),
             ("echo $'a\\'${option.v}'", 10, "$'...'"),
-            ("echo $(case a in a) echo;; esac) ${option.v}", 33, "case statement"),
+            (
+                "echo $(case a in a) echo;; esac) ${option.v}",
+                33,
+                "case statement",
+            ),
         ];
         for (template, offset, place) in refused {
             let e = command(&ctx, template).expect_err(template);
@@ -494,8 +505,15 @@ mod tests {
         let e = command(&ctx, "echo `${node.name}`").unwrap_err();
         assert!(e.contains("\"$RD_NODE_NAME\""), "{e}");
         // What comes before and after such constructs is still quoted.
-        let ok = command(&ctx, "cat <<EOF\n$HOME\nEOF\necho ${option.v} `date` $((1+2)) # ${option.v}").unwrap();
-        assert_eq!(ok, "cat <<EOF\n$HOME\nEOF\necho 'x' `date` $((1+2)) # ${option.v}");
+        let ok = command(
+            &ctx,
+            "cat <<EOF\n$HOME\nEOF\necho ${option.v} `date` $((1+2)) # ${option.v}",
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            "cat <<EOF\n$HOME\nEOF\necho 'x' `date` $((1+2)) # ${option.v}"
+        );
     }
 
     #[test]
@@ -515,7 +533,10 @@ mod tests {
             "#!/bin/sh\necho web1 nginx user@example.com @nope@\n"
         );
         assert_eq!(s.args, vec!["nginx", "-v"]);
-        assert_eq!(copy(&ctx, "/etc/${option.service}.conf", None).unwrap(), "/etc/nginx.conf");
+        assert_eq!(
+            copy(&ctx, "/etc/${option.service}.conf", None).unwrap(),
+            "/etc/nginx.conf"
+        );
     }
 
     #[test]
@@ -523,14 +544,26 @@ mod tests {
         let cases = [
             ("/srv/app/${option.v}.conf", "a/b", Ok("/srv/app/a/b.conf")),
             ("/srv/app/${option.v}", "x/./y", Ok("/srv/app/x/./y")),
-            ("/srv/${option.v}/../shared/f", "a", Ok("/srv/a/../shared/f")),
+            (
+                "/srv/${option.v}/../shared/f",
+                "a",
+                Ok("/srv/a/../shared/f"),
+            ),
             ("conf/${option.v}", "a..b", Ok("conf/a..b")),
             ("${option.v}", "/etc/motd", Ok("/etc/motd")),
-            ("/srv/app/${option.v}.conf", "../../etc/passwd", Err("\"..\" component")),
+            (
+                "/srv/app/${option.v}.conf",
+                "../../etc/passwd",
+                Err("\"..\" component"),
+            ),
             ("/srv/app/${option.v}", "..", Err("\"..\" component")),
             ("/srv/app/x${option.v}/f", "/..", Err("\"..\" component")),
             ("${option.v}", "../etc", Err("\"..\" component")),
-            ("/srv/${option.v}/../../etc/f", "", Err("outside that directory")),
+            (
+                "/srv/${option.v}/../../etc/f",
+                "",
+                Err("outside that directory"),
+            ),
             ("/srv/${option.v}", "a\0b", Err("NUL byte")),
         ];
         for (template, value, expected) in cases {

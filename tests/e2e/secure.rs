@@ -172,16 +172,33 @@ async fn traces_long_lines_and_multi_line_secrets_are_masked() {
             .map(|e| e.text.as_str())
             .collect();
         let traced = |step: u32| {
-            output
-                .iter()
-                .any(|e| e.node == node && e.step == step && e.text.starts_with('+') && e.text.contains("[SECURE]"))
+            output.iter().any(|e| {
+                e.node == node
+                    && e.step == step
+                    && e.text.starts_with('+')
+                    && e.text.contains("[SECURE]")
+            })
         };
         assert!(traced(1) && traced(2), "{node}: the traces ran: {texts:#?}");
-        let long: Vec<&str> = texts.iter().copied().filter(|t| t.len() >= 16_000).collect();
+        let long: Vec<&str> = texts
+            .iter()
+            .copied()
+            .filter(|t| t.len() >= 16_000)
+            .collect();
         assert_eq!(long.len(), 1, "{node}: one long piece: {texts:#?}");
-        assert!(long[0].ends_with("x[SECURE]"), "{node}: the cut piece ends masked");
-        let after = texts.iter().position(|t| t.len() >= 16_000).map(|i| texts[i + 1]);
-        assert_eq!(after, Some("[SECURE]"), "{node}: the certificate's first line");
+        assert!(
+            long[0].ends_with("x[SECURE]"),
+            "{node}: the cut piece ends masked"
+        );
+        let after = texts
+            .iter()
+            .position(|t| t.len() >= 16_000)
+            .map(|i| texts[i + 1]);
+        assert_eq!(
+            after,
+            Some("[SECURE]"),
+            "{node}: the certificate's first line"
+        );
         assert!(texts.contains(&"done"), "{node}: {texts:#?}");
     }
 }
@@ -250,7 +267,10 @@ async fn an_unsafe_token_fails_the_node_before_any_step_runs() {
             assert!(text.contains(message), "{node}: {text}");
             assert!(text.contains("not run"), "{node}: {text}");
             let marker = format!("{}-{node}", first.display());
-            assert!(!std::path::Path::new(&marker).exists(), "step 1 ran on {node}");
+            assert!(
+                !std::path::Path::new(&marker).exists(),
+                "step 1 ran on {node}"
+            );
         }
         assert!(!canary.exists(), "the injected command ran");
         assert!(!scratch.join("setuid").exists() && !world.work().join("canary").exists());

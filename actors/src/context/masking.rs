@@ -202,7 +202,8 @@ impl MaskedLines {
         }
         // Every secret that starts in held[0] ends within what follows it.
         let need = self.masker.longest().saturating_sub(1);
-        while self.held.len() > 1 && self.held.iter().skip(1).map(String::len).sum::<usize>() >= need
+        while self.held.len() > 1
+            && self.held.iter().skip(1).map(String::len).sum::<usize>() >= need
         {
             self.release(emit);
         }
@@ -316,9 +317,15 @@ mod tests {
             let text = format!("{}{secret}{}\nnext\n", "x".repeat(offset), "y".repeat(7));
             let out = through(Masker::new(vec![secret.into()]), 16, &[text.as_bytes()]);
             let joined = out.join("");
-            assert!(!joined.contains("0123") || !joined.contains("789"), "{offset}: {out:?}");
+            assert!(
+                !joined.contains("0123") || !joined.contains("789"),
+                "{offset}: {out:?}"
+            );
             for l in &out {
-                assert!(!l.contains("45"), "{offset}: a piece of the secret in {out:?}");
+                assert!(
+                    !l.contains("45"),
+                    "{offset}: a piece of the secret in {out:?}"
+                );
             }
             assert_eq!(
                 joined,

@@ -24,13 +24,18 @@ use super::context_token_at;
 enum Frame {
     /// Shell code: the command (`subst: false`) or a `$( )` command
     /// substitution, with the count of unquoted `(` open inside it.
-    Code { subst: bool, parens: u32 },
+    Code {
+        subst: bool,
+        parens: u32,
+    },
     Double,
     Single,
     /// A `${...}` parameter expansion (one that is not a context token).
     Param,
     /// `$(( ))` or bash's `(( ))`, with the count of `(` open inside it.
-    Arith { parens: u32 },
+    Arith {
+        parens: u32,
+    },
     Backtick,
 }
 
@@ -60,15 +65,15 @@ pub(super) struct Refusal {
 enum Stop {
     Refused(Refusal),
     /// From `at` on, the shell's quoting state is not known for sure.
-    Unknown { at: usize, what: String },
+    Unknown {
+        at: usize,
+        what: String,
+    },
 }
 
 /// Expands the context tokens of `command`, quoting `value(key)` for the
 /// place each token stands in.
-pub(super) fn substitute(
-    command: &str,
-    value: &dyn Fn(&str) -> String,
-) -> Result<String, Refusal> {
+pub(super) fn substitute(command: &str, value: &dyn Fn(&str) -> String) -> Result<String, Refusal> {
     let mut lx = Lexer {
         text: command,
         bytes: command.as_bytes(),
@@ -265,7 +270,9 @@ impl Lexer<'_> {
             b'$' => return self.dollar(i, DollarIn::Code),
             b'#' if self.word_start => {
                 // A comment: tokens in it are left as they are.
-                self.pos = self.text[i..].find('\n').map_or(self.bytes.len(), |n| i + n);
+                self.pos = self.text[i..]
+                    .find('\n')
+                    .map_or(self.bytes.len(), |n| i + n);
                 word_start = true;
             }
             b'\n' => {
@@ -351,7 +358,7 @@ impl Lexer<'_> {
                 self.pos += 1;
             }
             b'\'' => {
-                let in_double = self.stack.iter().any(|f| *f == Frame::Double);
+                let in_double = self.stack.contains(&Frame::Double);
                 if in_double {
                     // Literal to dash, a quote in some bash expansions.
                     return Err(self.unknown(i, "a ' inside a \"${...}\" parameter expansion"));
@@ -477,7 +484,10 @@ impl Lexer<'_> {
                 self.pos = d + 1;
                 Ok(())
             }
-            _ => Err(self.unknown(i, "$'...' with a backslash, which sh and bash end at different quotes")),
+            _ => Err(self.unknown(
+                i,
+                "$'...' with a backslash, which sh and bash end at different quotes",
+            )),
         }
     }
 
@@ -630,10 +640,49 @@ mod tests {
     /// glob and control characters, unicode, injections that would create
     /// the canary file.
     const PIECES: &[&str] = &[
-        "'", "\"", "$", "`", "\\", "\n", "\r", "\t", " ", "*", "?", "[a]", "{a,b}", "~", "#",
-        ";", "&", "&&", "|", "<", ">", "(", ")", "!", "=", "%s", "-n", "a", "Z9", "é", "日本",
-        "😀", "$HOME", "${HOME}", "$(touch CANARY)", "`touch CANARY`", "'; touch CANARY; '",
-        "\"; touch CANARY; echo \"", "'\\''", "\\'", "$'\\n'", "\nEOF\n", "$((1+1))",
+        "'",
+        "\"",
+        "$",
+        "`",
+        "\\",
+        "\n",
+        "\r",
+        "\t",
+        " ",
+        "*",
+        "?",
+        "[a]",
+        "{a,b}",
+        "~",
+        "#",
+        ";",
+        "&",
+        "&&",
+        "|",
+        "<",
+        ">",
+        "(",
+        ")",
+        "!",
+        "=",
+        "%s",
+        "-n",
+        "a",
+        "Z9",
+        "é",
+        "日本",
+        "😀",
+        "$HOME",
+        "${HOME}",
+        "$(touch CANARY)",
+        "`touch CANARY`",
+        "'; touch CANARY; '",
+        "\"; touch CANARY; echo \"",
+        "'\\''",
+        "\\'",
+        "$'\\n'",
+        "\nEOF\n",
+        "$((1+1))",
     ];
 
     fn value(rng: &mut Rng) -> String {
@@ -652,7 +701,9 @@ mod tests {
         ("printf '%s' \"@v\"'@w'@v", |v, w| format!("{v}{w}{v}")),
         ("printf '%s|' @v @w", |v, w| format!("{v}|{w}|")),
         ("printf %s \"a\\\"@v\\$\"", |v, _| format!("a\"{v}$")),
-        ("printf %s \"$(printf %s \"@v\")\"", |v, _| strip_newlines(v)),
+        ("printf %s \"$(printf %s \"@v\")\"", |v, _| {
+            strip_newlines(v)
+        }),
         ("printf %s \"[$(printf %s '@v' @w)]\"", |v, w| {
             format!("[{}]", strip_newlines(&format!("{v}{w}")))
         }),
@@ -661,7 +712,9 @@ mod tests {
         ("case @v in *) printf %s @w;; esac", |_, w| w.into()),
         ("printf %s @v # @w", |v, _| v.into()),
         ("printf %s ${X:-x}@v\"${X:-y}\"", |v, _| format!("x{v}y")),
-        ("cat <<'EOF'\nbody\nEOF\nprintf %s \"@w\"", |_, w| format!("body\n{w}")),
+        ("cat <<'EOF'\nbody\nEOF\nprintf %s \"@w\"", |_, w| {
+            format!("body\n{w}")
+        }),
         ("printf %s @w`printf %s x`$((1+1))", |_, w| format!("{w}x2")),
         ("printf %s \\\"@v\\\" \\'", |v, _| format!("\"{v}\"'")),
     ];
@@ -680,11 +733,15 @@ mod tests {
             .env("HOME", "/home/nobody")
             .output()
             .unwrap_or_else(|e| panic!("cannot run {shell} (is it installed?): {e}"));
-        (out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     fn scratch(seed: u64) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rdrunner-quoting-{}-{seed}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("rdrunner-quoting-{}-{seed}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -707,14 +764,17 @@ mod tests {
         for case in 0..300 {
             let (v, w) = (value(&mut rng), value(&mut rng));
             let (template, expected) = CONTEXTS[rng.below(CONTEXTS.len())];
-            let template = template.replace("@v", "${option.v}").replace("@w", "${option.w}");
+            let template = template
+                .replace("@v", "${option.v}")
+                .replace("@w", "${option.w}");
             let lookup = |key: &str| match key {
                 "option.v" => v.clone(),
                 "option.w" => w.clone(),
                 _ => String::new(),
             };
-            let command = substitute(&template, &lookup)
-                .unwrap_or_else(|r| panic!("seed {seed}, case {case}: {template:?} refused: {r:?}"));
+            let command = substitute(&template, &lookup).unwrap_or_else(|r| {
+                panic!("seed {seed}, case {case}: {template:?} refused: {r:?}")
+            });
             let want = expected(&v, &w);
             for shell in ["sh", "bash"] {
                 let (out, err) = run(shell, &command, &dir);
@@ -737,7 +797,10 @@ mod tests {
     #[test]
     fn quoting_follows_nested_substitutions_and_quotes() {
         let q = |c: &str| substitute(c, &|_| "v".into()).unwrap();
-        assert_eq!(q("\"$(echo \")\")${option.a}\""), "\"$(echo \")\")\"'v'\"\"");
+        assert_eq!(
+            q("\"$(echo \")\")${option.a}\""),
+            "\"$(echo \")\")\"'v'\"\""
+        );
         assert_eq!(q("$(echo ')' ${option.a})"), "$(echo ')' 'v')");
         assert_eq!(q("$( (echo) ${option.a} )"), "$( (echo) 'v' )");
         assert_eq!(q("echo \\'${option.a}"), "echo \\''v'");
@@ -745,7 +808,10 @@ mod tests {
         assert_eq!(q("echo \\\n# ${option.a}"), "echo \\\n# ${option.a}");
         assert_eq!(q("echo a#${option.a}"), "echo a#'v'");
         assert_eq!(q("echo $'a'${option.a}"), "echo $'a''v'");
-        assert_eq!(q("cat <<-\"E\"\n\tE\necho ${option.a}"), "cat <<-\"E\"\n\tE\necho 'v'");
+        assert_eq!(
+            q("cat <<-\"E\"\n\tE\necho ${option.a}"),
+            "cat <<-\"E\"\n\tE\necho 'v'"
+        );
         assert_eq!(q("cat <<<${option.a}"), "cat <<<'v'");
     }
 
@@ -756,7 +822,10 @@ mod tests {
             ("cat <<E\\\nx\nE\necho ${option.a}", "line break"),
             ("cat <<E\na\\\nE\nE\necho ${option.a}", "ends in \\"),
             ("echo \"${X#'}\" ${option.a}", "parameter expansion"),
-            ("echo $((echo a) ) ${option.a}", "arithmetic or a command substitution"),
+            (
+                "echo $((echo a) ) ${option.a}",
+                "arithmetic or a command substitution",
+            ),
             ("echo $(cat <<E) ${option.a}", "before its here-document"),
             ("cat <<$X\n${option.a}", "delimiter with expansions"),
         ] {
