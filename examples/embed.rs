@@ -115,7 +115,8 @@ pub async fn run() -> anyhow::Result<Vec<String>> {
         .executor(ExecutorKind::Ssh, Arc::new(executor))
         .start()?;
 
-    // One job on every node; `${node.name}` is expanded by the runtime.
+    // One job on every node; the runtime expands `${node.name}`, quoted as
+    // one shell word (`read 'thermo-1'`).
     let command = "read ${node.name}".to_owned();
     let job = SubmitExecution::new(vec![Step::Command(CommandStep { command })], ".*");
     let id = admin.submit_execution("plant", &job).await?;

@@ -1,6 +1,7 @@
 //! Turning a byte stream from a process into lines of output: split on `\n`,
 //! a trailing `\r` dropped, invalid UTF-8 replaced, very long lines split.
-//! Shared by every executor so that all nodes report lines the same way.
+//! Shared by every executor so that all nodes report lines the same way;
+//! `may_be_cut` tells the masking which lines may continue in the next.
 
 /// Lines longer than this many bytes are split into several lines.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -77,6 +78,15 @@ impl LineSplitter {
     }
 }
 
+/// Whether `line`, from a `LineSplitter::new(max)`, may be a piece of a
+/// longer line that continues in the next one. A cut piece holds at least
+/// `max - 4` bytes (the cut moves back at most to the start of a 4-byte
+/// character) and decoding never shortens it; a whole line that long is
+/// taken for a piece too.
+pub fn may_be_cut(line: &str, max: usize) -> bool {
+    line.len() >= max.max(4) - 4
+}
+
 fn decode(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -101,6 +111,27 @@ mod tests {
             lines(100, &[b"he", b"llo\r\nwor", b"ld\n\nlast"]),
             vec!["hello", "world", "", "last"]
         );
+    }
+
+    #[test]
+    fn every_cut_piece_is_taken_for_one() {
+        // Multi-byte characters at every offset around the cut, and invalid
+        // bytes: each line but the last of a cut line may be a cut piece.
+        let text = "aé€😀".repeat(40);
+        for max in [4, 5, 7, 16, 33] {
+            for skip in 0..4 {
+                let mut bytes = b"xyz"[..skip].to_vec();
+                bytes.extend_from_slice(text.as_bytes());
+                bytes.push(0xff);
+                bytes.extend_from_slice(text.as_bytes());
+                let out = lines(max, &[&bytes]);
+                assert!(out.len() > 2, "{max}: {out:?}");
+                for piece in &out[..out.len() - 1] {
+                    assert!(may_be_cut(piece, max), "{max}, {skip}: {piece:?}");
+                }
+            }
+        }
+        assert!(!may_be_cut("short", MAX_LINE_BYTES));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The StepWorker: runs one operation. Nodes are dispatched in rank order,
 //! `threadCount` at a time, each node's steps in order on a thread of its
-//! own (never on an actor thread); output is masked and streamed line by
+//! own (never on an actor thread); every step of a node is expanded and
+//! checked before the first one runs; output is masked and streamed line by
 //! line to the report intake; step and operation timeouts and cancels fire
 //! the executor's `AbortSignal`.
 //!
@@ -19,9 +20,9 @@ use slog::{error, info, warn};
 
 use slog::Logger;
 
-use crate::context::{DataContext, Masker};
+use crate::context::{DataContext, MaskedLines, Masker};
 use crate::executor::{
-    AbortReason, AbortSignal, NodeExecutor, OperationAbort, StepOutcome, StepRequest,
+    AbortReason, AbortSignal, NodeExecutor, OperationAbort, OutputSink, StepOutcome, StepRequest,
 };
 use crate::failpoints::{fail_point, FailPoints};
 use crate::intake::ReportIntake;
@@ -417,8 +418,30 @@ impl NodeJob {
         }
         let data = DataContext::new(&self.op, node);
         let env = data.env();
-        let step_timeout = self.op.step_timeout_ms.map(Duration::from_millis);
+        // A step that cannot be expanded safely fails the node before any
+        // of its steps has run.
+        let mut steps = Vec::with_capacity(self.op.steps.len());
         for (i, step) in self.op.steps.iter().enumerate() {
+            match data.expand_step(step) {
+                Ok(s) => steps.push(s),
+                Err(e) => {
+                    let message = e.to_string();
+                    warn!(self.parts.log, "node step refused"; "op" => &self.op.id,
+                        "node" => &node.name, "step" => i + 1, "reason" => &message);
+                    self.report(
+                        i as u32 + 1,
+                        NodeStepResult {
+                            state: State::Failed,
+                            exit_code: None,
+                            message: Some(message),
+                        },
+                    );
+                    return false;
+                }
+            }
+        }
+        let step_timeout = self.op.step_timeout_ms.map(Duration::from_millis);
+        for (i, step) in steps.into_iter().enumerate() {
             let index = i as u32 + 1;
             if self.abort.reason().is_some() {
                 return false;
@@ -448,31 +471,22 @@ impl NodeJob {
                 execution: self.op.execution.clone(),
                 node: node.clone(),
                 step_index: index,
-                step: data.expand_step(step),
+                step,
                 env: env.clone(),
                 kill_grace: self.parts.config.kill_grace,
             };
-            let (intake, masker, op_id, node_name) = (
+            let mut sink = StepOutput::new(
                 self.parts.intake.clone(),
-                self.masker.clone(),
+                &self.masker,
                 self.op.id.clone(),
                 node.name.clone(),
+                index,
             );
-            let mut sink = move |stream: Stream, text: String| {
-                intake.push(
-                    &op_id,
-                    ReportBody::Log(LogReport {
-                        node: node_name.clone(),
-                        step: index,
-                        stream,
-                        text: masker.mask(text),
-                    }),
-                );
-            };
             let result = catch_unwind(AssertUnwindSafe(|| {
                 executor.execute(&req, &mut sink, &signal)
             }))
             .map_err(|p| self.masker.mask(panic_message(&*p)));
+            sink.finish();
             if step_timeout.is_some() {
                 self.worker.do_send(NodeEvent::StepEnded { token });
             }
@@ -484,6 +498,85 @@ impl NodeJob {
             }
         }
         true
+    }
+}
+
+/// Where one node step's output goes: masked per stream (holding back a
+/// line that may continue in the next, see `MaskedLines`), then to the
+/// intake.
+struct StepOutput {
+    intake: Arc<ReportIntake>,
+    op_id: String,
+    node: String,
+    step: u32,
+    stdout: MaskedLines,
+    stderr: MaskedLines,
+    system: MaskedLines,
+}
+
+impl StepOutput {
+    fn new(
+        intake: Arc<ReportIntake>,
+        masker: &Arc<Masker>,
+        op_id: String,
+        node: String,
+        step: u32,
+    ) -> Self {
+        let lines = || MaskedLines::new(masker.clone(), crate::output::MAX_LINE_BYTES);
+        StepOutput {
+            intake,
+            op_id,
+            node,
+            step,
+            stdout: lines(),
+            stderr: lines(),
+            system: lines(),
+        }
+    }
+
+    /// Reports the lines still held back (the step ended).
+    fn finish(&mut self) {
+        for stream in [Stream::Stdout, Stream::Stderr, Stream::System] {
+            let (lines, mut push) = self.split(stream);
+            lines.finish(&mut push);
+        }
+    }
+
+    /// The stream's masking and a function reporting a line of it.
+    fn split(&mut self, stream: Stream) -> (&mut MaskedLines, impl FnMut(String) + '_) {
+        let StepOutput {
+            intake,
+            op_id,
+            node,
+            step,
+            stdout,
+            stderr,
+            system,
+        } = self;
+        let lines = match stream {
+            Stream::Stdout => stdout,
+            Stream::Stderr => stderr,
+            Stream::System => system,
+        };
+        let push = move |text: String| {
+            intake.push(
+                op_id,
+                ReportBody::Log(LogReport {
+                    node: node.clone(),
+                    step: *step,
+                    stream,
+                    text,
+                }),
+            );
+        };
+        (lines, push)
+    }
+}
+
+impl OutputSink for StepOutput {
+    fn line(&mut self, stream: Stream, text: String) {
+        let (lines, mut push) = self.split(stream);
+        lines.line(text, &mut push);
     }
 }
 

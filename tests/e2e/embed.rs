@@ -15,9 +15,9 @@ async fn the_embedding_example_runs_a_job_on_its_own_executor() {
     assert_eq!(
         lines,
         [
-            "thermo-1: thermometer: `read thermo-1` -> 21.5 C",
-            "thermo-2: thermometer: `read thermo-2` -> 21.5 C",
-            "valve-1: valve: `read valve-1` -> closed",
+            "thermo-1: thermometer: `read 'thermo-1'` -> 21.5 C",
+            "thermo-2: thermometer: `read 'thermo-2'` -> 21.5 C",
+            "valve-1: valve: `read 'valve-1'` -> closed",
         ]
     );
 }

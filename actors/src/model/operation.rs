@@ -93,7 +93,9 @@ pub struct CommandStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScriptStep {
-    /// The script body; `@option.X@`-style tokens are expanded.
+    /// The script body; `@option.X@`-style tokens are replaced raw, as in
+    /// Rundeck (the value becomes script text): scripts should read
+    /// `$RD_OPTION_X` instead.
     pub script: String,
     #[serde(default)]
     pub args: Vec<String>,

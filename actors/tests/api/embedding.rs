@@ -159,7 +159,7 @@ async fn a_host_runs_an_operation_and_drains() {
     assert_eq!(handle.wait().await, Ok(()));
     let stored = cp.stored.lock().unwrap().get("op-1").cloned().unwrap();
     let text = serde_json::to_value(&stored).unwrap();
-    assert_eq!(text[2]["text"], "greet here");
+    assert_eq!(text[2]["text"], "greet 'here'");
     assert_eq!(
         text.as_array().unwrap().last().unwrap()["state"],
         "succeeded"
