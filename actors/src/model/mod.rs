@@ -9,6 +9,7 @@ mod error_code;
 mod operation;
 mod report;
 mod tagged;
+mod text;
 mod time;
 
 pub use api::*;
@@ -16,4 +17,5 @@ pub use error_code::ErrorCode;
 pub use operation::*;
 pub use report::*;
 pub use tagged::string_tagged;
+pub use text::{escape_controls, first_control, is_control};
 pub use time::{is_rfc3339, rfc3339};
