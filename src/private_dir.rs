@@ -102,7 +102,11 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
 
         let fresh = loose.join("new");
-        file_options().write(true).create(true).open(&fresh).unwrap();
+        file_options()
+            .write(true)
+            .create(true)
+            .open(&fresh)
+            .unwrap();
         assert_eq!(mode(&fresh), 0o600);
 
         let file_in_the_way = d.path().join("file");

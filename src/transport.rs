@@ -729,11 +729,7 @@ mod tests {
         impl slog::Drain for Keep {
             type Ok = ();
             type Err = slog::Never;
-            fn log(
-                &self,
-                record: &slog::Record,
-                _: &slog::OwnedKVList,
-            ) -> Result<(), slog::Never> {
+            fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
                 self.0.lock().unwrap().push(record.msg().to_string());
                 Ok(())
             }

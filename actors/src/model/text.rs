@@ -82,7 +82,9 @@ mod tests {
         ));
         assert_eq!(first_control("a\u{2066}b\nc").as_deref(), Some("\\u{2066}"));
         assert_eq!(first_control("no controls"), None);
-        for c in ['\u{7f}', '\u{9f}', '\u{61c}', '\u{200f}', '\u{202a}', '\u{2069}'] {
+        for c in [
+            '\u{7f}', '\u{9f}', '\u{61c}', '\u{200f}', '\u{202a}', '\u{2069}',
+        ] {
             assert!(is_control(c), "{c:?}");
         }
         for c in [' ', '~', '\u{a0}', 'é', '\u{200d}', '\u{2070}'] {

@@ -105,8 +105,8 @@ fn admin_token(args: &Serve, env: Option<String>) -> anyhow::Result<Option<Strin
 
 fn read_token_file(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("admin token file {}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("admin token file {}", path.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         anyhow::bail!(

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdrunner_actors::filter::NodeFilter;
 use rdrunner_actors::model::{
-    first_control, rfc3339, CheckinRequest, CheckinResponse, ExecutionInfo, Node, Operation, Report, ReportBody,
-    ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse, State,
+    first_control, rfc3339, CheckinRequest, CheckinResponse, ExecutionInfo, Node, Operation,
+    Report, ReportBody, ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest,
+    StartupResponse, State,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -1106,7 +1107,10 @@ impl ControlState {
     ) -> Result<Operation, ApiError> {
         self.replica_mut(runner_id, replica_id)?;
         let op = self.own_operation(runner_id, op_id)?;
-        if op.secure_values_lost && !op.is_terminal() && op.claimed_by.as_deref() == Some(replica_id) {
+        if op.secure_values_lost
+            && !op.is_terminal()
+            && op.claimed_by.as_deref() == Some(replica_id)
+        {
             // A claim repeated after the restart: the answer would carry
             // markers in place of secrets, so the operation cannot run.
             op.terminal = Some((State::Failed, Some(SECURE_VALUES_LOST.to_owned())));

@@ -479,8 +479,14 @@ fn control_characters_in_names_and_text_are_refused_naming_the_field() {
     ];
     for bad in evil {
         let refuse = |r: Result<_, ApiError>, field: &str| {
-            let e = r.err().unwrap_or_else(|| panic!("{bad:?} in {field} accepted"));
-            assert_eq!((e.status, e.code), (422, ErrorCode::ControlCharacter), "{e}");
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} in {field} accepted"));
+            assert_eq!(
+                (e.status, e.code),
+                (422, ErrorCode::ControlCharacter),
+                "{e}"
+            );
             assert!(e.message.contains(&format!("`{field}`")), "{e}");
             assert!(!e.message.contains(bad), "the value is not echoed: {e}");
         };
@@ -495,25 +501,37 @@ fn control_characters_in_names_and_text_are_refused_naming_the_field() {
         for (field, req) in [
             ("name", create(&|r| r.name = bad.into())),
             ("description", create(&|r| r.description = bad.into())),
-            ("tags[1]", create(&|r| r.tags = vec!["ok".into(), bad.into()])),
+            (
+                "tags[1]",
+                create(&|r| r.tags = vec!["ok".into(), bad.into()]),
+            ),
             (
                 "projects (a project name)",
                 create(&|r| r.projects = [(bad.to_string(), ".*".to_string())].into()),
             ),
         ] {
-            refuse(s.create_runner(req, "r".into(), "t".into()).map(|_| ()), field);
+            refuse(
+                s.create_runner(req, "r".into(), "t".into()).map(|_| ()),
+                field,
+            );
         }
         runner(&mut s, "r1", ".*");
         refuse(s.assign_project("r1", bad, ".*").map(|_| ()), "project");
         refuse(s.set_nodes(bad, vec![node("web1", &[])]), "project");
-        refuse(s.set_nodes("ops", vec![node("web1", &[]), node(bad, &[])]), "[1].name");
+        refuse(
+            s.set_nodes("ops", vec![node("web1", &[]), node(bad, &[])]),
+            "[1].name",
+        );
         let mut n = node("web1", &[]);
         n.hostname = bad.into();
         refuse(s.set_nodes("ops", vec![n]), "[0].hostname");
         let mut n = node("web1", &[]);
         n.username = Some(bad.into());
         refuse(s.set_nodes("ops", vec![n]), "[0].username");
-        refuse(s.set_nodes("ops", vec![node("web1", &["ok", bad])]), "[0].tags[1]");
+        refuse(
+            s.set_nodes("ops", vec![node("web1", &["ok", bad])]),
+            "[0].tags[1]",
+        );
         s.set_nodes("ops", vec![node("web1", &[])]).unwrap();
         let step = Step::Command(CommandStep {
             command: "true".into(),
@@ -663,7 +681,10 @@ fn secure_option_values_stay_in_memory_and_a_restart_fails_what_would_need_them(
         st.operations[0].message.as_deref(),
         Some(SECURE_VALUES_LOST)
     );
-    assert_eq!(restarted.execution(claimed).unwrap().state, RunState::Running);
+    assert_eq!(
+        restarted.execution(claimed).unwrap().state,
+        RunState::Running
+    );
     assert_eq!(restarted.execution(plain).unwrap().state, RunState::Queued);
     match checkin(&mut restarted, "r1", "a", Instant::now()) {
         CheckinPoll::Ready(r) => {
@@ -678,5 +699,8 @@ fn secure_option_values_stay_in_memory_and_a_restart_fails_what_would_need_them(
     assert_eq!((e.status, e.code), (409, ErrorCode::Taken), "{e}");
     let st = restarted.execution(claimed).unwrap();
     assert_eq!(st.state, RunState::Failed);
-    assert_eq!(st.operations[0].message.as_deref(), Some(SECURE_VALUES_LOST));
+    assert_eq!(
+        st.operations[0].message.as_deref(),
+        Some(SECURE_VALUES_LOST)
+    );
 }
