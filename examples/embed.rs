@@ -96,6 +96,9 @@ pub async fn run() -> anyhow::Result<Vec<String>> {
                 insecure_skip_verify: false,
             },
             proxy: None,
+            // The harness serves plain http:// on loopback, which needs
+            // no exception.
+            allow_plaintext: false,
         },
         &slog::Logger::root(slog::Discard, slog::o!()),
     )?;

@@ -8,13 +8,21 @@
 //! drops a line: its async channel blocks when full. [`Logs::shutdown`]
 //! (or dropping [`Logs`]) flushes everything; [`LogReopener::reopen`]
 //! reopens the files after an outside tool moved them (SIGHUP).
+//!
+//! The log directory is 0700 and the files 0600, whatever the umask. Every
+//! text line escapes the control characters of what it logs (a node name
+//! with a newline cannot forge a line); JSON lines escape them too.
 
-use std::fs::{File, OpenOptions};
+use std::cell::RefCell;
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rdrunner_actors::model::{escape_controls, is_control};
 use slog::Drain;
+
+use crate::private_dir;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +129,10 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
+    /// Opens (or creates) `path` with mode 0600, tightening an existing
+    /// file to it.
     pub fn open(path: &Path, max_bytes: u64, keep: u32) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_private(path)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile {
             path: path.to_owned(),
@@ -165,13 +175,19 @@ impl RotatingFile {
 
     /// Opens the file at its path again (after it was moved away).
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = open_private(&self.path)?;
         self.size = self.file.metadata()?.len();
         Ok(())
     }
+}
+
+fn open_private(path: &Path) -> io::Result<File> {
+    let file = private_dir::file_options()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    private_dir::tighten_file(&file)?;
+    Ok(file)
 }
 
 fn ignore_not_found(e: io::Error) -> io::Result<()> {
@@ -186,6 +202,9 @@ fn ignore_not_found(e: io::Error) -> io::Result<()> {
 struct LineWriter {
     file: Arc<Mutex<RotatingFile>>,
     buf: Vec<u8>,
+    /// JSON lines: write the control characters JSON allows raw in a string
+    /// (DEL, C1, bidirectional controls, U+2028/9) as `\uXXXX` escapes.
+    json_escapes: bool,
 }
 
 impl LineWriter {
@@ -193,11 +212,105 @@ impl LineWriter {
         if upto == 0 {
             return Ok(());
         }
-        let lines: Vec<u8> = self.buf.drain(..upto).collect();
+        let mut lines: Vec<u8> = self.buf.drain(..upto).collect();
+        if self.json_escapes {
+            lines = json_escape_controls(&lines);
+        }
         self.file
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .write_lines(&lines)
+    }
+}
+
+/// serde_json escapes the C0 controls only. Every other control character
+/// can stand in JSON text only inside a string (the structure is ASCII
+/// without DEL), where `\uXXXX` means the same character: the line parses
+/// to the same values and shows as it is stored.
+fn json_escape_controls(lines: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(lines);
+    if !text.chars().any(is_control) {
+        return lines.to_vec();
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_control(c) && c != '\n' {
+            // Every control character is in the Basic Multilingual Plane.
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into_bytes()
+}
+
+/// slog-term's plain decorator, with the control characters of everything
+/// a record holds (message, keys, values) escaped: a node name with a
+/// newline or a terminal escape stays inside its one line. Only the
+/// formatter's own whitespace (separating spaces, the final newline) is
+/// written as it is.
+struct EscapingDecorator<W: Write>(RefCell<W>);
+
+impl<W: Write> EscapingDecorator<W> {
+    fn new(out: W) -> Self {
+        EscapingDecorator(RefCell::new(out))
+    }
+}
+
+impl<W: Write> slog_term::Decorator for EscapingDecorator<W> {
+    fn with_record<F>(
+        &self,
+        _record: &slog::Record,
+        _logger_values: &slog::OwnedKVList,
+        f: F,
+    ) -> io::Result<()>
+    where
+        F: FnOnce(&mut dyn slog_term::RecordDecorator) -> io::Result<()>,
+    {
+        let mut out = self.0.borrow_mut();
+        let mut record = EscapingRecord {
+            out: &mut *out,
+            escape: true,
+        };
+        f(&mut record)
+    }
+}
+
+/// One record being written through [`EscapingDecorator`].
+struct EscapingRecord<'a, W: Write> {
+    out: &'a mut W,
+    /// False only while the formatter writes its own whitespace.
+    escape: bool,
+}
+
+impl<W: Write> Write for EscapingRecord<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.escape {
+            // The formatter writes whole `str`s, so a character is never
+            // split across two calls.
+            let text = String::from_utf8_lossy(buf);
+            self.out.write_all(escape_controls(&text).as_bytes())?;
+        } else {
+            self.out.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write> slog_term::RecordDecorator for EscapingRecord<'_, W> {
+    /// Every part of a record but whitespace starts with a reset.
+    fn reset(&mut self) -> io::Result<()> {
+        self.escape = true;
+        Ok(())
+    }
+
+    fn start_whitespace(&mut self) -> io::Result<()> {
+        self.escape = false;
+        Ok(())
     }
 }
 
@@ -270,10 +383,11 @@ fn file_drain(format: LogFormat, file: Arc<Mutex<RotatingFile>>) -> BoxDrain {
     let writer = LineWriter {
         file,
         buf: Vec::new(),
+        json_escapes: format == LogFormat::Json,
     };
     match format {
         LogFormat::Text => {
-            let d = slog_term::PlainDecorator::new(writer);
+            let d = EscapingDecorator::new(writer);
             Box::new(
                 slog_term::FullFormat::new(d)
                     .use_utc_timestamp()
@@ -293,11 +407,12 @@ fn file_drain(format: LogFormat, file: Arc<Mutex<RotatingFile>>) -> BoxDrain {
 
 impl Logs {
     /// Opens `runner.log` and `operations.log` under `cfg.dir` (created if
-    /// needed); with `stderr`, runner.log's lines go to stderr too.
+    /// needed; made 0700, the files 0600); with `stderr`, runner.log's lines
+    /// go to stderr too.
     pub fn open(cfg: &LogSettings, stderr: bool) -> Result<Logs, LogError> {
-        std::fs::create_dir_all(&cfg.dir).map_err(|e| LogError {
+        private_dir::ensure_dir(&cfg.dir).map_err(|e| LogError {
             path: cfg.dir.display().to_string(),
-            message: format!("cannot create the directory: {e}"),
+            message: format!("cannot create the directory or make it private: {e}"),
         })?;
         let open = |name: &str| {
             let path = cfg.dir.join(name);
@@ -312,7 +427,7 @@ impl Logs {
         let ops_file = open(OPERATIONS_LOG)?;
 
         let runner_drain: BoxDrain = if stderr {
-            let term = slog_term::FullFormat::new(slog_term::PlainDecorator::new(io::stderr()))
+            let term = slog_term::FullFormat::new(EscapingDecorator::new(io::stderr()))
                 .use_utc_timestamp()
                 .build()
                 .fuse();
@@ -356,7 +471,7 @@ impl Logs {
 
 /// A logger to stderr only, for commands that write no log files.
 pub fn stderr_logger(level: slog::Level) -> (slog::Logger, slog_async::AsyncGuard) {
-    let term = slog_term::FullFormat::new(slog_term::PlainDecorator::new(io::stderr()))
+    let term = slog_term::FullFormat::new(EscapingDecorator::new(io::stderr()))
         .use_utc_timestamp()
         .build()
         .fuse();
@@ -458,6 +573,48 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(v["msg"], "operation started");
         assert!(v["op"].as_str().unwrap().starts_with("op-"));
+    }
+
+    #[test]
+    fn control_characters_in_logged_values_cannot_forge_a_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let evil = "web1\nJan 01 00:00:00.000 INFO forged\r\x1b[31m\u{202e}gnp.exe\u{85}";
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let d = tempfile::tempdir().unwrap();
+            let logs = Logs::open(&cfg(d.path(), format, 1 << 20, 2), false).unwrap();
+            slog::info!(logs.runner, "node {} failed", evil; "node" => evil, "key\n2" => 1);
+            slog::info!(logs.operations, "operation started"; "op" => evil);
+            logs.shutdown();
+            for name in [RUNNER_LOG, OPERATIONS_LOG] {
+                let path = d.path().join(name);
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert_eq!(text.lines().count(), 1, "{format:?} {name}: {text}");
+                for c in ['\r', '\x1b', '\u{202e}', '\u{85}'] {
+                    assert!(!text.contains(c), "{format:?} {name}: {c:?} in {text}");
+                }
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{name}");
+                match format {
+                    LogFormat::Text => assert!(
+                        text.contains("web1\\nJan 01 00:00:00.000 INFO forged\\r\\x1b[31m\\u{202e}gnp.exe\\u{85}"),
+                        "{text}"
+                    ),
+                    // The escapes are JSON's: the values read back unchanged.
+                    LogFormat::Json => {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        let field = if name == RUNNER_LOG { "node" } else { "op" };
+                        assert_eq!(v[field], evil, "{text}");
+                        assert!(text.contains("\\u202e"), "{text}");
+                    }
+                }
+            }
+            if format == LogFormat::Text {
+                let text = std::fs::read_to_string(d.path().join(RUNNER_LOG)).unwrap();
+                assert!(text.contains("key\\n2: 1"), "{text}");
+            }
+            let mode = std::fs::metadata(d.path()).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "the log directory");
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ use rdrunner_actors::model::Report;
 use rdrunner_actors::{Spool, SpoolError, SpooledOperation};
 use serde::{Deserialize, Serialize};
 
+use crate::private_dir;
+
 /// When the disk spool calls fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
@@ -198,11 +200,12 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> SpoolError {
 /// live process holds.
 fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
+    let file = private_dir::file_options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
+        .and_then(|f| private_dir::tighten_file(&f).map(|()| f))
         .map_err(|e| io_err(&path, "", e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -231,6 +234,7 @@ fn read_and_cut(path: &Path, fsync: FsyncPolicy) -> Result<(Vec<u8>, u64), Spool
         .read(true)
         .write(true)
         .open(path)
+        .and_then(|f| private_dir::tighten_file(&f).map(|()| f))
         .map_err(|e| io_err(path, "", e))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).map_err(|e| io_err(path, "", e))?;
@@ -253,16 +257,25 @@ fn read_and_cut(path: &Path, fsync: FsyncPolicy) -> Result<(Vec<u8>, u64), Spool
 
 impl DiskSpool {
     /// Opens (or creates) the spool in `dir`: replays the ack state and the
-    /// segments, cuts torn tails, and starts a new segment for appends.
+    /// segments, cuts torn tails, and starts a new segment for appends. The
+    /// directory is made 0700 and every file in it 0600 (the reports may
+    /// carry secrets a step printed), whatever the umask and whatever their
+    /// modes were.
     pub fn open(dir: &Path, fsync: FsyncPolicy, segment_bytes: u64) -> Result<Self, SpoolError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create", e))?;
+        private_dir::ensure_dir(dir)
+            .map_err(|e| io_err(dir, "cannot create it or make it private", e))?;
         let lock = lock_dir(dir)?;
         let mut cut_on_open = 0;
 
         // The ack state.
         let ack_path = dir.join(ACK_LOG);
         if !ack_path.exists() {
-            File::create(&ack_path).map_err(|e| io_err(&ack_path, "", e))?;
+            private_dir::file_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&ack_path)
+                .map_err(|e| io_err(&ack_path, "", e))?;
         }
         let (ack_bytes, cut) = read_and_cut(&ack_path, fsync)?;
         cut_on_open += cut;
@@ -336,7 +349,7 @@ impl DiskSpool {
 
         let active_id = ids.last().map_or(1, |l| l + 1);
         let active_path = segment_path(dir, active_id);
-        let active = OpenOptions::new()
+        let active = private_dir::file_options()
             .create_new(true)
             .append(true)
             .open(&active_path)
@@ -398,7 +411,7 @@ impl DiskSpool {
         self.dirty_segment = false;
         self.active_id += 1;
         let path = segment_path(&self.dir, self.active_id);
-        self.active = OpenOptions::new()
+        self.active = private_dir::file_options()
             .create_new(true)
             .append(true)
             .open(&path)
@@ -498,7 +511,12 @@ impl DiskSpool {
         let tmp = self.dir.join("acks.log.tmp");
         let sync = self.fsync != FsyncPolicy::Never;
         let write = || -> std::io::Result<File> {
-            let mut f = File::create(&tmp)?;
+            // A temp file left by a crash keeps its old mode: start afresh.
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = private_dir::file_options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(&buf)?;
             if sync {
                 f.sync_all()?;
@@ -955,6 +973,52 @@ mod tests {
         assert!(s.dirty_segment, "batch: not fsynced until flush");
         s.flush().unwrap();
         assert!(!s.dirty_segment);
+    }
+
+    fn modes(dir: &Path) -> Vec<(String, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out: Vec<(String, u32)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+                (e.file_name().to_string_lossy().into_owned(), mode)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_spool_is_private_whatever_the_umask_and_the_modes_it_had() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("runner/spool");
+        let mut s = open(&dir);
+        s.append(&(1..=200).map(|i| log("a", i)).collect::<Vec<_>>())
+            .unwrap();
+        s.flush().unwrap();
+        s.ack("a", 150).unwrap();
+        drop(s);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d.path().join("runner")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        let files = modes(&dir);
+        assert!(files.len() >= 3, "{files:?}");
+        assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
+
+        // A spool made loose (by hand, or by an older version) is tightened
+        // when it is opened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (name, _) in &files {
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))
+                .unwrap();
+        }
+        let s = open(&dir);
+        assert_eq!(s.unacked(), 50);
+        assert_eq!(mode(&dir), 0o700);
+        let files = modes(&dir);
+        assert!(files.iter().all(|(_, m)| *m == 0o600), "{files:?}");
     }
 }
 

@@ -6,10 +6,13 @@
 //! replica id; every request has a deadline; every failure is mapped to the
 //! `ControlPlaneError` class the actors act on. An HTTP proxy is used through
 //! CONNECT by a TCP connector of our own plugged into awc's `Connector`.
+//! A plain `http://` server URL is refused unless it names the loopback
+//! host or `http.allowPlaintext` is set: the token would travel in clear.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::BufReader;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +46,10 @@ pub enum TransportError {
     CaFile { path: String, message: String },
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    #[error("server URL `{url}` is plain http:// to a host that is not loopback, so the runner token would travel unencrypted; use https://, or set http.allowPlaintext = true to accept that (a warning is logged at every start)")]
+    Plaintext { url: String },
+    #[error("server URL `{url}`: {message}; it must look like https://host[:port]")]
+    BadUrl { url: String, message: String },
 }
 
 /// The connection to the control plane (`[http]`), its defaults written
@@ -55,6 +62,9 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// The HTTP proxy reached with CONNECT, if any.
     pub proxy: Option<ProxySettings>,
+    /// Accept a plain `http://` server URL to a host other than loopback
+    /// (the token then travels unencrypted).
+    pub allow_plaintext: bool,
 }
 
 impl Default for HttpSettings {
@@ -65,6 +75,7 @@ impl Default for HttpSettings {
             request_timeout: RuntimeConfig::default().request_timeout,
             connect_timeout: Duration::from_secs(10),
             proxy: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -112,6 +123,8 @@ pub struct TransportSettings {
     pub connect_timeout: Duration,
     pub tls: TlsSettings,
     pub proxy: Option<ProxySettings>,
+    /// `http.allowPlaintext`.
+    pub allow_plaintext: bool,
 }
 
 impl TransportSettings {
@@ -125,7 +138,43 @@ impl TransportSettings {
             connect_timeout: http.connect_timeout,
             tls: tls.clone(),
             proxy: http.proxy.clone(),
+            allow_plaintext: http.allow_plaintext,
         }
+    }
+}
+
+/// Whether `url` is plain `http://` to a host other than loopback
+/// (127.0.0.0/8, ::1, `localhost`): the one case where the token would
+/// cross a network unencrypted. An `https://` URL answers false; any other
+/// scheme, or no host, is an error.
+pub fn is_plaintext_to_remote(url: &str) -> Result<bool, TransportError> {
+    let bad = |message: &str| TransportError::BadUrl {
+        url: url.to_owned(),
+        message: message.to_owned(),
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: awc::http::uri::InvalidUri| bad(&e.to_string()))?;
+    let host = uri.host().ok_or_else(|| bad("it names no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(false),
+        Some("http") => Ok(!is_loopback_host(host)),
+        _ => Err(bad("the scheme is neither https:// nor http://")),
+    }
+}
+
+/// `localhost`, or an address in 127.0.0.0/8 or ::1 (also IPv4-mapped).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => a.is_loopback(),
+        Ok(IpAddr::V6(a)) => {
+            a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => false,
     }
 }
 
@@ -155,6 +204,21 @@ impl HttpControlPlane {
     /// Builds the transport. With `tls.insecureSkipVerify` a warning is
     /// logged to `log`, at every start.
     pub fn new(settings: TransportSettings, log: &slog::Logger) -> Result<Self, TransportError> {
+        let plaintext = is_plaintext_to_remote(&settings.server_url)?;
+        if plaintext && !settings.allow_plaintext {
+            return Err(TransportError::Plaintext {
+                url: settings.server_url.clone(),
+            });
+        }
+        if settings.allow_plaintext {
+            if plaintext {
+                slog::warn!(log, "the runner token travels UNENCRYPTED to the control plane (plain http://, http.allowPlaintext = true): anyone on the network path can read it and act as this runner; use https://";
+                    "server" => &settings.server_url);
+            } else {
+                slog::warn!(log, "http.allowPlaintext = true: a plain http:// server URL to a host other than loopback would be accepted; the current one is not plain text to another host, so remove the setting";
+                    "server" => &settings.server_url);
+            }
+        }
         if settings.tls.insecure_skip_verify {
             slog::warn!(log, "TLS certificate verification is OFF (tls.insecureSkipVerify = true): anyone on the network path can impersonate the control plane; never use this in production";
                 "server" => &settings.server_url);
@@ -619,6 +683,91 @@ mod tests {
         assert!(
             matches!(e(400, None), ControlPlaneError::Rejected { status: 400, code, .. } if code == "bad_request")
         );
+    }
+
+    #[test]
+    fn plain_http_is_plaintext_unless_to_loopback() {
+        for url in [
+            "https://cp.example:4443",
+            "https://10.0.0.1",
+            "http://127.0.0.1:4440",
+            "http://127.9.8.7",
+            "http://localhost:80",
+            "http://LOCALHOST",
+            "http://[::1]:4440",
+            "http://[::ffff:127.0.0.1]:4440",
+        ] {
+            assert!(!is_plaintext_to_remote(url).unwrap(), "{url}");
+        }
+        for url in [
+            "http://cp.example:4440",
+            "http://10.0.0.1",
+            "http://128.0.0.1",
+            "http://[::2]",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "HTTP://cp.example",
+        ] {
+            assert!(is_plaintext_to_remote(url).unwrap(), "{url}");
+        }
+        for url in ["ftp://cp.example", "cp.example:4443", "http://"] {
+            assert!(is_plaintext_to_remote(url).is_err(), "{url}");
+        }
+    }
+
+    fn settings(url: &str, allow_plaintext: bool) -> TransportSettings {
+        let creds = Credentials {
+            runner_id: "runner-1".into(),
+            token: Token::new("tok"),
+            server_url: url.into(),
+        };
+        let http = HttpSettings {
+            allow_plaintext,
+            ..HttpSettings::default()
+        };
+        TransportSettings::new(&creds, &http, &TlsSettings::default(), "0")
+    }
+
+    /// A logger that keeps its messages, to see the warnings.
+    fn recording() -> (slog::Logger, Arc<Mutex<Vec<String>>>) {
+        struct Keep(Arc<Mutex<Vec<String>>>);
+        impl slog::Drain for Keep {
+            type Ok = ();
+            type Err = slog::Never;
+            fn log(&self, record: &slog::Record, _: &slog::OwnedKVList) -> Result<(), slog::Never> {
+                self.0.lock().unwrap().push(record.msg().to_string());
+                Ok(())
+            }
+        }
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let log = slog::Logger::root(Keep(lines.clone()), slog::o!());
+        (log, lines)
+    }
+
+    #[test]
+    fn plain_http_to_another_host_is_refused_unless_allowed_and_then_warned_about() {
+        let (log, lines) = recording();
+        let e = HttpControlPlane::new(settings("http://cp.example:4440", false), &log)
+            .err()
+            .expect("refused");
+        assert!(matches!(e, TransportError::Plaintext { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("http://cp.example:4440"), "{text}");
+        assert!(text.contains("http.allowPlaintext"), "{text}");
+        assert!(lines.lock().unwrap().is_empty());
+
+        HttpControlPlane::new(settings("http://cp.example:4440", true), &log).unwrap();
+        let warned = lines.lock().unwrap().clone();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(warned[0].contains("UNENCRYPTED"), "{warned:?}");
+
+        // Loopback and https need nothing; the setting is still warned about.
+        lines.lock().unwrap().clear();
+        HttpControlPlane::new(settings("http://127.0.0.1:4440", false), &log).unwrap();
+        HttpControlPlane::new(settings("https://cp.example", false), &log).unwrap();
+        assert!(lines.lock().unwrap().is_empty());
+        HttpControlPlane::new(settings("https://cp.example", true), &log).unwrap();
+        assert_eq!(lines.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The retry policy every control plane call follows after a failure:
 //! exponential ceilings with full jitter, the server's `Retry-After` as a
-//! floor, refused credentials at the slowest pace.
+//! floor (itself capped at `backoffMax`), refused credentials at the
+//! slowest pace.
 
 use std::time::Duration;
 
@@ -12,7 +13,9 @@ use crate::control_plane::ControlPlaneError;
 
 /// Retry delays: the `backoff` crate's exponential policy gives the ceiling
 /// (doubling from `initial`, capped at `max`); the delay is drawn uniformly
-/// in `[0, ceiling]` (full jitter); a server's `Retry-After` is a floor;
+/// in `[0, ceiling]` (full jitter); a server's `Retry-After` is a floor, but
+/// never more than `max`: the control plane's answers are hostile input,
+/// and `Retry-After: 999999999` must not stop the runner for 31 years;
 /// refused credentials wait the full `max`.
 #[derive(Debug)]
 pub struct RetryPolicy {
@@ -47,7 +50,7 @@ impl RetryPolicy {
         let jittered =
             Duration::from_millis(rand::thread_rng().gen_range(0..=ceiling.as_millis() as u64));
         match err.and_then(ControlPlaneError::retry_after) {
-            Some(ra) => jittered.max(ra),
+            Some(ra) => jittered.max(ra.min(self.max)),
             None => jittered,
         }
     }
@@ -79,12 +82,30 @@ mod tests {
             status: 429,
             retry_after: Some(Duration::from_secs(3)),
         };
-        assert!(r.next_delay(Some(&throttled)) >= Duration::from_secs(3));
+        assert_eq!(r.next_delay(Some(&throttled)), Duration::from_millis(800));
         let auth = ControlPlaneError::Unauthorized {
             message: "bad token".into(),
         };
         assert_eq!(r.next_delay(Some(&auth)), Duration::from_millis(800));
         r.reset();
         assert!(r.next_delay(Some(&transport)) <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_capped_at_the_maximum() {
+        let mut r = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(30));
+        let after = |s: u64| ControlPlaneError::Throttled {
+            status: 429,
+            retry_after: Some(Duration::from_secs(s)),
+        };
+        assert!(r.next_delay(Some(&after(3))) >= Duration::from_secs(3));
+        assert_eq!(
+            r.next_delay(Some(&after(999_999_999))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            r.next_delay(Some(&after(u64::MAX))),
+            Duration::from_secs(30)
+        );
     }
 }

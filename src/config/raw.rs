@@ -177,6 +177,8 @@ pub struct RawHttp {
     pub proxy: String,
     /// Hosts never proxied (comma-separated); empty = `NO_PROXY`.
     pub no_proxy: String,
+    /// Accept a plain `http://` server URL to a host other than loopback.
+    pub allow_plaintext: bool,
 }
 
 impl Default for RawHttp {
@@ -188,6 +190,7 @@ impl Default for RawHttp {
             // No proxy by default: empty means "from the environment".
             proxy: String::new(),
             no_proxy: String::new(),
+            allow_plaintext: d.allow_plaintext,
         }
     }
 }
@@ -226,6 +229,7 @@ impl RawHttp {
             request_timeout: positive("http.requestTimeoutMs", self.request_timeout_ms)?,
             connect_timeout: positive("http.connectTimeoutMs", self.connect_timeout_ms)?,
             proxy,
+            allow_plaintext: self.allow_plaintext,
         })
     }
 }

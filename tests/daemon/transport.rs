@@ -117,6 +117,7 @@ fn settings(url: String) -> TransportSettings {
             insecure_skip_verify: false,
         },
         proxy: None,
+        allow_plaintext: false,
     }
 }
 

@@ -54,6 +54,9 @@ codes! {
     RunnerDeleted = "runner_deleted",
     /// The replica id is not registered for this runner: start up again.
     UnknownReplica = "unknown_replica",
+    /// The runner has as many live replicas as the control plane keeps:
+    /// retry the startup later.
+    TooManyReplicas = "too_many_replicas",
     /// No such operation for this runner.
     UnknownOperation = "unknown_operation",
     /// Another replica owns the operation, or it has ended.
@@ -74,6 +77,9 @@ codes! {
     NoNodes = "no_nodes",
     /// Admin API: the node filter does not parse.
     BadFilter = "bad_filter",
+    /// Admin API: a name, tag, description, project, job or user holds a
+    /// control character (newline, NUL, a bidirectional control...).
+    ControlCharacter = "control_character",
     /// Fault injection: the fault plan is not valid.
     BadFaultPlan = "bad_fault_plan",
     /// Fault injection: an error answer the fault plan asked for.

@@ -10,6 +10,7 @@ mod error_code;
 mod operation;
 mod report;
 mod tagged;
+mod text;
 mod time;
 
 pub use address::{printable, Host, NodeAddress, NodeError};
@@ -18,4 +19,5 @@ pub use error_code::ErrorCode;
 pub use operation::*;
 pub use report::*;
 pub use tagged::string_tagged;
+pub use text::{escape_controls, first_control, is_control};
 pub use time::{is_rfc3339, rfc3339};

@@ -725,6 +725,32 @@ async fn credentials_refused_are_flagged_and_retried_slowly() {
 }
 
 #[actix_rt::test]
+async fn a_huge_retry_after_waits_no_longer_than_backoff_max() {
+    let cp = FakeControlPlane::new(300, 250);
+    // 31 years: obeyed as it stands, no check-in would follow.
+    cp.state().fail_checkins = Some((
+        1,
+        crate::control_plane::ControlPlaneError::Throttled {
+            status: 429,
+            retry_after: Some(Duration::from_secs(999_999_999)),
+        },
+    ));
+    let rig = start_with(test_config(), cp, None);
+    assert!(
+        rig.cp.wait_until(WAIT, |s| s.checkins.len() >= 3).await,
+        "no check-in after the Retry-After"
+    );
+    let gap = {
+        let st = rig.cp.state();
+        st.checkins[1].0.saturating_duration_since(st.checkins[0].0)
+    };
+    // backoff_max is 200 ms here; the capped Retry-After waits exactly that.
+    assert!(gap >= Duration::from_millis(200), "{gap:?}");
+    assert!(gap < Duration::from_secs(5), "{gap:?}");
+    finish(&rig).await;
+}
+
+#[actix_rt::test]
 async fn start_refuses_a_builder_without_a_control_plane() {
     assert_eq!(
         Runtime::builder().start().err(),

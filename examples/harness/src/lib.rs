@@ -76,6 +76,11 @@ pub struct HarnessConfig {
     /// default); the seed, given or drawn, is reported by
     /// [`Harness::fault_seed`] and `GET /api/v1/faults`.
     pub faults: FaultPlan,
+    /// Replicas kept per runner (16 by default): a startup beyond it prunes
+    /// the replica down longest, or is refused (409 `too_many_replicas`)
+    /// when none is down, so a runner restarting in a loop cannot grow the
+    /// state without bound.
+    pub max_replicas: usize,
 }
 
 impl Default for HarnessConfig {
@@ -90,6 +95,7 @@ impl Default for HarnessConfig {
             body_limit: 8 * 1024 * 1024,
             max_wait: Duration::from_secs(60),
             faults: FaultPlan::default(),
+            max_replicas: state::DEFAULT_MAX_REPLICAS,
         }
     }
 }
@@ -137,6 +143,7 @@ impl Harness {
 
         let mut control =
             ControlState::new(config.cadence.clone(), config.thresholds, base_url.clone());
+        control.set_max_replicas(config.max_replicas);
         if let Some(path) = &config.state_file {
             let snapshot = persist::load(path).map_err(|message| HarnessError::StateLoad {
                 path: path.clone(),

@@ -1,7 +1,7 @@
 //! `rdrunner-harness`: runs the reference control plane from the command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,9 +30,15 @@ struct Serve {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4440")]
     listen: SocketAddr,
-    /// Token admin calls must carry (`Authorization: Bearer TOKEN`). Without
-    /// it a random one is made and printed once.
-    #[arg(long, env = "RDRUNNER_HARNESS_ADMIN_TOKEN")]
+    /// File holding the token admin calls must carry (`Authorization:
+    /// Bearer TOKEN`), readable by its owner only. Or set the environment
+    /// variable RDRUNNER_HARNESS_ADMIN_TOKEN. With neither, a random token
+    /// is made and printed once.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Refused: a token on the command line is visible to every user in
+    /// `ps`. Kept only to say so.
+    #[arg(long, hide = true, value_name = "TOKEN")]
     admin_token: Option<String>,
     /// Keep runners, assignments, nodes and executions in this JSON file
     /// across restarts.
@@ -68,6 +74,56 @@ struct Serve {
     /// Seed of the fault draw (random if not given; printed at start).
     #[arg(long, value_name = "N")]
     fault_seed: Option<u64>,
+    /// Replicas kept per runner: a startup beyond it prunes the replica
+    /// down longest, or is refused (409 too_many_replicas) when all are alive.
+    #[arg(long, default_value_t = rdrunner_harness::state::DEFAULT_MAX_REPLICAS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_replicas: u64,
+}
+
+/// The environment variable that may hold the admin token.
+const ADMIN_TOKEN_ENV: &str = "RDRUNNER_HARNESS_ADMIN_TOKEN";
+
+/// The admin token from `--admin-token-file` or the environment (`None`:
+/// make one). A token on the command line is refused, as is a token file
+/// other users may read, an empty token, and both sources at once.
+fn admin_token(args: &Serve, env: Option<String>) -> anyhow::Result<Option<String>> {
+    if args.admin_token.is_some() {
+        anyhow::bail!(
+            "--admin-token is no longer accepted: a command line is visible to every user in `ps`; put the token in a file readable only by you and pass --admin-token-file FILE, or set {ADMIN_TOKEN_ENV}"
+        );
+    }
+    let env = env.filter(|t| !t.is_empty());
+    match (&args.admin_token_file, env) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "both --admin-token-file and {ADMIN_TOKEN_ENV} are set; give the admin token one way"
+        ),
+        (Some(path), None) => read_token_file(path).map(Some),
+        (None, env) => Ok(env),
+    }
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("admin token file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "admin token file {} has mode {mode:o}, so other users may read it; chmod 600 it",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("admin token file {}", path.display()))?;
+    let token = text.trim_end_matches(['\n', '\r']);
+    if token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!(
+            "admin token file {} must hold the token alone, on one line without spaces",
+            path.display()
+        );
+    }
+    Ok(token.to_owned())
 }
 
 fn parse_fault(text: &str) -> Result<FaultRule, String> {
@@ -76,10 +132,11 @@ fn parse_fault(text: &str) -> Result<FaultRule, String> {
 
 fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
-    let generated = args.admin_token.is_none();
+    let token = admin_token(&args, std::env::var(ADMIN_TOKEN_ENV).ok())?;
+    let generated = token.is_none();
     let config = HarnessConfig {
         listen: args.listen,
-        admin_token: args.admin_token,
+        admin_token: token,
         state_file: args.state,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -99,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             seed: args.fault_seed,
             rules: args.faults,
         },
+        max_replicas: usize::try_from(args.max_replicas).unwrap_or(usize::MAX),
         ..HarnessConfig::default()
     };
     let harness = Harness::start(config).context("starting the harness")?;
@@ -129,4 +187,57 @@ fn main() -> anyhow::Result<()> {
     println!("rdrunner-harness stopping");
     harness.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn serve(args: &[&str]) -> Serve {
+        let mut argv = vec!["rdrunner-harness", "serve"];
+        argv.extend_from_slice(args);
+        let Command::Serve(s) = Cli::try_parse_from(argv).unwrap().command;
+        s
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_a_private_file_or_the_environment_never_the_command_line() {
+        let e = admin_token(&serve(&["--admin-token", "s3cret"]), None).unwrap_err();
+        assert!(e.to_string().contains("--admin-token-file"), "{e}");
+
+        assert_eq!(admin_token(&serve(&[]), None).unwrap(), None);
+        assert_eq!(
+            admin_token(&serve(&[]), Some("from-env".into())).unwrap(),
+            Some("from-env".into())
+        );
+
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("token");
+        std::fs::write(&path, "from-file\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = path.to_str().unwrap();
+        assert_eq!(
+            admin_token(&serve(&["--admin-token-file", file]), None).unwrap(),
+            Some("from-file".into())
+        );
+        let e = admin_token(&serve(&["--admin-token-file", file]), Some("x".into())).unwrap_err();
+        assert!(e.to_string().contains("one way"), "{e}");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = admin_token(&serve(&["--admin-token-file", file]), None).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+
+        std::fs::write(&path, "two\nlines\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(admin_token(&serve(&["--admin-token-file", file]), None).is_err());
+    }
+
+    #[test]
+    fn max_replicas_is_at_least_one() {
+        assert_eq!(serve(&[]).max_replicas, 16);
+        assert_eq!(serve(&["--max-replicas", "3"]).max_replicas, 3);
+        let argv = ["rdrunner-harness", "serve", "--max-replicas", "0"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
 }

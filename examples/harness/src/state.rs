@@ -2,6 +2,11 @@
 //! project nodes, executions split into operations, offers and leases, and
 //! the per-operation report stores. No HTTP here; every call takes `now` so
 //! the rules (leases, down thresholds, seq handling) are unit-tested directly.
+//!
+//! Names and other one-line text from the admin API are refused when they
+//! hold a control character (they end up in the credentials text and in
+//! what people read). Secure option values are kept in memory only: the
+//! state file holds their names and a marker.
 
 use rdrunner_actors::model::ErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdrunner_actors::filter::NodeFilter;
 use rdrunner_actors::model::{
-    rfc3339, CheckinRequest, CheckinResponse, ExecutionInfo, Node, Operation, Report, ReportBody,
-    ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse, State,
+    first_control, rfc3339, CheckinRequest, CheckinResponse, ExecutionInfo, Node, Operation,
+    Report, ReportBody, ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest,
+    StartupResponse, State,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -21,6 +27,17 @@ use crate::error::ApiError;
 
 /// The most check-in instants kept per replica for observation.
 const CHECKINS_KEPT: usize = 10_000;
+
+/// Replicas kept per runner unless configured otherwise
+/// ([`ControlState::set_max_replicas`]).
+pub const DEFAULT_MAX_REPLICAS: usize = 16;
+
+/// What the state file holds in place of a secure option's value.
+pub const SECURE_VALUE_NOT_KEPT: &str = "[SECURE: kept in memory only]";
+
+/// Why an operation with secure options fails when, after a restart of the
+/// harness, it would have to be handed to a runner again.
+pub const SECURE_VALUES_LOST: &str = "the control plane restarted before a runner received the operation; its secure option values are kept in memory only, never in the state file, so they are gone: submit the execution again";
 
 /// The cadence `POST /startup` hands out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +138,13 @@ struct NodeProgress {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OperationRecord {
+    /// Written to the state file without the values of its secure options.
+    #[serde(serialize_with = "operation_without_secure_values")]
     operation: Operation,
+    /// Restored from the state file, so the secure option values are
+    /// markers: the operation must never be handed out again.
+    #[serde(skip)]
+    secure_values_lost: bool,
     runner: String,
     execution: u64,
     claimed_by: Option<String>,
@@ -142,6 +165,40 @@ struct OperationRecord {
     duplicates: u64,
     gaps: u64,
     offers: u64,
+}
+
+/// The operation with every secure option's value replaced by
+/// [`SECURE_VALUE_NOT_KEPT`]; the state file never holds a secure value.
+fn operation_without_secure_values<S: serde::Serializer>(
+    op: &Operation,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    if op.secure_options.is_empty() {
+        return op.serialize(serializer);
+    }
+    let mut op = op.clone();
+    for name in &op.secure_options {
+        if let Some(value) = op.options.get_mut(name) {
+            *value = SECURE_VALUE_NOT_KEPT.to_owned();
+        }
+    }
+    op.serialize(serializer)
+}
+
+/// Refuses `text` if it holds a control character, naming `field`: such a
+/// character could add a line to the credentials text or turn around what
+/// people read. The value itself is not repeated.
+fn one_line(field: &str, text: &str) -> Result<(), ApiError> {
+    match first_control(text) {
+        None => Ok(()),
+        Some(c) => Err(ApiError::new(
+            422,
+            ErrorCode::ControlCharacter,
+            format!(
+                "`{field}` holds the control character {c}; names, tags, descriptions, projects, jobs and users are one line of text without control or bidirectional characters"
+            ),
+        )),
+    }
 }
 
 impl OperationRecord {
@@ -260,6 +317,9 @@ pub struct ControlState {
     /// One channel per runner; bumped when an offer or cancel is ready for it.
     wakers: BTreeMap<String, watch::Sender<u64>>,
     dirty: bool,
+    /// Replicas kept per runner; a startup beyond it prunes the oldest down
+    /// replica, or is refused when all are alive.
+    max_replicas: usize,
 }
 
 impl ControlState {
@@ -276,7 +336,13 @@ impl ControlState {
             started: Instant::now(),
             wakers: BTreeMap::new(),
             dirty: false,
+            max_replicas: DEFAULT_MAX_REPLICAS,
         }
+    }
+
+    /// Keeps at most `n` replicas per runner (at least 1).
+    pub fn set_max_replicas(&mut self, n: usize) {
+        self.max_replicas = n.max(1);
     }
 
     /// Restores persisted state; replicas count as last seen when they last
@@ -290,6 +356,20 @@ impl ControlState {
                 let seen = r.last_checkin_unix_ms.unwrap_or(r.started_unix_ms);
                 let ago = Duration::from_millis(sys_now.saturating_sub(seen));
                 r.last_seen = Some(now.checked_sub(ago).unwrap_or(now));
+            }
+        }
+        // Secure option values were never written: an operation that still
+        // needs them cannot run. One nobody claimed fails now; a claimed
+        // one runs on (its runner has the values) and fails if it is ever
+        // to be handed out again.
+        for op in self.data.operations.values_mut() {
+            if op.operation.secure_options.is_empty() || op.is_terminal() {
+                continue;
+            }
+            op.secure_values_lost = true;
+            if op.claimed_by.is_none() {
+                op.terminal = Some((State::Failed, Some(SECURE_VALUES_LOST.to_owned())));
+                self.dirty = true;
             }
         }
     }
@@ -357,6 +437,14 @@ impl ControlState {
     ) -> Result<RunnerCredentials, ApiError> {
         if req.name.trim().is_empty() {
             return Err(ApiError::bad_request("a runner needs a non-empty `name`"));
+        }
+        one_line("name", &req.name)?;
+        one_line("description", &req.description)?;
+        for (i, tag) in req.tags.iter().enumerate() {
+            one_line(&format!("tags[{i}]"), tag)?;
+        }
+        for project in req.projects.keys() {
+            one_line("projects (a project name)", project)?;
         }
         for (project, filter) in &req.projects {
             parse_filter(filter, &format!("projects.{project}"))?;
@@ -513,6 +601,7 @@ impl ControlState {
         project: &str,
         filter: &str,
     ) -> Result<RunnerInfo, ApiError> {
+        one_line("project", project)?;
         parse_filter(filter, "nodeFilter")?;
         self.runner_mut(id)?
             .projects
@@ -524,10 +613,19 @@ impl ControlState {
     // ---- admin: projects and executions ----------------------------------
 
     pub fn set_nodes(&mut self, project: &str, nodes: Vec<Node>) -> Result<(), ApiError> {
+        one_line("project", project)?;
         let mut seen = BTreeSet::new();
-        for n in &nodes {
+        for (i, n) in nodes.iter().enumerate() {
             if n.name.is_empty() {
                 return Err(ApiError::bad_request("every node needs a non-empty `name`"));
+            }
+            one_line(&format!("[{i}].name"), &n.name)?;
+            one_line(&format!("[{i}].hostname"), &n.hostname)?;
+            if let Some(user) = &n.username {
+                one_line(&format!("[{i}].username"), user)?;
+            }
+            for (t, tag) in n.tags.iter().enumerate() {
+                one_line(&format!("[{i}].tags[{t}]"), tag)?;
             }
             if !seen.insert(n.name.as_str()) {
                 return Err(ApiError::bad_request(format!(
@@ -563,6 +661,9 @@ impl ControlState {
                 "an execution needs at least one step",
             ));
         }
+        one_line("project", project)?;
+        one_line("job", &req.job)?;
+        one_line("user", &req.user)?;
         let filter = parse_filter(&req.node_filter, "nodeFilter")?;
         let nodes: Vec<Node> = self
             .nodes(project)?
@@ -628,6 +729,7 @@ impl ControlState {
                 op_id.clone(),
                 OperationRecord {
                     operation,
+                    secure_values_lost: false,
                     runner: runner.clone(),
                     execution: id,
                     claimed_by: None,
@@ -806,6 +908,7 @@ impl ControlState {
         replica_id: String,
         now: Instant,
     ) -> Result<StartupResponse, ApiError> {
+        self.make_room_for_a_replica(runner_id, now)?;
         let runner = self.runner_mut(runner_id)?;
         runner.replicas.insert(
             replica_id.clone(),
@@ -834,6 +937,43 @@ impl ControlState {
             report_batch_max: c.report_batch_max,
             lease_ms: c.lease_ms,
         })
+    }
+
+    /// Keeps a runner within `max_replicas` before one more registers: the
+    /// down replicas that were silent longest go first (their running
+    /// operations are made `lost` before, by a sweep); if every replica is
+    /// alive, the startup is refused (409 `too_many_replicas`).
+    fn make_room_for_a_replica(&mut self, runner_id: &str, now: Instant) -> Result<(), ApiError> {
+        let count = self.runner(runner_id)?.replicas.len();
+        if count < self.max_replicas {
+            return Ok(());
+        }
+        self.sweep(now);
+        let runner = self.runner(runner_id)?;
+        let mut down: Vec<(Option<Instant>, String)> = runner
+            .replicas
+            .values()
+            .filter(|r| self.replica_status(r, now) == RunnerStatus::Down)
+            .map(|r| (r.last_seen, r.id.clone()))
+            .collect();
+        let excess = count + 1 - self.max_replicas;
+        if down.len() < excess {
+            return Err(ApiError::conflict(
+                ErrorCode::TooManyReplicas,
+                format!(
+                    "runner `{runner_id}` already has {count} replicas and at most {max} are kept, none of which is down (shut down, or silent for {down_s} s); stop a replica of this runner or wait until one is down, then start again",
+                    max = self.max_replicas,
+                    down_s = self.thresholds.down_after.as_secs()
+                ),
+            ));
+        }
+        down.sort();
+        let runner = self.runner_mut(runner_id)?;
+        for (_, id) in down.into_iter().take(excess) {
+            runner.replicas.remove(&id);
+        }
+        self.dirty = true;
+        Ok(())
     }
 
     fn replica_mut(
@@ -896,13 +1036,14 @@ impl ControlState {
             max_running.saturating_sub(busy) as usize
         };
         let lease = Duration::from_millis(self.cadence.lease_ms);
-        // An offer to a replica that has shut down will never be claimed by
-        // it: hand it out again without waiting for the lease.
-        let gone: BTreeSet<String> = self
+        // An offer to a replica that has shut down (or was pruned) will
+        // never be claimed by it: hand it out again without waiting for the
+        // lease.
+        let live: BTreeSet<String> = self
             .runner(runner_id)?
             .replicas
             .values()
-            .filter(|r| r.shut_down)
+            .filter(|r| !r.shut_down)
             .map(|r| r.id.clone())
             .collect();
         let mut operations = Vec::new();
@@ -915,7 +1056,7 @@ impl ControlState {
             }
             if op.claimed_by.is_none() {
                 let offerable = match &op.offer {
-                    Some((to, until)) if *until > now && !gone.contains(to) => {
+                    Some((to, until)) if *until > now && live.contains(to) => {
                         recheck_at = Some(recheck_at.map_or(*until, |r| r.min(*until)));
                         false
                     }
@@ -966,6 +1107,19 @@ impl ControlState {
     ) -> Result<Operation, ApiError> {
         self.replica_mut(runner_id, replica_id)?;
         let op = self.own_operation(runner_id, op_id)?;
+        if op.secure_values_lost
+            && !op.is_terminal()
+            && op.claimed_by.as_deref() == Some(replica_id)
+        {
+            // A claim repeated after the restart: the answer would carry
+            // markers in place of secrets, so the operation cannot run.
+            op.terminal = Some((State::Failed, Some(SECURE_VALUES_LOST.to_owned())));
+            self.dirty = true;
+            return Err(ApiError::conflict(
+                ErrorCode::Taken,
+                format!("operation `{op_id}` has already ended: {SECURE_VALUES_LOST}"),
+            ));
+        }
         match &op.claimed_by {
             Some(owner) if owner == replica_id => return Ok(op.operation.clone()),
             Some(owner) => {

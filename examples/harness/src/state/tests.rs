@@ -465,3 +465,242 @@ fn bad_filters_and_empty_matches_are_refused() {
         .unwrap_err();
     assert_eq!(err.code, "no_nodes");
 }
+
+#[test]
+fn control_characters_in_names_and_text_are_refused_naming_the_field() {
+    let mut s = state();
+    let evil = [
+        "web\nRUNDECK_SERVER_URL=http://evil",
+        "a\rb",
+        "nul\0",
+        "\u{202e}gnp.exe",
+        "c1\u{85}",
+        "esc\x1b[31m",
+    ];
+    for bad in evil {
+        let refuse = |r: Result<_, ApiError>, field: &str| {
+            let e = r
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} in {field} accepted"));
+            assert_eq!(
+                (e.status, e.code),
+                (422, ErrorCode::ControlCharacter),
+                "{e}"
+            );
+            assert!(e.message.contains(&format!("`{field}`")), "{e}");
+            assert!(!e.message.contains(bad), "the value is not echoed: {e}");
+        };
+        let create = |f: &dyn Fn(&mut CreateRunner)| {
+            let mut req = CreateRunner {
+                name: "ok".into(),
+                ..CreateRunner::default()
+            };
+            f(&mut req);
+            req
+        };
+        for (field, req) in [
+            ("name", create(&|r| r.name = bad.into())),
+            ("description", create(&|r| r.description = bad.into())),
+            (
+                "tags[1]",
+                create(&|r| r.tags = vec!["ok".into(), bad.into()]),
+            ),
+            (
+                "projects (a project name)",
+                create(&|r| r.projects = [(bad.to_string(), ".*".to_string())].into()),
+            ),
+        ] {
+            refuse(
+                s.create_runner(req, "r".into(), "t".into()).map(|_| ()),
+                field,
+            );
+        }
+        runner(&mut s, "r1", ".*");
+        refuse(s.assign_project("r1", bad, ".*").map(|_| ()), "project");
+        refuse(s.set_nodes(bad, vec![node("web1", &[])]), "project");
+        refuse(
+            s.set_nodes("ops", vec![node("web1", &[]), node(bad, &[])]),
+            "[1].name",
+        );
+        let mut n = node("web1", &[]);
+        n.hostname = bad.into();
+        refuse(s.set_nodes("ops", vec![n]), "[0].hostname");
+        let mut n = node("web1", &[]);
+        n.username = Some(bad.into());
+        refuse(s.set_nodes("ops", vec![n]), "[0].username");
+        refuse(
+            s.set_nodes("ops", vec![node("web1", &["ok", bad])]),
+            "[0].tags[1]",
+        );
+        s.set_nodes("ops", vec![node("web1", &[])]).unwrap();
+        let step = Step::Command(CommandStep {
+            command: "true".into(),
+        });
+        let mut req = SubmitExecution::new(vec![step], ".*");
+        refuse(s.submit_execution(bad, req.clone()).map(|_| ()), "project");
+        req.job = bad.into();
+        refuse(s.submit_execution("ops", req.clone()).map(|_| ()), "job");
+        req.job = String::new();
+        req.user = bad.into();
+        refuse(s.submit_execution("ops", req).map(|_| ()), "user");
+    }
+    // Nothing refused was stored: one runner, the one inventory.
+    assert_eq!(s.list_runners(Instant::now()).len(), 1);
+    assert_eq!(s.nodes("ops").unwrap().len(), 1);
+    // A plain name, with spaces and letters from anywhere, is fine.
+    s.create_runner(
+        CreateRunner {
+            name: "web runner — Zürich 東京".into(),
+            ..CreateRunner::default()
+        },
+        "r2".into(),
+        "t".into(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn replicas_are_capped_pruning_the_oldest_down_ones() {
+    let mut s = state();
+    s.set_max_replicas(3);
+    let t0 = Instant::now();
+    runner(&mut s, "r1", "tags: web");
+    s.set_nodes("ops", vec![node("web1", &["web"])]).unwrap();
+    replica(&mut s, "r1", "a", t0);
+    replica(&mut s, "r1", "b", t0 + Duration::from_secs(1));
+    replica(&mut s, "r1", "c", t0 + Duration::from_secs(2));
+    // `a` runs an operation, then everyone falls silent but `c`.
+    let exec = submit(&mut s, ".*");
+    let op = s.execution(exec).unwrap().operations[0].id.clone();
+    s.claim("r1", &op, "a").unwrap();
+    let t = t0 + Duration::from_secs(5);
+    checkin(&mut s, "r1", "c", t);
+
+    // All three alive: the fourth is refused, and nothing changes.
+    let req = StartupRequest {
+        hostname: "h".into(),
+        version: "1".into(),
+        pid: 1,
+        max_running: 4,
+        tags: vec![],
+    };
+    let e = s
+        .startup("r1", req.clone(), "d".into(), t)
+        .expect_err("a fourth live replica");
+    assert_eq!((e.status, e.code), (409, ErrorCode::TooManyReplicas), "{e}");
+    assert!(e.message.contains("at most 3"), "{e}");
+    assert_eq!(s.get_runner("r1", t).unwrap().replicas.len(), 3);
+
+    // 10 s of silence makes `a` and `b` down: `a`, silent longest, goes,
+    // and its operation is lost rather than left running for ever.
+    let t = t0 + Duration::from_secs(11);
+    checkin(&mut s, "r1", "c", t);
+    s.startup("r1", req.clone(), "d".into(), t).unwrap();
+    let ids: Vec<String> = s
+        .get_runner("r1", t)
+        .unwrap()
+        .replicas
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["b", "c", "d"]);
+    assert_eq!(s.execution(exec).unwrap().state, RunState::Lost);
+    // A shut-down replica is down at once and makes room too.
+    s.shutdown(
+        "r1",
+        &ShutdownRequest {
+            replica_id: "c".into(),
+            reason: "SIGTERM".into(),
+        },
+        t,
+    )
+    .unwrap();
+    let ids = |s: &ControlState| -> Vec<String> {
+        s.get_runner("r1", t)
+            .unwrap()
+            .replicas
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    // `b` (silent longest) goes for `e`, then `c` (shut down) for `f`.
+    s.startup("r1", req.clone(), "e".into(), t).unwrap();
+    assert_eq!(ids(&s), ["c", "d", "e"]);
+    s.startup("r1", req.clone(), "f".into(), t).unwrap();
+    assert_eq!(ids(&s), ["d", "e", "f"]);
+    s.startup("r1", req, "g".into(), t)
+        .expect_err("d, e and f are alive");
+}
+
+#[test]
+fn secure_option_values_stay_in_memory_and_a_restart_fails_what_would_need_them() {
+    let mut s = state();
+    let now = Instant::now();
+    runner(&mut s, "r1", ".*");
+    s.set_nodes("ops", vec![node("web1", &[])]).unwrap();
+    replica(&mut s, "r1", "a", now);
+    let step = Step::Command(CommandStep {
+        command: "deploy".into(),
+    });
+    let mut req = SubmitExecution::new(vec![step], ".*");
+    req.options = [
+        ("dbpass".to_string(), "s3cret-value".to_string()),
+        ("service".to_string(), "nginx".to_string()),
+    ]
+    .into();
+    req.secure_options = vec!["dbpass".into()];
+    let claimed = s.submit_execution("ops", req.clone()).unwrap().execution_id;
+    let waiting = s.submit_execution("ops", req.clone()).unwrap().execution_id;
+    let plain = {
+        let mut r = req;
+        r.options.remove("dbpass");
+        r.secure_options.clear();
+        s.submit_execution("ops", r).unwrap().execution_id
+    };
+    let op_of = |s: &ControlState, e: u64| s.execution(e).unwrap().operations[0].id.clone();
+    let claimed_op = op_of(&s, claimed);
+    // In memory, the runner gets the value.
+    let op = s.claim("r1", &claimed_op, "a").unwrap();
+    assert_eq!(op.options["dbpass"], "s3cret-value");
+
+    // The state file holds the option's name and a marker, never the value.
+    let file = serde_json::to_string(s.snapshot()).unwrap();
+    assert!(!file.contains("s3cret-value"), "{file}");
+    assert!(file.contains("dbpass"), "{file}");
+    assert!(file.contains(SECURE_VALUE_NOT_KEPT), "{file}");
+    assert!(file.contains("nginx"), "plain options are kept");
+
+    // After a restart: the operation nobody claimed fails and says why; the
+    // one claimed runs on (its runner has the values); the one without
+    // secure options is offered as before.
+    let mut restarted = state();
+    restarted.restore(serde_json::from_str(&file).unwrap(), Instant::now());
+    let st = restarted.execution(waiting).unwrap();
+    assert_eq!(st.state, RunState::Failed);
+    assert_eq!(
+        st.operations[0].message.as_deref(),
+        Some(SECURE_VALUES_LOST)
+    );
+    assert_eq!(
+        restarted.execution(claimed).unwrap().state,
+        RunState::Running
+    );
+    assert_eq!(restarted.execution(plain).unwrap().state, RunState::Queued);
+    match checkin(&mut restarted, "r1", "a", Instant::now()) {
+        CheckinPoll::Ready(r) => {
+            let offered: Vec<&str> = r.operations.iter().map(|o| o.id.as_str()).collect();
+            assert_eq!(offered, [op_of(&restarted, plain)]);
+        }
+        CheckinPoll::Wait { .. } => panic!("the plain operation is offered"),
+    }
+    // A claim repeated by the owner after the restart would hand out the
+    // markers: the operation fails instead.
+    let e = restarted.claim("r1", &claimed_op, "a").unwrap_err();
+    assert_eq!((e.status, e.code), (409, ErrorCode::Taken), "{e}");
+    let st = restarted.execution(claimed).unwrap();
+    assert_eq!(st.state, RunState::Failed);
+    assert_eq!(
+        st.operations[0].message.as_deref(),
+        Some(SECURE_VALUES_LOST)
+    );
+}

@@ -103,7 +103,11 @@ async fn an_execution_runs_from_submit_to_terminal_state() {
 
 #[actix_rt::test]
 async fn exactly_one_of_twenty_concurrent_claimers_wins() {
-    let harness = start();
+    let harness = rdrunner_harness::Harness::start(rdrunner_harness::HarnessConfig {
+        max_replicas: 20,
+        ..config()
+    })
+    .expect("harness starts");
     let admin = harness.admin();
     let (runner_id, token) = web_runner(&admin).await;
     let runner = RawRunner::new(&harness.base_url(), &runner_id, &token);
