@@ -326,7 +326,7 @@ fn a_token_in_a_context_that_cannot_be_quoted_fails_before_anything_runs() {
     );
     seg.stop();
     seg.assert_no_canary();
-    let n1 = &of(&result, "n1");
+    let n1 = of(&result, "n1");
     assert!(failed(n1), "{n1:#?}");
     assert!(n1.messages.contains("${option.v}"), "{n1:#?}");
 }
@@ -348,7 +348,7 @@ fn nodes_cannot_pick_the_runners_own_host() {
     );
     seg.stop();
     seg.assert_no_canary();
-    let web1 = &of(&result, "web1");
+    let web1 = of(&result, "web1");
     assert!(failed(web1), "{web1:#?}");
     assert!(web1.messages.contains("localExecutor"), "{web1:#?}");
     let sent = seg.left_the_segment();
@@ -423,7 +423,7 @@ fn key_store_files_go_only_where_the_runner_allows() {
         ("absolute", "key store"),
         ("unbound", "ssh.keyBindings"),
     ] {
-        let o = &of(&result, node);
+        let o = of(&result, node);
         assert!(failed(o), "{node}: {o:#?}");
         assert!(
             o.messages.contains(why),
@@ -475,7 +475,7 @@ fn the_filter_judges_the_address_that_is_dialled() {
     seg.stop();
     seg.assert_no_canary();
     for (i, host) in spellings.iter().enumerate() {
-        let o = &of(&result, &format!("n{i}"));
+        let o = of(&result, &format!("n{i}"));
         assert!(failed(o), "{host:?}: {o:#?}");
     }
 }
@@ -535,7 +535,7 @@ fn secrets_stay_off_command_lines_and_records_cannot_be_forged() {
         "the wrapper's marker is on its command line: {parent}"
     );
     assert!(!has_marker(&ps), "a wrapper's marker is visible in ps");
-    let n1 = &of(&result, "n1");
+    let n1 = of(&result, "n1");
     assert_eq!(n1.state, Some(State::Succeeded), "{n1:#?}");
 }
 
@@ -562,7 +562,7 @@ fn secrets_are_masked_in_every_form() {
         &["multi", "quoted", "straddling"],
     );
     seg.stop();
-    let n1 = &of(&result, "n1");
+    let n1 = of(&result, "n1");
     assert_eq!(n1.state, Some(State::Succeeded), "{n1:#?}");
     let mut forms: Vec<String> = vec![
         multi.clone(),
@@ -633,9 +633,9 @@ fn copies_stay_in_their_directory_and_never_follow_links() {
     );
     seg.stop();
     seg.assert_no_canary();
-    assert!(failed(&of(&escape, "escape")), "{escape:#?}");
+    assert!(failed(of(&escape, "escape")), "{escape:#?}");
     assert!(of(&escape, "escape").messages.contains(".."), "{escape:#?}");
-    assert!(failed(&of(&setuid, "setuid")), "{setuid:#?}");
+    assert!(failed(of(&setuid, "setuid")), "{setuid:#?}");
     assert!(!inbox.join("setuid").exists());
     // The link was replaced (or the copy refused); the victim is as it was.
     assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched\n");

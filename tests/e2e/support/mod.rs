@@ -163,6 +163,8 @@ pollIntervalMs = 500
 reportIntervalMs = 50
 killGraceMs = 1000
 drainTimeoutMs = 2000
+# Some tests run a node on the runner's own host as well.
+localExecutor = true
 
 [ssh]
 keyStore = "{w}/keys"
