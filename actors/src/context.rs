@@ -63,6 +63,10 @@ pub enum ExpandError {
 pub struct DataContext {
     values: BTreeMap<String, String>,
     env: Vec<(String, String)>,
+    /// `option.X` → the `RD_OPTION_*` variable that holds its value, for the
+    /// secure options: a command refers to the variable instead of holding
+    /// the value, so that no secret is in a process's arguments.
+    secure_vars: BTreeMap<String, String>,
 }
 
 impl DataContext {
@@ -113,7 +117,25 @@ impl DataContext {
         env.sort();
         env.dedup_by(|a, b| a.0 == b.0);
 
-        DataContext { values, env }
+        // Two option names can map to one variable (`a-b`, `a_b`); a secure
+        // value is referred to only when the variable holds exactly it.
+        let secure_vars = op
+            .options
+            .iter()
+            .filter(|(name, _)| masking::is_secure_option(op, name))
+            .filter_map(|(name, value)| {
+                let var = format!("RD_OPTION_{}", env_name(name));
+                env.iter()
+                    .any(|(k, v)| *k == var && v == value)
+                    .then(|| (format!("option.{name}"), var))
+            })
+            .collect();
+
+        DataContext {
+            values,
+            env,
+            secure_vars,
+        }
     }
 
     /// The value of `group.key`, e.g. `option.service`.
@@ -164,9 +186,16 @@ impl DataContext {
     }
 
     /// Expands the tokens of a shell command, each quoted for its place.
+    /// A secure option's token becomes a reference to its `RD_OPTION_*`
+    /// variable (`"${RD_OPTION_X}"`, the same bytes once the shell expands
+    /// it), so the value is never part of the command line a process runs
+    /// with.
     fn expand_command(&self, command: &str) -> Result<String, ExpandError> {
-        let value = |key: &str| self.get(key).unwrap_or("").to_owned();
-        shell::substitute(command, &value).map_err(|r| ExpandError::Unquotable {
+        let word = |key: &str| match self.secure_vars.get(key) {
+            Some(var) => format!("\"${{{var}}}\""),
+            None => shell::single_quoted(self.get(key).unwrap_or("")),
+        };
+        shell::substitute(command, &word).map_err(|r| ExpandError::Unquotable {
             env: env_var_for(&r.key),
             key: r.key,
             offset: r.offset,
@@ -475,6 +504,36 @@ mod tests {
             let env = ctx.env();
             assert_eq!(sh("printf %s \"$RD_OPTION_V\"", &env), value);
         }
+    }
+
+    #[test]
+    fn secure_values_are_referred_to_never_written_into_the_command() {
+        let secret = "it's $(touch /tmp/pwned) s3cret";
+        let ctx = DataContext::new(
+            &op(&[("dbpass", secret), ("api_token", "t0k"), ("user", "app")]),
+            &node(),
+        );
+        let env = ctx.env();
+        for template in [
+            "printf %s ${option.dbpass}",
+            "printf %s \"${option.dbpass}\"",
+            "printf %s '${option.dbpass}'",
+            "printf %s x${option.dbpass}'-'\"${option.dbpass}\"y",
+        ] {
+            let c = command(&ctx, template).unwrap();
+            assert!(!c.contains("s3cret"), "{template} as {c:?}");
+            assert!(c.contains("RD_OPTION_DBPASS"), "{template} as {c:?}");
+            let want = template
+                .trim_start_matches("printf %s ")
+                .replace(['\'', '"'], "")
+                .replace("${option.dbpass}", secret);
+            assert_eq!(sh(&c, &env), want, "{template} as {c:?}");
+        }
+        // Secure by its name; a plain option is still written in.
+        assert_eq!(
+            command(&ctx, "echo ${option.api_token} ${option.user}").unwrap(),
+            "echo \"${RD_OPTION_API_TOKEN}\" 'app'"
+        );
     }
 
     #[test]

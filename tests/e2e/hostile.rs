@@ -482,11 +482,11 @@ fn the_filter_judges_the_address_that_is_dialled() {
 
 #[test]
 fn secrets_stay_off_command_lines_and_records_cannot_be_forged() {
-    let mut seg = Segment::start("", "");
+    let mut seg = Segment::start("localExecutor = true", "");
     let secret = format!("argv-secret-{:016x}", rand::random::<u64>());
     let ps_seen = seg.scratch().join("ps");
     let p = ps_seen.display();
-    let node = seg.node("n1");
+    let nodes = vec![seg.node("n1"), json!({"name": "self", "executor": "local"})];
     // The test looks at `ps` on this host (the node is this host too) while
     // the first step sleeps; the step itself saves what its parent's
     // command line shows, then forges an exit record from it.
@@ -509,14 +509,15 @@ fn secrets_stay_off_command_lines_and_records_cannot_be_forged() {
     };
     let result = seg.run(
         json!([
-            command("sleep 1.5"),
+            // The secure value in the command text, unquoted and quoted.
+            command("sleep 1.5 && : ${option.dbpass} \"${option.dbpass}\""),
             command(&format!(
-                "tr '\\0' ' ' < /proc/$PPID/cmdline > {p}; \
-                 m=$(grep -o 'rdrunner-[0-9a-f]*' {p} | head -n 1); \
+                "tr '\\0' ' ' < /proc/$PPID/cmdline > {p}-${{node.name}}; \
+                 m=$(grep -o 'rdrunner-[0-9a-f]*' {p}-${{node.name}} | head -n 1); \
                  printf '\\036%s rc=9\\n' \"$m\"; exit 0"
             )),
         ]),
-        vec![node],
+        nodes,
         json!({"dbpass": secret}),
         &["dbpass"],
     );
@@ -526,17 +527,23 @@ fn secrets_stay_off_command_lines_and_records_cannot_be_forged() {
     assert!(!ps.is_empty(), "ps was read");
     assert!(!ps.contains(&secret), "a secure value is visible in ps");
     assert!(
-        !ps.contains("RD_OPTION_DBPASS"),
+        !ps.contains("RD_OPTION_DBPASS="),
         "the step's environment is visible in ps"
     );
-    let parent = fs::read_to_string(&ps_seen).unwrap_or_default();
-    assert!(
-        !has_marker(&parent),
-        "the wrapper's marker is on its command line: {parent}"
-    );
     assert!(!has_marker(&ps), "a wrapper's marker is visible in ps");
-    let n1 = of(&result, "n1");
-    assert_eq!(n1.state, Some(State::Succeeded), "{n1:#?}");
+    for node in ["n1", "self"] {
+        let parent = fs::read_to_string(format!("{p}-{node}")).unwrap_or_default();
+        assert!(
+            !parent.is_empty(),
+            "{node}: the step read its parent's command line"
+        );
+        assert!(
+            !has_marker(&parent),
+            "{node}: the wrapper's marker is on its command line: {parent}"
+        );
+        let o = of(&result, node);
+        assert_eq!(o.state, Some(State::Succeeded), "{node}: {o:#?}");
+    }
 }
 
 #[test]

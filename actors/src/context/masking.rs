@@ -18,6 +18,15 @@ pub const MASK: &str = "[SECURE]";
 /// control plane says so, as on Buildkite.
 pub const SECURE_NAME_ENDINGS: [&str; 4] = ["_TOKEN", "_KEY", "_PASSWORD", "_SECRET"];
 
+/// Whether option `name` of `op` is secure: the control plane names it so,
+/// or its `RD_OPTION_*` name ends in `_TOKEN`, `_KEY`, `_PASSWORD` or
+/// `_SECRET`.
+pub fn is_secure_option(op: &Operation, name: &str) -> bool {
+    let env = env_name(name);
+    op.secure_options.iter().any(|s| s == name)
+        || SECURE_NAME_ENDINGS.iter().any(|end| env.ends_with(end))
+}
+
 /// Replaces secure values in output before it is reported or written.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
@@ -39,16 +48,12 @@ impl Masker {
     /// names, and those whose `RD_OPTION_*` name ends in `_TOKEN`, `_KEY`,
     /// `_PASSWORD` or `_SECRET`.
     pub fn for_operation(op: &Operation) -> Self {
-        let mut values = op.secure_values();
-        values.extend(
-            op.options
-                .iter()
-                .filter(|(name, _)| {
-                    let env = env_name(name);
-                    SECURE_NAME_ENDINGS.iter().any(|end| env.ends_with(end))
-                })
-                .map(|(_, v)| v.clone()),
-        );
+        let values = op
+            .options
+            .iter()
+            .filter(|(name, _)| is_secure_option(op, name))
+            .map(|(_, v)| v.clone())
+            .collect();
         Self::new(values)
     }
 

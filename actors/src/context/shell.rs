@@ -73,7 +73,12 @@ enum Stop {
 
 /// Expands the context tokens of `command`, quoting `value(key)` for the
 /// place each token stands in.
-pub(super) fn substitute(command: &str, value: &dyn Fn(&str) -> String) -> Result<String, Refusal> {
+/// `word` gives, for a token's key, one shell word that stands for the
+/// value: [`single_quoted`] value, or a double-quoted reference to a
+/// variable that holds it (`"${RD_OPTION_X}"`), which keeps the value itself
+/// out of the command text. Each is put in the token's place as a word of
+/// its own, closing and reopening the quotes around it.
+pub(super) fn substitute(command: &str, word: &dyn Fn(&str) -> String) -> Result<String, Refusal> {
     let mut lx = Lexer {
         text: command,
         bytes: command.as_bytes(),
@@ -87,7 +92,7 @@ pub(super) fn substitute(command: &str, value: &dyn Fn(&str) -> String) -> Resul
         word_start: true,
         heredocs: Vec::new(),
     };
-    match lx.run(value) {
+    match lx.run(word) {
         Ok(()) => {}
         Err(Stop::Refused(r)) => return Err(r),
         Err(Stop::Unknown { at, what }) => {
@@ -222,7 +227,7 @@ impl Lexer<'_> {
             };
             return Err(self.refuse(start, key, place));
         }
-        let quoted = single_quoted(&value(key));
+        let quoted = value(key);
         self.out.push_str(&self.text[self.copied..start]);
         match self.frame() {
             Frame::Double => {
@@ -723,7 +728,7 @@ mod tests {
         s.trim_end_matches('\n').to_owned()
     }
 
-    fn run(shell: &str, command: &str, dir: &Path) -> (Vec<u8>, String) {
+    fn run(shell: &str, command: &str, dir: &Path, w: &str) -> (Vec<u8>, String) {
         let out = Command::new(shell)
             .arg("-c")
             .arg(command)
@@ -731,6 +736,7 @@ mod tests {
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("HOME", "/home/nobody")
+            .env("RD_OPTION_W", w)
             .output()
             .unwrap_or_else(|e| panic!("cannot run {shell} (is it installed?): {e}"));
         (
@@ -767,17 +773,21 @@ mod tests {
             let template = template
                 .replace("@v", "${option.v}")
                 .replace("@w", "${option.w}");
+            // `w` is, in half the cases, a reference to a variable that
+            // holds it, as secure values are.
+            let by_reference = rng.below(2) == 0;
             let lookup = |key: &str| match key {
-                "option.v" => v.clone(),
-                "option.w" => w.clone(),
-                _ => String::new(),
+                "option.v" => single_quoted(&v),
+                "option.w" if by_reference => "\"${RD_OPTION_W}\"".to_owned(),
+                "option.w" => single_quoted(&w),
+                _ => single_quoted(""),
             };
             let command = substitute(&template, &lookup).unwrap_or_else(|r| {
                 panic!("seed {seed}, case {case}: {template:?} refused: {r:?}")
             });
             let want = expected(&v, &w);
             for shell in ["sh", "bash"] {
-                let (out, err) = run(shell, &command, &dir);
+                let (out, err) = run(shell, &command, &dir, &w);
                 assert!(
                     out == want.as_bytes() && !canary.exists(),
                     "seed {seed}, case {case}, {shell}: {template:?} with v={v:?} w={w:?} \
@@ -791,12 +801,12 @@ mod tests {
     }
 
     fn refusal(command: &str) -> Refusal {
-        substitute(command, &|_| "x".into()).expect_err(command)
+        substitute(command, &|_| single_quoted("x")).expect_err(command)
     }
 
     #[test]
     fn quoting_follows_nested_substitutions_and_quotes() {
-        let q = |c: &str| substitute(c, &|_| "v".into()).unwrap();
+        let q = |c: &str| substitute(c, &|_| single_quoted("v")).unwrap();
         assert_eq!(
             q("\"$(echo \")\")${option.a}\""),
             "\"$(echo \")\")\"'v'\"\""
