@@ -75,6 +75,15 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         slog::warn!(log, "the spool ended in a record torn by a crash; it was cut";
             "bytes" => spool.cut_on_open());
     }
+    match crate::ssh::tighten_key_store(&cfg.ssh.key_store) {
+        Ok(Some(mode)) => {
+            slog::warn!(log, "the key store was open to group or others; made it private (0700)";
+            "dir" => %cfg.ssh.key_store.display(), "mode_was" => format!("{mode:o}"))
+        }
+        Ok(None) => {}
+        Err(e) => slog::warn!(log, "cannot make the key store private";
+            "dir" => %cfg.ssh.key_store.display(), "error" => %e),
+    }
     let ssh = SshExecutor::new(cfg.ssh.clone(), log.new(slog::o!("executor" => "ssh")));
     let local: Arc<dyn NodeExecutor> = if cfg.runner.local_executor {
         Arc::new(LocalExecutor::new())

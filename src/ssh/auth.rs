@@ -224,6 +224,27 @@ impl StoreFile {
     }
 }
 
+/// Makes the key store directory private (0700) when it is the runner's
+/// own and others may enter or read it; returns the mode it had then.
+/// A store another user owns (root, say, for a store shared read-only) is
+/// left as it is: each file's own mode (0600, checked at every use) guards
+/// its content. A store that does not exist yet is left to the operator.
+pub fn tighten_key_store(store: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let store = expand_home(store);
+    let meta = match fs::metadata(&store) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if !meta.is_dir() || meta.uid() != runner_uid() || mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(&store, fs::Permissions::from_mode(mode & 0o7700))?;
+    Ok(Some(mode))
+}
+
 /// The user id the runner runs as (its effective uid).
 fn runner_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -493,6 +514,24 @@ fn try_agent(conn: &Connection, user: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runners_own_key_store_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("keys");
+        assert_eq!(
+            tighten_key_store(&store).unwrap(),
+            None,
+            "missing: left alone"
+        );
+        fs::create_dir(&store).unwrap();
+        fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(tighten_key_store(&store).unwrap(), Some(0o755));
+        let mode = fs::metadata(&store).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(tighten_key_store(&store).unwrap(), None, "already private");
+    }
 
     #[test]
     fn key_store_paths_stay_inside() {

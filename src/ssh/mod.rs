@@ -22,7 +22,7 @@ mod remote;
 mod session;
 mod settings;
 
-pub use auth::{KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
+pub use auth::{tighten_key_store, KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
 pub use settings::{
     expand_home, store_path, KeyBinding, KnownHostsPolicy, NodeSet, SshSettings,
     DEFAULT_KNOWN_HOSTS_FILE,
