@@ -474,9 +474,16 @@ impl NodeExecutor for FakeExecutor {
                 None => Ok(StepOutcome::exited(0)),
             },
             "panic" => panic!("fake executor panicked on {}", req.node.name),
+            // Prints the command, with the `"${RD_...}"` references secure
+            // tokens become expanded from the step's environment, as the
+            // shell would.
             "echo" => {
                 if let Step::Command(c) = &req.step {
-                    output.line(Stream::Stdout, c.command.clone());
+                    let mut text = c.command.clone();
+                    for (name, value) in &req.env {
+                        text = text.replace(&format!("\"${{{name}}}\""), value);
+                    }
+                    output.line(Stream::Stdout, text);
                 }
                 Ok(StepOutcome::exited(0))
             }
