@@ -44,6 +44,9 @@ pub use state::{Cadence, Thresholds};
 use server::Shared;
 use state::ControlState;
 
+/// How long the server keeps an idle connection open.
+const SERVER_KEEP_ALIVE: Duration = Duration::from_secs(75);
+
 /// TLS for the harness's listener: PEM files of the certificate chain and
 /// its private key.
 #[derive(Debug, Clone)]
@@ -189,6 +192,14 @@ impl Harness {
                                 }
                             })
                             .disable_signals()
+                            // Idle connections stay open longer than any
+                            // client keeps one in its pool (awc: 15 s), so a
+                            // client never sends a request on a connection
+                            // the server is closing at that moment (with
+                            // actix-web's 5 s default, a request sent as the
+                            // server's timer fires gets EOF: "Connector has
+                            // been disconnected").
+                            .keep_alive(SERVER_KEEP_ALIVE)
                             .shutdown_timeout(1);
                     let server = match tls {
                         Some(cfg) => server.listen_rustls_0_23(listener, cfg),

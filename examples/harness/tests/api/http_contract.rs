@@ -254,3 +254,34 @@ async fn the_largest_counts_a_checkin_may_carry_are_served() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["operations"], json!([]), "no free slot: {body}");
 }
+
+/// A client keeps an idle connection in its pool for a while (awc: 15 s) and
+/// sends its next request on it; a server that closes idle connections
+/// sooner can close one just as a request goes out on it, and that request
+/// fails ("Connector has been disconnected"). The harness keeps an idle
+/// connection open longer than that.
+#[test]
+fn an_idle_connection_outlives_a_clients_pool_idle_time() {
+    use std::io::{Read, Write};
+    let harness = start();
+    let mut conn = std::net::TcpStream::connect(harness.addr()).unwrap();
+    let request = format!(
+        "GET /api/v1/runners HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive\r\n\r\n",
+        harness.addr()
+    );
+    conn.write_all(request.as_bytes()).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Idle past actix-web's default keep-alive (5 s): still open.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    conn.write_all(request.as_bytes()).unwrap();
+    let n = conn.read(&mut buf).unwrap_or(0);
+    assert!(n > 0, "the harness closed an idle connection after 6 s");
+}
