@@ -343,11 +343,13 @@ fn fail_points_from_env(log: &slog::Logger) -> Result<rdrunner_actors::FailPoint
         return Ok(fp);
     };
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let bad = || Failure {
+        let bad = || {
+            Failure {
             code: EXIT_USAGE,
             error: anyhow::anyhow!(
                 "RDRUNNER_FAILPOINTS: `{item}` is not NAME=panic, NAME=error, NAME=abort or NAME=delay:MS"
             ),
+        }
         };
         let (name, action) = item.split_once('=').ok_or_else(bad)?;
         let action = match action {

@@ -668,7 +668,12 @@ impl DiskSpool {
         Ok(())
     }
 
-    fn journal_entry(&mut self, op_id: &str, replica_id: &str, kind: ClaimKind) -> Result<(), SpoolError> {
+    fn journal_entry(
+        &mut self,
+        op_id: &str,
+        replica_id: &str,
+        kind: ClaimKind,
+    ) -> Result<(), SpoolError> {
         self.journal.insert(
             op_id.to_owned(),
             JournalEntry {
@@ -1239,7 +1244,11 @@ mod tests {
             f.write_all(&extra[..cut]).unwrap();
             drop(f);
             let mut s = open(d.path());
-            assert_eq!(s.journal().unwrap(), vec![entry("a", "r1", false)], "cut {cut}");
+            assert_eq!(
+                s.journal().unwrap(),
+                vec![entry("a", "r1", false)],
+                "cut {cut}"
+            );
             drop(s);
             assert_eq!(std::fs::read(&path).unwrap(), whole, "cut {cut}");
         }

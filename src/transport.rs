@@ -22,7 +22,8 @@ use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connectio
 use awc::http::{StatusCode, Uri};
 use rdrunner_actors::model::{
     CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ErrorCode,
-    ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse, ShutdownRequest, StartupRequest, StartupResponse,
+    ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse, ShutdownRequest,
+    StartupRequest, StartupResponse,
 };
 use rdrunner_actors::{
     CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, RuntimeConfig, TransportFailure,

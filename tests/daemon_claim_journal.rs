@@ -111,7 +111,10 @@ async fn a_claim_killed_between_the_answer_and_the_spool_write_is_resolved_withi
     assert_eq!(before.operations[0].state, RunState::Running);
     let dead_replica = before.operations[0].replica.clone().unwrap();
     let op_id = before.operations[0].id.clone();
-    assert!(h.reports(&op_id).is_empty(), "nothing was reported before the abort");
+    assert!(
+        h.reports(&op_id).is_empty(),
+        "nothing was reported before the abort"
+    );
 
     let restarted = Instant::now();
     let mut child = start(d.path(), "");

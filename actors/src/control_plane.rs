@@ -109,9 +109,9 @@ impl ControlPlaneError {
     /// is not about the replica, 405, 501): an older control plane.
     pub fn is_unsupported_route(&self) -> bool {
         match self {
-            Self::Rejected { status: 404, code, .. } => {
-                ErrorCode::parse(code) != Some(ErrorCode::UnknownReplica)
-            }
+            Self::Rejected {
+                status: 404, code, ..
+            } => ErrorCode::parse(code) != Some(ErrorCode::UnknownReplica),
             Self::Rejected { status: 405, .. } => true,
             Self::Server { status: 501, .. } => true,
             _ => false,

@@ -25,9 +25,9 @@ use crate::intake::{ReportIntake, RESTARTED_MESSAGE};
 use crate::model::{
     CheckinRequest, OpReport, ReportBody, ResumeRequest, StartupRequest, StartupResponse, State,
 };
-use crate::resume::{leftovers, resume_action, resume_calls, ResumeAction, ResumeAnswer};
 use crate::operations::OperationStore;
 use crate::pacing::{checkin_recovery, CheckinPacer, CheckinRecovery};
+use crate::resume::{leftovers, resume_action, resume_calls, ResumeAction, ResumeAnswer};
 use crate::retry::RetryPolicy;
 use crate::session::SessionStore;
 use crate::settings::RuntimeConfig;

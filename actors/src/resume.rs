@@ -164,7 +164,14 @@ mod tests {
         let got = leftovers(&journal, &spool, Some("old"), "new");
         let ids: Vec<_> = got
             .iter()
-            .map(|l| (l.op_id.as_str(), l.replica_id.as_str(), l.answered, l.spooled))
+            .map(|l| {
+                (
+                    l.op_id.as_str(),
+                    l.replica_id.as_str(),
+                    l.answered,
+                    l.spooled,
+                )
+            })
             .collect();
         assert_eq!(
             ids,

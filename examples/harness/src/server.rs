@@ -12,7 +12,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use rdrunner_actors::model::{
-    CheckinRequest, ClaimRequest, ClaimResponse, ReportsRequest, ResumeRequest, ShutdownRequest, StartupRequest,
+    CheckinRequest, ClaimRequest, ClaimResponse, ReportsRequest, ResumeRequest, ShutdownRequest,
+    StartupRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

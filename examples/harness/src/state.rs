@@ -16,8 +16,7 @@ use rdrunner_actors::filter::NodeFilter;
 use rdrunner_actors::model::{
     first_control, rfc3339, CheckinRequest, CheckinResponse, ExecutionInfo, Node, Operation,
     Report, ReportBody, ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse,
-    ResumeState, ShutdownRequest, StartupRequest,
-    StartupResponse, State,
+    ResumeState, ShutdownRequest, StartupRequest, StartupResponse, State,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -734,7 +734,10 @@ fn resume_moves_the_operations_of_a_dead_replica_exactly_once() {
     // The previous replica is down at once; what it held unnamed is lost,
     // not left to the down-timeout.
     let obs = s.observe_runner("r1").unwrap();
-    assert!(obs.replicas.iter().any(|r| r.replica_id == "a" && r.shut_down));
+    assert!(obs
+        .replicas
+        .iter()
+        .any(|r| r.replica_id == "a" && r.shut_down));
     let st = s.execution(third).unwrap();
     assert_eq!(st.operations[0].state, RunState::Lost);
     // The op is the new replica's: its reports are taken, its cancels go there.
