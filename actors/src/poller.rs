@@ -263,12 +263,13 @@ async fn resume(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_i
         }
     };
     let left = leftovers(&journal, &spooled, recorded, replica_id);
-    if left.is_empty() {
+    let calls = resume_calls(&left, recorded, replica_id);
+    if calls.is_empty() {
         return;
     }
     info!(log, "settling the operations a previous process left"; "operations" => left.len());
     let mut unsupported_logged = false;
-    for call in resume_calls(&left) {
+    for call in calls {
         let answer = resume_call(p, log, replica_id, &call).await;
         let Some(answer) = answer else {
             continue;

@@ -51,8 +51,8 @@ pub enum ResumeAnswer {
 
 /// The leftovers of a previous process: every journaled claim not made by
 /// `replica_id` (the new replica), and every operation the spool holds
-/// without a terminal report and without a journal entry (a spool written
-/// before the journal existed), attributed to `recorded_replica`.
+/// reports of that are not all acked, without a journal entry (a spool
+/// written before the journal existed), attributed to `recorded_replica`.
 pub fn leftovers(
     journal: &[JournalEntry],
     spooled: &[SpooledOperation],
@@ -72,7 +72,8 @@ pub fn leftovers(
         .collect();
     if let Some(previous) = recorded_replica.filter(|r| *r != replica_id) {
         for s in spooled {
-            if !s.terminal && !journal.iter().any(|e| e.op_id == s.op_id) {
+            let open = !s.terminal || s.acked < s.last_seq;
+            if open && !journal.iter().any(|e| e.op_id == s.op_id) {
                 out.push(Leftover {
                     op_id: s.op_id.clone(),
                     replica_id: previous.to_owned(),
@@ -86,9 +87,19 @@ pub fn leftovers(
 }
 
 /// The resume calls for `leftovers`: one per previous replica, split so
-/// that none names more than [`RESUME_MAX_OPERATIONS`] operations.
-pub fn resume_calls(leftovers: &[Leftover]) -> Vec<ResumeCall> {
+/// that none names more than [`RESUME_MAX_OPERATIONS`] operations. The
+/// replica the spool recorded (`previous`, when it is not `replica_id`) gets
+/// a call even with nothing to name, so that the control plane marks it
+/// down at once and offers what was leased to it again without waiting.
+pub fn resume_calls(
+    leftovers: &[Leftover],
+    previous: Option<&str>,
+    replica_id: &str,
+) -> Vec<ResumeCall> {
     let mut by_replica: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    if let Some(p) = previous.filter(|p| *p != replica_id && !p.is_empty()) {
+        by_replica.insert(p, Vec::new());
+    }
     for l in leftovers {
         by_replica
             .entry(&l.replica_id)
@@ -98,12 +109,20 @@ pub fn resume_calls(leftovers: &[Leftover]) -> Vec<ResumeCall> {
     by_replica
         .into_iter()
         .flat_map(|(previous, ops)| {
-            ops.chunks(RESUME_MAX_OPERATIONS)
+            let mut calls: Vec<ResumeCall> = ops
+                .chunks(RESUME_MAX_OPERATIONS)
                 .map(|chunk| ResumeCall {
                     previous_replica_id: previous.to_owned(),
                     operations: chunk.to_vec(),
                 })
-                .collect::<Vec<_>>()
+                .collect();
+            if calls.is_empty() {
+                calls.push(ResumeCall {
+                    previous_replica_id: previous.to_owned(),
+                    operations: Vec::new(),
+                });
+            }
+            calls
         })
         .collect()
 }
@@ -160,7 +179,16 @@ mod tests {
             entry("c", "older", true),
             entry("d", "new", true),
         ];
-        let spool = [spooled("b", false), spooled("e", false), spooled("f", true)];
+        let acked = SpooledOperation {
+            acked: 2,
+            ..spooled("g", true)
+        };
+        let spool = [
+            spooled("b", false),
+            spooled("e", false),
+            spooled("f", true),
+            acked,
+        ];
         let got = leftovers(&journal, &spool, Some("old"), "new");
         let ids: Vec<_> = got
             .iter()
@@ -180,6 +208,8 @@ mod tests {
                 ("b", "old", true, true),
                 ("c", "older", true, false),
                 ("e", "old", true, true),
+                // Terminal but not acked: the previous replica may still hold it.
+                ("f", "old", true, true),
             ]
         );
         // No recorded replica: nothing to name the unjournaled one under.
@@ -202,15 +232,23 @@ mod tests {
             answered: true,
             spooled: false,
         });
-        let calls = resume_calls(&many);
+        let calls = resume_calls(&many, Some("oldest"), "new");
         let shape: Vec<_> = calls
             .iter()
             .map(|c| (c.previous_replica_id.as_str(), c.operations.len()))
             .collect();
         assert_eq!(
             shape,
-            vec![("old", RESUME_MAX_OPERATIONS), ("old", 1), ("older", 1)]
+            vec![
+                ("old", RESUME_MAX_OPERATIONS),
+                ("old", 1),
+                ("older", 1),
+                // Nothing to name, still marked down at once.
+                ("oldest", 0)
+            ]
         );
+        assert!(resume_calls(&[], Some("new"), "new").is_empty());
+        assert!(resume_calls(&[], None, "new").is_empty());
     }
 
     #[test]
