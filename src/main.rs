@@ -333,7 +333,7 @@ fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> 
     })
 }
 
-/// `RDRUNNER_FAILPOINTS=name=panic,name=error,name=delay:MS` arms fail points
+/// `RDRUNNER_FAILPOINTS=name=panic,name=error,name=abort,name=delay:MS` arms fail points
 /// (builds with the `failpoints` feature only, for the chaos suite).
 #[cfg(feature = "failpoints")]
 fn fail_points_from_env(log: &slog::Logger) -> Result<rdrunner_actors::FailPoints, Failure> {
@@ -343,16 +343,19 @@ fn fail_points_from_env(log: &slog::Logger) -> Result<rdrunner_actors::FailPoint
         return Ok(fp);
     };
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let bad = || Failure {
+        let bad = || {
+            Failure {
             code: EXIT_USAGE,
             error: anyhow::anyhow!(
-                "RDRUNNER_FAILPOINTS: `{item}` is not NAME=panic, NAME=error or NAME=delay:MS"
+                "RDRUNNER_FAILPOINTS: `{item}` is not NAME=panic, NAME=error, NAME=abort or NAME=delay:MS"
             ),
+        }
         };
         let (name, action) = item.split_once('=').ok_or_else(bad)?;
         let action = match action {
             "panic" => FailAction::Panic,
             "error" => FailAction::Error,
+            "abort" => FailAction::Abort,
             other => {
                 let ms = other
                     .strip_prefix("delay:")

@@ -7,6 +7,11 @@
 //!   `segmentBytes`.
 //! - `acks.log`: framed ack / forget records (the durable ack state),
 //!   rewritten whole when it grows.
+//! - `claims.log`: the claim journal, framed `intent` / `claimed` /
+//!   `release` records; an intent is made durable before its claim request
+//!   is sent. Rewritten whole at open and when it grows.
+//! - `replica-id`: the replica id this process registered as (written
+//!   atomically), for the next process to name in `POST /resume`.
 //!
 //! A record is `len: u32 LE | crc32(payload): u32 LE | payload (JSON)`. A
 //! crash can leave a torn record at the end of a file: it is detected by its
@@ -22,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rdrunner_actors::model::Report;
-use rdrunner_actors::{Spool, SpoolError, SpooledOperation};
+use rdrunner_actors::{JournalEntry, Spool, SpoolError, SpooledOperation};
 use serde::{Deserialize, Serialize};
 
 use crate::private_dir;
@@ -87,6 +92,10 @@ const MAX_RECORD: usize = 64 * 1024 * 1024;
 /// `acks.log` is rewritten from the state in memory past this size.
 const ACK_LOG_COMPACT_BYTES: u64 = 1024 * 1024;
 const ACK_LOG: &str = "acks.log";
+const CLAIM_LOG: &str = "claims.log";
+/// `claims.log` is rewritten from the journal in memory past this size.
+const CLAIM_LOG_COMPACT_BYTES: u64 = 256 * 1024;
+const REPLICA_FILE: &str = "replica-id";
 /// Lock file held by the process that has the spool open.
 const LOCK_FILE: &str = "LOCK";
 
@@ -133,6 +142,80 @@ struct AckRecord {
     forget: bool,
 }
 
+/// What a record of `claims.log` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ClaimKind {
+    /// A claim is about to be sent.
+    Intent,
+    /// The claim was answered with the operation.
+    Claimed,
+    /// Refused, not this runner's, or its terminal report acked.
+    Release,
+}
+
+/// A record of `claims.log`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClaimRecord {
+    op: String,
+    #[serde(default)]
+    replica: String,
+    kind: ClaimKind,
+}
+
+/// Replays `claims.log` records onto a journal.
+fn replay_claims(bytes: &[u8]) -> BTreeMap<String, JournalEntry> {
+    let mut journal = BTreeMap::new();
+    for (_, payload) in unframe(bytes).0 {
+        let Ok(rec) = serde_json::from_slice::<ClaimRecord>(payload) else {
+            continue;
+        };
+        match rec.kind {
+            ClaimKind::Release => {
+                journal.remove(&rec.op);
+            }
+            kind => {
+                journal.insert(
+                    rec.op.clone(),
+                    JournalEntry {
+                        op_id: rec.op,
+                        replica_id: rec.replica,
+                        answered: kind == ClaimKind::Claimed,
+                    },
+                );
+            }
+        }
+    }
+    journal
+}
+
+/// Writes `bytes` as `dir/name` atomically (temp file, fsync when `sync`,
+/// rename, fsync of the directory), mode 0600; returns the file opened for
+/// appending.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<File, SpoolError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let write = || -> std::io::Result<File> {
+        // A temp file left by a crash keeps its old mode: start afresh.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = private_dir::file_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        OpenOptions::new().append(true).open(&path)
+    };
+    let file = write().map_err(|e| io_err(&path, "rewriting", e))?;
+    if sync {
+        fsync_dir(dir)?;
+    }
+    Ok(file)
+}
+
 /// Where one spooled report is.
 #[derive(Debug, Clone, Copy)]
 struct Loc {
@@ -170,6 +253,10 @@ pub struct DiskSpool {
     active_len: u64,
     acks: File,
     acks_len: u64,
+    /// The claim journal, as replayed from `claims.log` and kept since.
+    journal: BTreeMap<String, JournalEntry>,
+    claims: File,
+    claims_len: u64,
     /// Written since the last fsync.
     dirty_segment: bool,
     dirty_acks: bool,
@@ -359,6 +446,18 @@ impl DiskSpool {
             .append(true)
             .open(&ack_path)
             .map_err(|e| io_err(&ack_path, "", e))?;
+
+        // The claim journal, compacted at once.
+        let claim_path = dir.join(CLAIM_LOG);
+        let journal = if claim_path.exists() {
+            let (bytes, cut) = read_and_cut(&claim_path, fsync)?;
+            cut_on_open += cut;
+            replay_claims(&bytes)
+        } else {
+            BTreeMap::new()
+        };
+        let claim_bytes = claim_log_bytes(&journal);
+        let claims = replace_file(dir, CLAIM_LOG, &claim_bytes, fsync != FsyncPolicy::Never)?;
         let mut spool = DiskSpool {
             _lock: lock,
             dir: dir.to_owned(),
@@ -373,6 +472,9 @@ impl DiskSpool {
             active_len: 0,
             acks_len: ack_bytes.len() as u64,
             acks,
+            journal,
+            claims,
+            claims_len: claim_bytes.len() as u64,
             dirty_segment: false,
             dirty_acks: false,
             cut_on_open,
@@ -531,6 +633,60 @@ impl DiskSpool {
             fsync_dir(&self.dir)?;
         }
         Ok(())
+    }
+
+    /// Appends a journal record; an intent is made durable at once (the
+    /// claim request waits for it) unless the policy is `never`.
+    fn write_claim(&mut self, rec: &ClaimRecord) -> Result<(), SpoolError> {
+        let path = self.dir.join(CLAIM_LOG);
+        let mut buf = Vec::new();
+        frame(&serde_json::to_vec(rec).expect("serializable"), &mut buf);
+        self.claims
+            .write_all(&buf)
+            .map_err(|e| io_err(&path, "append", e))?;
+        self.claims_len += buf.len() as u64;
+        let sync = match self.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Batch => rec.kind == ClaimKind::Intent,
+        };
+        if sync {
+            self.claims
+                .sync_data()
+                .map_err(|e| io_err(&path, "fsync", e))?;
+        }
+        if self.claims_len > CLAIM_LOG_COMPACT_BYTES {
+            let bytes = claim_log_bytes(&self.journal);
+            self.claims = replace_file(
+                &self.dir,
+                CLAIM_LOG,
+                &bytes,
+                self.fsync != FsyncPolicy::Never,
+            )?;
+            self.claims_len = bytes.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn journal_entry(
+        &mut self,
+        op_id: &str,
+        replica_id: &str,
+        kind: ClaimKind,
+    ) -> Result<(), SpoolError> {
+        self.journal.insert(
+            op_id.to_owned(),
+            JournalEntry {
+                op_id: op_id.to_owned(),
+                replica_id: replica_id.to_owned(),
+                answered: kind == ClaimKind::Claimed,
+            },
+        );
+        self.write_claim(&ClaimRecord {
+            op: op_id.to_owned(),
+            replica: replica_id.to_owned(),
+            kind,
+        })
     }
 
     fn read_at(&mut self, loc: Loc) -> Result<Report, SpoolError> {
@@ -705,6 +861,69 @@ impl Spool for DiskSpool {
         self.write_ack(&rec)?;
         self.drop_dead_segments()
     }
+
+    fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        self.journal_entry(op_id, replica_id, ClaimKind::Intent)
+    }
+
+    fn journal_claimed(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        self.journal_entry(op_id, replica_id, ClaimKind::Claimed)
+    }
+
+    fn journal_release(&mut self, op_id: &str) -> Result<(), SpoolError> {
+        if self.journal.remove(op_id).is_none() {
+            return Ok(());
+        }
+        self.write_claim(&ClaimRecord {
+            op: op_id.to_owned(),
+            replica: String::new(),
+            kind: ClaimKind::Release,
+        })
+    }
+
+    fn journal(&mut self) -> Result<Vec<JournalEntry>, SpoolError> {
+        Ok(self.journal.values().cloned().collect())
+    }
+
+    fn record_replica(&mut self, replica_id: &str) -> Result<(), SpoolError> {
+        replace_file(
+            &self.dir,
+            REPLICA_FILE,
+            replica_id.as_bytes(),
+            self.fsync != FsyncPolicy::Never,
+        )
+        .map(|_| ())
+    }
+
+    fn recorded_replica(&mut self) -> Result<Option<String>, SpoolError> {
+        let path = self.dir.join(REPLICA_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let id = text.trim();
+                Ok((!id.is_empty()).then(|| id.to_owned()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, "", e)),
+        }
+    }
+}
+
+/// `claims.log` holding just `journal`.
+fn claim_log_bytes(journal: &BTreeMap<String, JournalEntry>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for e in journal.values() {
+        let rec = ClaimRecord {
+            op: e.op_id.clone(),
+            replica: e.replica_id.clone(),
+            kind: if e.answered {
+                ClaimKind::Claimed
+            } else {
+                ClaimKind::Intent
+            },
+        };
+        frame(&serde_json::to_vec(&rec).expect("serializable"), &mut buf);
+    }
+    buf
 }
 
 /// Total size of the files in `dir` (for tests and `rdrunner config`).
@@ -973,6 +1192,94 @@ mod tests {
         assert!(s.dirty_segment, "batch: not fsynced until flush");
         s.flush().unwrap();
         assert!(!s.dirty_segment);
+    }
+
+    fn entry(op: &str, replica: &str, answered: bool) -> JournalEntry {
+        JournalEntry {
+            op_id: op.into(),
+            replica_id: replica.into(),
+            answered,
+        }
+    }
+
+    #[test]
+    fn the_claim_journal_survives_reopen_and_drops_released_claims() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.journal_claim("a", "r1").unwrap();
+        s.journal_claim("b", "r1").unwrap();
+        s.journal_claim("c", "r1").unwrap();
+        s.journal_claimed("a", "r1").unwrap();
+        // A 409 answer releases b; c's terminal report is acked.
+        s.journal_release("b").unwrap();
+        s.append(&[terminal("c", 1)]).unwrap();
+        s.ack("c", 1).unwrap();
+        s.forget("c").unwrap();
+        s.journal_release("c").unwrap();
+        drop(s);
+        let mut s = open(d.path());
+        assert_eq!(s.journal().unwrap(), vec![entry("a", "r1", true)]);
+        s.journal_release("a").unwrap();
+        drop(s);
+        assert!(open(d.path()).journal().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_torn_claim_record_is_cut_and_the_rest_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.journal_claim("a", "r1").unwrap();
+        drop(s);
+        let path = d.path().join(CLAIM_LOG);
+        let mut extra = Vec::new();
+        let rec = ClaimRecord {
+            op: "b".into(),
+            replica: "r1".into(),
+            kind: ClaimKind::Intent,
+        };
+        frame(&serde_json::to_vec(&rec).unwrap(), &mut extra);
+        for cut in 1..extra.len() {
+            let whole = std::fs::read(&path).unwrap();
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(&extra[..cut]).unwrap();
+            drop(f);
+            let mut s = open(d.path());
+            assert_eq!(
+                s.journal().unwrap(),
+                vec![entry("a", "r1", false)],
+                "cut {cut}"
+            );
+            drop(s);
+            assert_eq!(std::fs::read(&path).unwrap(), whole, "cut {cut}");
+        }
+        // The whole record is kept.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&extra).unwrap();
+        drop(f);
+        assert_eq!(
+            open(d.path()).journal().unwrap(),
+            vec![entry("a", "r1", false), entry("b", "r1", false)]
+        );
+    }
+
+    #[test]
+    fn the_replica_id_is_kept_in_a_private_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        assert_eq!(s.recorded_replica().unwrap(), None);
+        s.record_replica("rep-1").unwrap();
+        s.record_replica("rep-2").unwrap();
+        drop(s);
+        let mode = std::fs::metadata(d.path().join(REPLICA_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            open(d.path()).recorded_replica().unwrap().as_deref(),
+            Some("rep-2")
+        );
     }
 
     fn modes(dir: &Path) -> Vec<(String, u32)> {

@@ -22,7 +22,8 @@ use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connectio
 use awc::http::{StatusCode, Uri};
 use rdrunner_actors::model::{
     CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ErrorCode,
-    ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse,
+    ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse, ShutdownRequest,
+    StartupRequest, StartupResponse,
 };
 use rdrunner_actors::{
     CallResult, ClaimOutcome, ControlPlane, ControlPlaneError, RuntimeConfig, TransportFailure,
@@ -627,6 +628,11 @@ impl ControlPlane for HttpControlPlane {
             }
             Err(Shared::error(status, retry_after, &bytes))
         })
+    }
+
+    fn resume(&self, req: ResumeRequest) -> CallResult<ResumeResponse> {
+        let s = self.shared.clone();
+        Box::pin(async move { s.call("/resume", &req, s.settings.request_timeout).await })
     }
 
     fn reports(&self, req: ReportsRequest) -> CallResult<ReportsResponse> {

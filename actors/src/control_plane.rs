@@ -1,4 +1,4 @@
-//! The `ControlPlane` seam: the five runner API calls, as the actors see them.
+//! The `ControlPlane` seam: the runner API calls, as the actors see them.
 //!
 //! The daemon implements it over HTTPS with awc; tests and embedders plug in
 //! fakes. Futures are `!Send` (awc's client is per thread): an implementation
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    CheckinRequest, CheckinResponse, Operation, ReportsRequest, ReportsResponse, ShutdownRequest,
-    StartupRequest, StartupResponse,
+    CheckinRequest, CheckinResponse, ErrorCode, Operation, ReportsRequest, ReportsResponse,
+    ResumeRequest, ResumeResponse, ShutdownRequest, StartupRequest, StartupResponse,
 };
 
 /// A boxed future run on the calling actor's thread.
@@ -36,6 +36,20 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn reports(&self, req: ReportsRequest) -> CallResult<ReportsResponse>;
     /// `POST /shutdown`.
     fn shutdown(&self, req: ShutdownRequest) -> CallResult<()>;
+    /// `POST /resume`. The default answers as a control plane without the
+    /// route does (404 `not_found`), so an implementation written before the
+    /// call existed keeps working: the runner falls back to reporting what
+    /// its spool holds.
+    fn resume(&self, req: ResumeRequest) -> CallResult<ResumeResponse> {
+        let _ = req;
+        Box::pin(async {
+            Err(ControlPlaneError::Rejected {
+                status: 404,
+                code: ErrorCode::NotFound.as_str().to_owned(),
+                message: "this control plane has no POST /resume".to_owned(),
+            })
+        })
+    }
 }
 
 /// The answer to a claim.
@@ -89,6 +103,19 @@ impl ControlPlaneError {
     /// Whether the credentials were refused (401 or 403).
     pub fn is_auth(&self) -> bool {
         matches!(self, Self::Unauthorized { .. } | Self::Forbidden { .. })
+    }
+
+    /// Whether the control plane does not know the route at all (404 that
+    /// is not about the replica, 405, 501): an older control plane.
+    pub fn is_unsupported_route(&self) -> bool {
+        match self {
+            Self::Rejected {
+                status: 404, code, ..
+            } => ErrorCode::parse(code) != Some(ErrorCode::UnknownReplica),
+            Self::Rejected { status: 405, .. } => true,
+            Self::Server { status: 501, .. } => true,
+            _ => false,
+        }
     }
 
     /// The server's `Retry-After`, when it gave one.

@@ -8,7 +8,8 @@
 //! disturb each other.
 //!
 //! Points in the runtime: `poller::startup`, `poller::checkin`,
-//! `poller::claim`, `registry::command`, `step_worker::started`,
+//! `poller::claim`, `poller::claimed` (after a claim's answer, before anything
+//! is recorded of it), `registry::command`, `step_worker::started`,
 //! `step_worker::node`, `log_shipper::send`, `log_shipper::acked`.
 
 use std::collections::HashMap;
@@ -25,6 +26,9 @@ pub enum FailAction {
     Error,
     /// Blocks the calling thread for this long, then goes on.
     Delay(Duration),
+    /// Ends the process at once (`abort`), as `kill -9` would: nothing is
+    /// flushed, no destructor runs. For tests of what a restart recovers.
+    Abort,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +150,7 @@ impl FailPoints {
                 std::thread::sleep(d);
                 false
             }
+            FailAction::Abort => std::process::abort(),
         }
     }
 }

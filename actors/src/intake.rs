@@ -16,12 +16,13 @@ use tokio::sync::{watch, Notify};
 use crate::batch::{ack_steps, plan_batch};
 use crate::clock::Clock;
 use crate::model::{rfc3339, OpReport, Report, ReportBody, State};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{JournalEntry, Spool, SpoolError, SpooledOperation};
 use crate::stats::StatsCell;
 
 /// The message of the terminal report of an operation found unfinished in
 /// the spool at startup.
-pub const RESTARTED_MESSAGE: &str = "runner restarted while the operation was running";
+pub const RESTARTED_MESSAGE: &str =
+    "runner restarted while the operation was running; its steps may have run";
 
 /// Operations whose terminal report was acked, remembered so that a late
 /// report of theirs is refused rather than numbered from 1 again.
@@ -257,6 +258,7 @@ impl ReportIntake {
             .find(|o| o.op_id == op_id)
             .map_or(0, |o| o.last_seq.saturating_sub(o.acked));
         g.spool.forget(op_id)?;
+        g.spool.journal_release(op_id)?;
         g.forget_recent(op_id);
         g.next_seq.remove(op_id);
         g.closed.insert(op_id.to_owned());
@@ -271,6 +273,38 @@ impl ReportIntake {
         Ok(unacked)
     }
 
+    /// Journals the intent to claim `op_id` for `replica_id`, durably,
+    /// before the claim request is sent.
+    pub(crate) fn journal_claim(&self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        self.lock().spool.journal_claim(op_id, replica_id)
+    }
+
+    /// Journals that the claim of `op_id` was answered with the operation.
+    pub(crate) fn journal_claimed(&self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        self.lock().spool.journal_claimed(op_id, replica_id)
+    }
+
+    /// Drops `op_id` from the claim journal.
+    pub(crate) fn journal_release(&self, op_id: &str) -> Result<(), SpoolError> {
+        self.lock().spool.journal_release(op_id)
+    }
+
+    /// The claim journal and the spooled operations, read together.
+    pub(crate) fn journal(&self) -> Result<(Vec<JournalEntry>, Vec<SpooledOperation>), SpoolError> {
+        let mut g = self.lock();
+        Ok((g.spool.journal()?, g.spool.operations()?))
+    }
+
+    /// Records the replica id this process registered as.
+    pub(crate) fn record_replica(&self, replica_id: &str) -> Result<(), SpoolError> {
+        self.lock().spool.record_replica(replica_id)
+    }
+
+    /// The replica id recorded last.
+    pub(crate) fn recorded_replica(&self) -> Result<Option<String>, SpoolError> {
+        self.lock().spool.recorded_replica()
+    }
+
     /// Applies the control plane's acks; returns how many reports they newly
     /// cover.
     pub(crate) fn apply_acks(&self, acks: &BTreeMap<String, u64>) -> Result<u64, SpoolError> {
@@ -283,6 +317,8 @@ impl ReportIntake {
             newly += step.newly;
             if step.complete {
                 g.spool.forget(&step.op_id)?;
+                // The terminal report is acked: the claim is settled.
+                g.spool.journal_release(&step.op_id)?;
                 g.forgotten.push_back(step.op_id.clone());
                 if g.forgotten.len() > FORGOTTEN_MEMORY {
                     if let Some(old) = g.forgotten.pop_front() {

@@ -39,6 +39,7 @@ pub mod pacing;
 pub mod poller;
 #[cfg(feature = "runtime")]
 pub mod registry;
+pub mod resume;
 #[cfg(feature = "runtime")]
 pub mod retry;
 #[cfg(feature = "runtime")]
@@ -71,7 +72,7 @@ pub use failpoints::{FailAction, FailPoints};
 pub use runtime::{
     NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, RuntimeHandle,
 };
-pub use spool::{MemorySpool, Spool, SpoolError, SpooledOperation};
+pub use spool::{JournalEntry, MemorySpool, Spool, SpoolError, SpooledOperation};
 #[cfg(feature = "runtime")]
 pub use stats::RuntimeStats;
 #[cfg(feature = "runtime")]

@@ -21,9 +21,13 @@ use crate::clock::Clock;
 use crate::control_plane::{ClaimOutcome, ControlPlane, ControlPlaneError};
 use crate::failpoints::{failed, FailPoints};
 use crate::inbox::{RegistryCommand, RegistryInbox};
-use crate::model::{CheckinRequest, StartupRequest, StartupResponse};
+use crate::intake::{ReportIntake, RESTARTED_MESSAGE};
+use crate::model::{
+    CheckinRequest, OpReport, ReportBody, ResumeRequest, StartupRequest, StartupResponse, State,
+};
 use crate::operations::OperationStore;
 use crate::pacing::{checkin_recovery, CheckinPacer, CheckinRecovery};
+use crate::resume::{leftovers, resume_action, resume_calls, ResumeAction, ResumeAnswer};
 use crate::retry::RetryPolicy;
 use crate::session::SessionStore;
 use crate::settings::RuntimeConfig;
@@ -41,6 +45,9 @@ pub(crate) struct PollerParts {
     pub inbox: Arc<RegistryInbox>,
     /// The replica id and cadence, written at each registration.
     pub session: Arc<SessionStore>,
+    /// The spool's claim journal and replica id, through the intake; a
+    /// restarted operation's terminal report goes here too.
+    pub intake: Arc<ReportIntake>,
     /// Set by a drain: claim nothing more.
     pub draining: Arc<AtomicBool>,
     pub stats: StatsCell,
@@ -132,6 +139,10 @@ async fn startup(p: &PollerParts, log: &Logger, retry: &mut RetryPolicy) -> Star
                 retry.reset();
                 p.stats.update(|s| s.credentials_refused = false);
                 p.session.registered(resp.clone());
+                if let Err(e) = p.intake.record_replica(&resp.replica_id) {
+                    error!(log, "could not record the replica id in the spool; a restart will not be able to name this replica"; "error" => %e);
+                    p.stats.error(e.to_string());
+                }
                 return resp;
             }
             Err(e) => {
@@ -150,7 +161,17 @@ async fn run(p: Arc<PollerParts>) {
     // A restarted Poller keeps the replica it registered.
     let startup_resp = match p.session.startup() {
         Some(s) => s,
-        None => startup(&p, &log, &mut retry).await,
+        None => {
+            let recorded = p.intake.recorded_replica().unwrap_or_else(|e| {
+                warn!(log, "could not read the previous replica id from the spool"; "error" => %e);
+                None
+            });
+            let resp = startup(&p, &log, &mut retry).await;
+            // Before the first check-in, so that no offer of this replica
+            // mixes with what the previous process left.
+            resume(&p, &log, recorded.as_deref(), &resp.replica_id).await;
+            resp
+        }
     };
     let mut replica_id = startup_resp.replica_id.clone();
     let mut pacer = CheckinPacer::new(cfg, &startup_resp);
@@ -225,9 +246,118 @@ async fn run(p: Arc<PollerParts>) {
     }
 }
 
+/// Attempts of one `POST /resume` before its operations are left journaled
+/// for the next start.
+const RESUME_ATTEMPTS: u32 = 8;
+
+/// Settles every claim the journal holds from a previous process: asks the
+/// control plane which of them this replica now owns, reports those
+/// terminal, drops the rest from the journal.
+async fn resume(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_id: &str) {
+    let (journal, spooled) = match p.intake.journal() {
+        Ok(j) => j,
+        Err(e) => {
+            error!(log, "could not read the claim journal; operations of the previous process are left to the control plane's down-timeout"; "error" => %e);
+            p.stats.error(e.to_string());
+            return;
+        }
+    };
+    let left = leftovers(&journal, &spooled, recorded, replica_id);
+    let calls = resume_calls(&left, recorded, replica_id);
+    if calls.is_empty() {
+        return;
+    }
+    info!(log, "settling the operations a previous process left"; "operations" => left.len());
+    let mut unsupported_logged = false;
+    for call in calls {
+        let answer = resume_call(p, log, replica_id, &call).await;
+        let Some(answer) = answer else {
+            continue;
+        };
+        if answer == ResumeAnswer::Unsupported && !unsupported_logged {
+            unsupported_logged = true;
+            warn!(log, "the control plane does not support POST /resume; operations of the previous process with a known claim are reported failed, the others are left to its down-timeout");
+        }
+        for l in left
+            .iter()
+            .filter(|l| l.replica_id == call.previous_replica_id)
+            .filter(|l| call.operations.contains(&l.op_id))
+        {
+            match resume_action(l, &answer) {
+                ResumeAction::ReportRestarted => {
+                    // Refused (and harmless) when the spool already holds
+                    // its terminal report: the recovery at open wrote it.
+                    let pushed = p.intake.push(
+                        &l.op_id,
+                        ReportBody::Op(OpReport {
+                            state: State::Failed,
+                            message: Some(RESTARTED_MESSAGE.into()),
+                        }),
+                    );
+                    warn!(log, "operation of the previous process reported failed"; "op" => &l.op_id,
+                        "previous_replica" => &l.replica_id, "newly_reported" => pushed);
+                }
+                ResumeAction::Release => {
+                    info!(log, "operation of the previous process is not this runner's; dropped"; "op" => &l.op_id,
+                        "previous_replica" => &l.replica_id);
+                    if let Err(e) = p.intake.journal_release(&l.op_id) {
+                        p.stats.error(e.to_string());
+                    }
+                }
+                ResumeAction::Keep => {
+                    warn!(log, "the control plane did not answer for an operation of the previous process; kept for the next start"; "op" => &l.op_id);
+                }
+            }
+        }
+    }
+}
+
+/// One `POST /resume`, asked again on failures that may pass; `None` when
+/// it never got a usable answer.
+async fn resume_call(
+    p: &PollerParts,
+    log: &Logger,
+    replica_id: &str,
+    call: &crate::resume::ResumeCall,
+) -> Option<ResumeAnswer> {
+    let mut retry = RetryPolicy::new(p.config.backoff_initial, p.config.backoff_max);
+    for attempt in 1..=RESUME_ATTEMPTS {
+        let req = ResumeRequest {
+            replica_id: replica_id.to_owned(),
+            previous_replica_id: call.previous_replica_id.clone(),
+            operations: call.operations.clone(),
+        };
+        match bounded(p.config.request_timeout, p.control_plane.resume(req)).await {
+            Ok(resp) => return Some(ResumeAnswer::States(resp.operations)),
+            Err(e) if e.is_unsupported_route() => return Some(ResumeAnswer::Unsupported),
+            Err(e @ ControlPlaneError::Rejected { .. }) => {
+                error!(log, "the control plane refused POST /resume; the operations of the previous replica are left to its down-timeout";
+                    "previous_replica" => &call.previous_replica_id, "error" => %e);
+                p.stats.error(format!("resume: {e}"));
+                return None;
+            }
+            Err(e) => {
+                let delay = retry.next_delay(Some(&e));
+                note_failure(p, log, "resume", &e, delay);
+                if attempt < RESUME_ATTEMPTS {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+    None
+}
+
 async fn claim(p: Arc<PollerParts>, log: Logger, op_id: String, replica_id: String) {
     claim_once(&p, &log, &op_id, &replica_id).await;
     p.operations.refresh_counts();
+}
+
+/// Drops a claim that did not take effect from the journal.
+fn release(p: &PollerParts, log: &Logger, op_id: &str) {
+    if let Err(e) = p.intake.journal_release(op_id) {
+        warn!(log, "could not release the claim in the journal; the next start will ask the control plane about it"; "op" => op_id, "error" => %e);
+    }
 }
 
 /// Attempts of one claim. A claim whose answer was lost may have taken
@@ -250,6 +380,14 @@ fn claim_retryable(e: &ControlPlaneError) -> bool {
 }
 
 async fn claim_once(p: &PollerParts, log: &Logger, op_id: &str, replica_id: &str) {
+    // The intent is durable before the request leaves: a process that dies
+    // after the server's answer still names the operation at its restart.
+    if let Err(e) = p.intake.journal_claim(op_id, replica_id) {
+        error!(log, "could not journal the claim; the offer is not claimed"; "op" => op_id, "error" => %e);
+        p.stats.error(format!("claim {op_id}: {e}"));
+        p.operations.lock().claim_failed(op_id);
+        return;
+    }
     let deadline = p.config.request_timeout;
     let mut retry = RetryPolicy::new(p.config.backoff_initial, p.config.backoff_max);
     let mut attempt = 1;
@@ -277,14 +415,34 @@ async fn claim_once(p: &PollerParts, log: &Logger, op_id: &str, replica_id: &str
     match res {
         Ok(Ok(ClaimOutcome::Claimed(op))) => {
             info!(log, "operation claimed"; "op" => op_id);
+            if failed(&p.fail_points, "poller::claimed") {
+                // Stands for a process killed between the server's answer
+                // and anything recorded of it (the chaos and daemon tests
+                // arm `abort` here).
+                warn!(log, "fail point poller::claimed: the claim's answer is dropped"; "op" => op_id);
+                return;
+            }
+            if let Err(e) = p.intake.journal_claimed(op_id, replica_id) {
+                // The intent is journaled: a restart still settles it.
+                warn!(log, "could not journal the claim's answer"; "op" => op_id, "error" => %e);
+            }
             p.inbox.push(RegistryCommand::Claimed(op));
         }
         Ok(Ok(ClaimOutcome::Taken)) => {
             debug!(log, "another replica claimed the operation"; "op" => op_id);
+            release(p, log, op_id);
             p.operations.lock().claim_failed(op_id);
         }
         Ok(Ok(ClaimOutcome::Cancelled)) => {
             debug!(log, "the operation was cancelled before the claim"; "op" => op_id);
+            release(p, log, op_id);
+            p.operations.lock().claim_failed(op_id);
+        }
+        Ok(Err(e @ ControlPlaneError::Rejected { .. })) => {
+            // 404 / 409 / another 4xx: the claim did not take effect.
+            warn!(log, "claim refused; the offer will come again if it is still this runner's"; "op" => op_id, "error" => %e);
+            p.stats.error(format!("claim {op_id}: {e}"));
+            release(p, log, op_id);
             p.operations.lock().claim_failed(op_id);
         }
         Ok(Err(e)) => {

@@ -159,7 +159,8 @@ impl RuntimeBuilder {
     /// Starts the tree. Call inside a running actix System. An operation the
     /// spool holds without a terminal report (the process died while it ran)
     /// is reported `failed` with "runner restarted while the operation was
-    /// running".
+    /// running; its steps may have run"; so is every journaled claim the
+    /// control plane says this runner owns (`POST /resume`).
     pub fn start(self) -> Result<RuntimeHandle, RuntimeError> {
         let control_plane = self
             .control_plane
@@ -260,6 +261,7 @@ impl RuntimeBuilder {
             operations: operations.clone(),
             inbox: inbox.clone(),
             session: session.clone(),
+            intake: intake.clone(),
             draining: draining.clone(),
             stats: stats.clone(),
             clock: clock.clone(),

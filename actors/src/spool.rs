@@ -2,6 +2,10 @@
 //! acked by the control plane, so that nothing is lost across a LogShipper
 //! restart, a control plane outage or a process restart.
 //!
+//! It also holds the claim journal (each claim recorded before it is sent,
+//! until its terminal report is acked) and the replica id of the process, so
+//! that a restarted process can name every operation the dead one may own.
+//!
 //! The daemon plugs in a file spool; `MemorySpool` serves tests and embedders
 //! that accept losing reports when the process dies.
 
@@ -19,6 +23,19 @@ pub struct SpooledOperation {
     pub acked: u64,
     /// Whether the operation's terminal `op` report was appended.
     pub terminal: bool,
+}
+
+/// A claim the journal holds: recorded before the claim request was sent,
+/// dropped when the claim was refused or the operation's terminal report was
+/// acked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub op_id: String,
+    /// The replica the claim was made for.
+    pub replica_id: String,
+    /// Whether the control plane's answer (the operation) was received; when
+    /// not, only the control plane knows whether the claim took effect.
+    pub answered: bool,
 }
 
 /// Failure of the spool's storage.
@@ -74,12 +91,49 @@ pub trait Spool: Send + 'static {
     fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError>;
     /// Forgets an operation whose terminal report is acked.
     fn forget(&mut self, op_id: &str) -> Result<(), SpoolError>;
+
+    /// Journals the intent to claim `op_id` for `replica_id`; durable when
+    /// it returns (the claim request is sent only after). The default keeps
+    /// no journal, for spools written before it existed: such a runner
+    /// leaves a claim cut short by a crash to the server's down-timeout.
+    fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        let _ = (op_id, replica_id);
+        Ok(())
+    }
+    /// Journals that the claim of `op_id` was answered with the operation.
+    fn journal_claimed(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        let _ = (op_id, replica_id);
+        Ok(())
+    }
+    /// Drops `op_id` from the journal: the claim was refused, the control
+    /// plane says the operation is not this runner's, or its terminal report
+    /// was acked.
+    fn journal_release(&mut self, op_id: &str) -> Result<(), SpoolError> {
+        let _ = op_id;
+        Ok(())
+    }
+    /// The journal's entries, in operation id order.
+    fn journal(&mut self) -> Result<Vec<JournalEntry>, SpoolError> {
+        Ok(Vec::new())
+    }
+    /// Records the replica id this process registered as, durably, so that
+    /// the next process can name it.
+    fn record_replica(&mut self, replica_id: &str) -> Result<(), SpoolError> {
+        let _ = replica_id;
+        Ok(())
+    }
+    /// The replica id recorded last (by this process or a previous one).
+    fn recorded_replica(&mut self) -> Result<Option<String>, SpoolError> {
+        Ok(None)
+    }
 }
 
 /// A spool in memory: survives a LogShipper restart, not a process restart.
 #[derive(Debug, Default)]
 pub struct MemorySpool {
     ops: BTreeMap<String, MemOp>,
+    journal: BTreeMap<String, JournalEntry>,
+    replica: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +225,48 @@ impl Spool for MemorySpool {
         self.ops.remove(op_id);
         Ok(())
     }
+
+    fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        self.journal.insert(
+            op_id.to_owned(),
+            JournalEntry {
+                op_id: op_id.to_owned(),
+                replica_id: replica_id.to_owned(),
+                answered: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn journal_claimed(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
+        self.journal.insert(
+            op_id.to_owned(),
+            JournalEntry {
+                op_id: op_id.to_owned(),
+                replica_id: replica_id.to_owned(),
+                answered: true,
+            },
+        );
+        Ok(())
+    }
+
+    fn journal_release(&mut self, op_id: &str) -> Result<(), SpoolError> {
+        self.journal.remove(op_id);
+        Ok(())
+    }
+
+    fn journal(&mut self) -> Result<Vec<JournalEntry>, SpoolError> {
+        Ok(self.journal.values().cloned().collect())
+    }
+
+    fn record_replica(&mut self, replica_id: &str) -> Result<(), SpoolError> {
+        self.replica = Some(replica_id.to_owned());
+        Ok(())
+    }
+
+    fn recorded_replica(&mut self) -> Result<Option<String>, SpoolError> {
+        Ok(self.replica.clone())
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +313,25 @@ mod tests {
         );
         s.forget("a").unwrap();
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn memory_spool_journals_claims_until_released() {
+        let mut s = MemorySpool::new();
+        s.journal_claim("a", "r1").unwrap();
+        s.journal_claim("b", "r1").unwrap();
+        s.journal_claimed("a", "r1").unwrap();
+        s.journal_release("b").unwrap();
+        assert_eq!(
+            s.journal().unwrap(),
+            vec![JournalEntry {
+                op_id: "a".into(),
+                replica_id: "r1".into(),
+                answered: true
+            }]
+        );
+        assert_eq!(s.recorded_replica().unwrap(), None);
+        s.record_replica("r2").unwrap();
+        assert_eq!(s.recorded_replica().unwrap().as_deref(), Some("r2"));
     }
 }

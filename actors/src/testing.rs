@@ -16,8 +16,8 @@ use crate::executor::{
 };
 use crate::model::{
     CheckinRequest, CheckinResponse, CommandStep, Dispatch, ExecutionInfo, Node, Operation, Report,
-    ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest, StartupResponse, Step,
-    Stream,
+    ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse, ResumeState, ShutdownRequest,
+    StartupRequest, StartupResponse, Step, Stream,
 };
 
 /// What the fake control plane has seen and will answer.
@@ -63,6 +63,20 @@ pub struct FakeState {
     /// The next `n` check-ins fail with this error.
     pub fail_checkins: Option<(u32, ControlPlaneError)>,
     pub shutdowns: Vec<ShutdownRequest>,
+    /// Every `POST /resume`, in order.
+    pub resumes: Vec<ResumeRequest>,
+    /// Answer `POST /resume` as an older control plane does (404).
+    pub resume_unsupported: bool,
+}
+
+impl FakeState {
+    /// Whether the operation's terminal report is stored.
+    fn complete_locked(&self, op_id: &str) -> bool {
+        self.stored
+            .get(op_id)
+            .and_then(|r| r.last())
+            .is_some_and(Report::is_terminal)
+    }
 }
 
 /// An in-memory control plane.
@@ -105,6 +119,8 @@ impl FakeControlPlane {
                 unknown_ops: HashSet::new(),
                 hang_checkins: 0,
                 shutdowns: Vec::new(),
+                resumes: Vec::new(),
+                resume_unsupported: false,
             })),
             work: Arc::new(Notify::new()),
             changed: watch::channel(0).0,
@@ -253,6 +269,39 @@ impl ControlPlane for FakeControlPlane {
             }
             Ok(outcome)
         })
+    }
+
+    /// Owned: a known operation claimed earlier, once; released: any other.
+    fn resume(&self, req: ResumeRequest) -> CallResult<ResumeResponse> {
+        let answer = {
+            let mut s = self.state();
+            s.resumes.push(req.clone());
+            if s.resume_unsupported {
+                Err(ControlPlaneError::Rejected {
+                    status: 404,
+                    code: "not_found".into(),
+                    message: "no route POST /api/runner/v1/resume (fake)".into(),
+                })
+            } else {
+                let operations = req
+                    .operations
+                    .iter()
+                    .map(|op| {
+                        let state = if !s.known.contains_key(op) {
+                            ResumeState::Unknown
+                        } else if s.claimed.contains(op) && !s.complete_locked(op) {
+                            ResumeState::Owned
+                        } else {
+                            ResumeState::Released
+                        };
+                        (op.clone(), state)
+                    })
+                    .collect();
+                Ok(ResumeResponse { operations })
+            }
+        };
+        self.bump();
+        Box::pin(async move { answer })
     }
 
     fn reports(&self, req: ReportsRequest) -> CallResult<ReportsResponse> {

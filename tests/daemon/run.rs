@@ -222,11 +222,29 @@ async fn kill_9_then_restart_loses_and_duplicates_no_report() {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    let restarted = Instant::now();
     let mut child = start(d.path());
+    // Ended by the restarted runner within seconds, not by the control
+    // plane's down-timeout (120 s here).
     let status = admin
-        .wait_terminal(exec, Duration::from_secs(30))
+        .wait_terminal(exec, Duration::from_secs(10))
         .await
         .unwrap();
+    assert!(restarted.elapsed() < Duration::from_secs(10));
+    assert_eq!(status.operations[0].state, RunState::Failed);
+    // Every line spooled before the kill arrived, once.
+    let lines: Vec<String> = admin
+        .all_output(exec)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    let mut unique = lines.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), lines.len(), "a line arrived twice");
+    assert!(lines.len() >= 20, "{} lines", lines.len());
     let op_id = status.operations[0].id.clone();
     let reports = h.reports(&op_id);
     let seqs: Vec<u64> = reports.iter().map(|r| r.seq).collect();

@@ -117,6 +117,46 @@ pub struct ReportsResponse {
     pub cancel: Vec<String>,
 }
 
+/// `POST /resume`: a new replica of the runner takes over the operations a
+/// replica that died may still own (docs/protocol.md, "Resume").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeRequest {
+    /// The new replica, as registered by `POST /startup`.
+    pub replica_id: String,
+    /// The replica that died.
+    pub previous_replica_id: String,
+    /// Operations the previous replica claimed or was about to claim.
+    pub operations: Vec<String>,
+}
+
+/// The answer to `POST /resume`: one state per operation named.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeResponse {
+    #[serde(default)]
+    pub operations: BTreeMap<String, ResumeState>,
+}
+
+/// What became of one operation named in `POST /resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeState {
+    /// The operation is now the new replica's: report it (terminal) or
+    /// carry on with it.
+    Owned,
+    /// Not this runner's to resume: claimed by another replica, never
+    /// claimed, already ended, or already resumed by another replica.
+    Released,
+    /// No such operation for this runner (or a state this side does not
+    /// know, from a newer control plane).
+    #[serde(other)]
+    Unknown,
+}
+
+/// Most operations one `POST /resume` may name.
+pub const RESUME_MAX_OPERATIONS: usize = 1000;
+
 /// `POST /shutdown`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@ use crate::model::Node;
 use crate::model::{
     CommandStep, LogReport, NodeReport, OpReport, Report, ReportBody, State, Step, Stream,
 };
-use crate::spool::MemorySpool;
+use crate::spool::{MemorySpool, Spool};
 use crate::supervisor::RestartIntensity;
 use crate::testing::{fake_node, operation, FakeControlPlane, FakeExecutor};
 use std::fmt;
@@ -507,6 +507,79 @@ async fn a_process_restart_reports_unfinished_operations_failed_from_the_spool()
     );
     assert_eq!(rig.cp.stored("done").len(), 2);
     assert_eq!(terminal(&rig.cp, "done").state, State::Succeeded);
+    finish(&rig).await;
+}
+
+/// A process that died after the control plane answered claims (of which
+/// one only as an intent in the journal): the restarted one resumes them
+/// before its first check-in, reports the owned ones failed, drops the rest.
+#[actix_rt::test]
+async fn claims_journaled_by_a_dead_process_are_resumed_and_reported_failed() {
+    let mut spool = MemorySpool::new();
+    spool.journal_claim("ghost", "replica-old").unwrap();
+    spool.journal_claim("known", "replica-old").unwrap();
+    spool.journal_claimed("known", "replica-old").unwrap();
+    spool.journal_claim("stranger", "replica-old").unwrap();
+    let cp = FakeControlPlane::new(300, 250);
+    {
+        let mut s = cp.state();
+        for id in ["ghost", "known", "stranger"] {
+            s.known
+                .insert(id.into(), operation(id, vec![fake_node("n", "ok")]));
+        }
+        s.claimed.insert("ghost".into());
+        s.claimed.insert("known".into());
+    }
+    let started = Instant::now();
+    let rig = start_with(test_config(), cp, Some(spool));
+    wait_complete(&rig.cp, &["ghost", "known"]).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for op in ["ghost", "known"] {
+        assert_eq!(
+            terminal(&rig.cp, op),
+            OpReport {
+                state: State::Failed,
+                message: Some(RESTARTED_MESSAGE.into())
+            }
+        );
+        assert_eq!(rig.cp.stored(op).len(), 1);
+    }
+    assert!(rig.cp.stored("stranger").is_empty());
+    {
+        let s = rig.cp.state();
+        assert_eq!(s.resumes.len(), 1);
+        assert_eq!(s.resumes[0].previous_replica_id, "replica-old");
+        assert_eq!(s.resumes[0].replica_id, "replica-1");
+        assert_eq!(s.resumes[0].operations, vec!["ghost", "known", "stranger"]);
+    }
+    finish(&rig).await;
+}
+
+/// An older control plane (404 to `POST /resume`): a claim whose answer was
+/// journaled is reported failed; an intent alone is dropped.
+#[actix_rt::test]
+async fn without_resume_only_answered_claims_are_reported_failed() {
+    let mut spool = MemorySpool::new();
+    spool.journal_claim("ghost", "replica-old").unwrap();
+    spool.journal_claimed("known", "replica-old").unwrap();
+    let cp = FakeControlPlane::new(300, 250);
+    {
+        let mut s = cp.state();
+        s.resume_unsupported = true;
+        for id in ["ghost", "known"] {
+            s.known
+                .insert(id.into(), operation(id, vec![fake_node("n", "ok")]));
+            s.claimed.insert(id.into());
+        }
+    }
+    let rig = start_with(test_config(), cp, Some(spool));
+    wait_complete(&rig.cp, &["known"]).await;
+    assert_eq!(
+        terminal(&rig.cp, "known").message.as_deref(),
+        Some(RESTARTED_MESSAGE)
+    );
+    assert!(rig.cp.stored("ghost").is_empty());
+    assert_eq!(rig.cp.state().resumes.len(), 1);
     finish(&rig).await;
 }
 

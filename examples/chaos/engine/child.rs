@@ -25,7 +25,7 @@ use rdrunner::ssh::KnownHostsPolicy;
 use rdrunner::transport::HttpControlPlane;
 use rdrunner_actors::model::{
     CheckinRequest, CheckinResponse, ExecutorKind, ReportBody, ReportsRequest, ReportsResponse,
-    ShutdownRequest, StartupRequest, StartupResponse,
+    ResumeRequest, ResumeResponse, ShutdownRequest, StartupRequest, StartupResponse,
 };
 use rdrunner_actors::{
     AbortSignal, CallResult, ClaimOutcome, ControlPlane, ExecutorError, FailAction, FailPoints,
@@ -348,6 +348,9 @@ macro_rules! pass_through {
         }
         fn shutdown(&self, req: ShutdownRequest) -> CallResult<()> {
             self.inner.shutdown(req)
+        }
+        fn resume(&self, req: ResumeRequest) -> CallResult<ResumeResponse> {
+            self.inner.resume(req)
         }
     };
 }

@@ -12,7 +12,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use rdrunner_actors::model::{
-    CheckinRequest, ClaimRequest, ClaimResponse, ReportsRequest, ShutdownRequest, StartupRequest,
+    CheckinRequest, ClaimRequest, ClaimResponse, ReportsRequest, ResumeRequest, ShutdownRequest,
+    StartupRequest,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -143,6 +144,7 @@ fn handler(name: RouteName, route: actix_web::Route) -> actix_web::Route {
         RouteName::Claim => route.to(claim),
         RouteName::Reports => route.to(reports),
         RouteName::Shutdown => route.to(shutdown),
+        RouteName::Resume => route.to(resume),
         RouteName::CreateRunner => route.to(create_runner),
         RouteName::ListRunners => route.to(list_runners),
         RouteName::GetRunner => route.to(get_runner),
@@ -443,6 +445,15 @@ async fn shutdown(req: HttpRequest, payload: web::Payload, data: Data) -> Answer
     data.lock().shutdown(&runner, &body, now)?;
     data.persist()?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+async fn resume(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {
+    let now = Instant::now();
+    let runner = runner_auth(&req, &data)?;
+    let body: ResumeRequest = read_json(payload, &data, "resume").await?;
+    let answer = data.lock().resume(&runner, &body, now)?;
+    data.persist()?;
+    ok(&answer)
 }
 
 // ---- admin API --------------------------------------------------------------

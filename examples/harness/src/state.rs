@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdrunner_actors::filter::NodeFilter;
 use rdrunner_actors::model::{
     first_control, rfc3339, CheckinRequest, CheckinResponse, ExecutionInfo, Node, Operation,
-    Report, ReportBody, ReportsRequest, ReportsResponse, ShutdownRequest, StartupRequest,
-    StartupResponse, State,
+    Report, ReportBody, ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse,
+    ResumeState, ShutdownRequest, StartupRequest, StartupResponse, State,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -1262,6 +1262,63 @@ impl ControlState {
         self.dirty = true;
         self.sweep(now);
         Ok(())
+    }
+
+    /// `POST /resume`: replica `req.replicaId` takes over the operations of
+    /// `req.previousReplicaId` it names, exactly once. An operation is
+    /// `owned` when the previous replica holds it unfinished (it moves to the
+    /// new replica) or when the new replica already holds it (a resume
+    /// repeated after a lost answer); `released` when it is this runner's
+    /// but held by another replica, never claimed, or ended; `unknown`
+    /// otherwise. The previous replica is shut down at once, and what it
+    /// still holds unnamed is made `lost` by the sweep, so nothing waits
+    /// for its down-timeout.
+    pub fn resume(
+        &mut self,
+        runner_id: &str,
+        req: &ResumeRequest,
+        now: Instant,
+    ) -> Result<ResumeResponse, ApiError> {
+        if req.replica_id == req.previous_replica_id {
+            return Err(ApiError::bad_request(format!(
+                "previousReplicaId `{}` is the replica itself; name the replica of the process that died",
+                req.previous_replica_id
+            )));
+        }
+        if req.operations.len() > rdrunner_actors::model::RESUME_MAX_OPERATIONS {
+            return Err(ApiError::bad_request(format!(
+                "{} operations in one resume; at most {} (send several)",
+                req.operations.len(),
+                rdrunner_actors::model::RESUME_MAX_OPERATIONS
+            )));
+        }
+        self.replica_mut(runner_id, &req.replica_id)?;
+        if let Ok(previous) = self.replica_mut(runner_id, &req.previous_replica_id) {
+            previous.shut_down = true;
+        }
+        let mut operations = BTreeMap::new();
+        for op_id in &req.operations {
+            let state = match self.data.operations.get_mut(op_id) {
+                Some(op) if op.runner == runner_id => {
+                    let open = !op.is_terminal() && op.lost.is_none() && !op.cancelled_unclaimed;
+                    match op.claimed_by.as_deref() {
+                        Some(owner) if open && owner == req.previous_replica_id => {
+                            op.claimed_by = Some(req.replica_id.clone());
+                            op.offer = None;
+                            self.dirty = true;
+                            ResumeState::Owned
+                        }
+                        Some(owner) if open && owner == req.replica_id => ResumeState::Owned,
+                        _ => ResumeState::Released,
+                    }
+                }
+                _ => ResumeState::Unknown,
+            };
+            operations.insert(op_id.clone(), state);
+        }
+        self.dirty = true;
+        self.sweep(now);
+        Ok(ResumeResponse { operations })
     }
 
     /// Marks `lost` every running operation whose replica is down.

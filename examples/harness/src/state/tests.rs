@@ -704,3 +704,97 @@ fn secure_option_values_stay_in_memory_and_a_restart_fails_what_would_need_them(
         Some(SECURE_VALUES_LOST)
     );
 }
+
+fn resume_req(replica: &str, previous: &str, ops: &[&str]) -> ResumeRequest {
+    ResumeRequest {
+        replica_id: replica.into(),
+        previous_replica_id: previous.into(),
+        operations: ops.iter().map(|o| o.to_string()).collect(),
+    }
+}
+
+#[test]
+fn resume_moves_the_operations_of_a_dead_replica_exactly_once() {
+    let (mut s, now, op) = setup();
+    let second = submit(&mut s, ".*");
+    let other = s.execution(second).unwrap().operations[0].id.clone();
+    let third = submit(&mut s, ".*");
+    let unnamed = s.execution(third).unwrap().operations[0].id.clone();
+    s.claim("r1", &op, "a").unwrap();
+    s.claim("r1", &unnamed, "a").unwrap();
+    replica(&mut s, "r1", "b", now);
+    replica(&mut s, "r1", "c", now);
+    let ans = s
+        .resume("r1", &resume_req("b", "a", &[&op, &other, "op-nope"]), now)
+        .unwrap();
+    assert_eq!(ans.operations[&op], ResumeState::Owned);
+    // Never claimed: not the runner's to resume.
+    assert_eq!(ans.operations[&other], ResumeState::Released);
+    assert_eq!(ans.operations["op-nope"], ResumeState::Unknown);
+    // The previous replica is down at once; what it held unnamed is lost,
+    // not left to the down-timeout.
+    let obs = s.observe_runner("r1").unwrap();
+    assert!(obs
+        .replicas
+        .iter()
+        .any(|r| r.replica_id == "a" && r.shut_down));
+    let st = s.execution(third).unwrap();
+    assert_eq!(st.operations[0].state, RunState::Lost);
+    // The op is the new replica's: its reports are taken, its cancels go there.
+    let done = report(
+        &op,
+        1,
+        ReportBody::Op(OpReport {
+            state: State::Failed,
+            message: Some("runner restarted".into()),
+        }),
+    );
+    // A repeat by the same new replica (its answer was lost) answers the same.
+    let again = s.resume("r1", &resume_req("b", "a", &[&op]), now).unwrap();
+    assert_eq!(again.operations[&op], ResumeState::Owned);
+    // Another replica naming the same previous one gets nothing.
+    let late = s.resume("r1", &resume_req("c", "a", &[&op]), now).unwrap();
+    assert_eq!(late.operations[&op], ResumeState::Released);
+    s.reports("r1", batch("b", vec![done])).unwrap();
+    assert_eq!(
+        s.execution(1).unwrap().operations[0].state,
+        RunState::Failed
+    );
+    // Ended: released from now on.
+    let ended = s.resume("r1", &resume_req("b", "a", &[&op]), now).unwrap();
+    assert_eq!(ended.operations[&op], ResumeState::Released);
+}
+
+#[test]
+fn resume_refuses_bad_requests() {
+    let (mut s, now, op) = setup();
+    assert_eq!(
+        s.resume("r1", &resume_req("a", "a", &[&op]), now)
+            .unwrap_err()
+            .status,
+        400
+    );
+    assert_eq!(
+        s.resume("r1", &resume_req("nope", "a", &[&op]), now)
+            .unwrap_err()
+            .code,
+        "unknown_replica"
+    );
+    let many: Vec<String> = (0..=rdrunner_actors::model::RESUME_MAX_OPERATIONS)
+        .map(|i| format!("op{i}"))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        s.resume("r1", &resume_req("a", "z", &refs), now)
+            .unwrap_err()
+            .status,
+        400
+    );
+    // Another runner's operation is unknown to this one.
+    runner(&mut s, "r2", "tags: db");
+    replica(&mut s, "r2", "x", now);
+    replica(&mut s, "r2", "y", now);
+    s.claim("r1", &op, "a").unwrap();
+    let ans = s.resume("r2", &resume_req("y", "a", &[&op]), now).unwrap();
+    assert_eq!(ans.operations[&op], ResumeState::Unknown);
+}

@@ -1,6 +1,6 @@
 //! The runner API and admin API over real HTTP on port 0: the whole life of
 //! an execution, concurrent claims, report seq rules, long polling, leases,
-//! aborts and credentials.
+//! aborts, credentials and the resume of a dead replica's operations.
 
 use std::time::{Duration, Instant};
 
@@ -382,4 +382,46 @@ async fn a_silent_replica_loses_its_operation_and_a_late_terminal_report_wins() 
         .await;
     let st = admin.execution(exec).await.unwrap();
     assert_eq!(st.operations[0].state, RunState::Succeeded);
+}
+
+#[actix_rt::test]
+async fn resume_hands_a_dead_replicas_operation_to_the_new_one_exactly_once() {
+    let harness = start();
+    let admin = harness.admin();
+    let (runner_id, token) = web_runner(&admin).await;
+    let exec = admin.submit_execution("ops", &echo("x")).await.unwrap();
+    let runner = RawRunner::new(&harness.base_url(), &runner_id, &token);
+    let dead = runner.startup().await;
+    let (_, answer) = runner.checkin(&dead, 1000).await;
+    let op = answer["operations"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(runner.claim(&dead, &op).await.0, 200);
+
+    let new = runner.startup().await;
+    let other = runner.startup().await;
+    let body = |replica: &str| json!({"replicaId": replica, "previousReplicaId": dead, "operations": [op, "op-nope"]});
+    let (status, first) = runner.post("/resume", body(&new)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["operations"][&op], "owned");
+    assert_eq!(first["operations"]["op-nope"], "unknown");
+    let st = admin.execution(exec).await.unwrap();
+    assert_eq!(st.operations[0].replica.as_deref(), Some(new.as_str()));
+    // The dead replica is down at once.
+    let info = admin.get_runner(&runner_id).await.unwrap();
+    let dead_info = info.replicas.iter().find(|r| r.id == dead).unwrap();
+    assert_eq!(dead_info.status, RunnerStatus::Down);
+    // A second resume naming the same dead replica gets nothing.
+    let (status, second) = runner.post("/resume", body(&other)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["operations"][&op], "released");
+    // The same new replica asking again (a lost answer) still owns it.
+    let (_, again) = runner.post("/resume", body(&new)).await;
+    assert_eq!(again["operations"][&op], "owned");
+    // Naming itself is refused.
+    let (status, _) = runner
+        .post(
+            "/resume",
+            json!({"replicaId": new, "previousReplicaId": new, "operations": []}),
+        )
+        .await;
+    assert_eq!(status, 400);
 }
