@@ -27,8 +27,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
-echo "== cargo test: supervision escalation through fail points (exit 5)"
-cargo test -p rdrunner --features failpoints --test daemon_escalation
+echo "== cargo test: through fail points: supervision escalation (exit 5), a claim killed before it was recorded"
+cargo test -p rdrunner --features failpoints --test daemon_escalation --test daemon_claim_journal
 # docs/openapi.yaml against the reference control plane, with a pinned
 # schema-driven fuzzer (installed under target/ when missing); fails on any
 # finding. Its seed is printed, so a failure can be replayed.
