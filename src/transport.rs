@@ -34,9 +34,6 @@ use tokio::net::TcpStream;
 
 use crate::creds::{Credentials, Token};
 
-/// How long an idle connection to the control plane may be reused.
-const CONN_KEEP_ALIVE: Duration = Duration::from_secs(4);
-
 /// Path prefix of the runner API.
 pub const API_BASE: &str = "/api/runner/v1";
 
@@ -275,11 +272,7 @@ impl Shared {
             .connector(tcp)
             .rustls_0_23(self.tls.clone())
             .timeout(connect_timeout)
-            .handshake_timeout(connect_timeout)
-            // An idle connection is reused only while the control plane
-            // surely still keeps it (actix-web closes idle ones after 5 s),
-            // so that no request goes out on a connection being closed.
-            .conn_keep_alive(CONN_KEEP_ALIVE);
+            .handshake_timeout(connect_timeout);
         awc::Client::builder()
             .connector(connector)
             // Deadlines are set per request.
