@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use rdrunner_harness::sshd::TestSshd;
 use serde_json::{json, Value};
 
 use crate::support::hostile::{outcomes, HostileControlPlane, NodeOutcome};
-use crate::support::{contains, files_under, Runner};
+use crate::support::{contains, files_under, write_private, Runner};
 
 /// How long one hostile operation may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -202,17 +202,6 @@ stderr = true
             .collect();
         assert!(found.is_empty(), "an attack ran: {found:?} exists");
     }
-}
-
-fn write_private(path: &Path, text: &str) {
-    use std::io::Write as _;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .expect("write a private file");
 }
 
 /// Whether `text` holds a wrapper marker: `rdrunner-` and 32 hex digits.

@@ -188,7 +188,8 @@ stderr = true
     )
 }
 
-fn write_private(path: &Path, text: &str) {
+/// Writes `text` to a new file at `path`, mode 0600.
+pub fn write_private(path: &Path, text: &str) {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
