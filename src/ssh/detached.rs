@@ -159,7 +159,7 @@ fn start(
     let script = remote::detached_script(&marker, base, &dir, env, command)?;
     let conn = run.conn.borrow();
     let session = &conn.session;
-    session.set_blocking(true);
+    quiet_keepalives(session);
     let said = (|| -> Result<Vec<u8>, String> {
         let text = |e: ssh2::Error| e.to_string();
         let mut ch = session.channel_session().map_err(text)?;
@@ -319,7 +319,7 @@ fn follow_connected(
 ) -> Result<Turn, String> {
     let conn = run.conn.borrow();
     let session = &conn.session;
-    session.set_blocking(true);
+    quiet_keepalives(session);
     let sftp = session
         .sftp()
         .map_err(|e| format!("cannot start SFTP: {e}"))?;
@@ -333,7 +333,6 @@ fn follow_connected(
     }
     let status_path = step.file("status");
     let mut buf = vec![0u8; 32 * 1024];
-    let mut next_keepalive = Instant::now() + run.settings.keepalive_interval;
     let mut quiet_since = Instant::now();
     loop {
         if let Some(reason) = abort.reason() {
@@ -363,12 +362,6 @@ fn follow_connected(
             return Ok(Turn::Ended(text.trim().parse().ok()));
         }
         let now = Instant::now();
-        if now >= next_keepalive {
-            let secs = session
-                .keepalive_send()
-                .map_err(|e| format!("keepalive failed: {e}"))?;
-            next_keepalive = now + Duration::from_secs(u64::from(secs.max(1)));
-        }
         if read > 0 {
             quiet_since = now;
         } else if !ended && now.duration_since(quiet_since) >= LIVENESS_EVERY {
@@ -384,6 +377,15 @@ fn follow_connected(
             std::thread::sleep(TICK);
         }
     }
+}
+
+/// Blocking mode with libssh2's keepalives off: with them on, a blocking
+/// call that waits longer than the keepalive interval fails as timed out.
+/// A detached step needs none: its files are polled every tick, each call
+/// bounded by the call timeout, which is what notices a dead connection.
+fn quiet_keepalives(session: &ssh2::Session) {
+    session.set_blocking(true);
+    session.set_keepalive(false, 0);
 }
 
 /// Reads what `f`'s file holds past its offset (up to [`MAX_PER_TURN`]);
@@ -531,6 +533,7 @@ fn reap_later(
             while Instant::now() < until {
                 match dial() {
                     Ok(conn) => {
+                        quiet_keepalives(&conn.session);
                         let r = Runner {
                             conn: std::cell::RefCell::new(conn),
                             settings: &settings,
