@@ -62,7 +62,11 @@ impl Runner<'_> {
     pub(crate) fn protocol(&self, what: &str, e: impl std::fmt::Display) -> ExecutorError {
         ExecutorError::new(
             ExecutorErrorKind::Protocol,
-            format!("{what} on node '{}' ({}): {e}", self.node, self.conn.borrow().target),
+            format!(
+                "{what} on node '{}' ({}): {e}",
+                self.node,
+                self.conn.borrow().target
+            ),
         )
     }
 

@@ -446,7 +446,9 @@ fn remove_dir(run: &Runner, step: &DetachedStep) {
         Ok((code, out)) => {
             warn!(run.log, "could not remove the step's directory"; "dir" => &step.dir, "status" => code, "output" => out.trim())
         }
-        Err(e) => warn!(run.log, "could not remove the step's directory"; "dir" => &step.dir, "error" => e),
+        Err(e) => {
+            warn!(run.log, "could not remove the step's directory"; "dir" => &step.dir, "error" => e)
+        }
     }
 }
 

@@ -61,7 +61,15 @@ pub(crate) fn run_script(
             command.push(' ');
             command.push_str(&shell_quote(arg));
         }
-        detached::run_step(run, reattach, &req.env, &command, output, abort, req.kill_grace)
+        detached::run_step(
+            run,
+            reattach,
+            &req.env,
+            &command,
+            output,
+            abort,
+            req.kill_grace,
+        )
     })();
     // Removed whatever happened, also after a failure or an abort.
     match run.side_command(&format!("rm -rf -- {}", shell_quote(&dir))) {
@@ -128,8 +136,7 @@ pub(crate) fn copy(
 fn open_sftp(run: &Runner) -> Result<Sftp, ExecutorError> {
     let conn = run.conn.borrow();
     conn.session.set_blocking(true);
-    conn
-        .session
+    conn.session
         .sftp()
         .map_err(|e| sftp_error(run, "cannot start SFTP", e))
 }
@@ -314,7 +321,8 @@ fn sftp_error(run: &Runner, what: &str, e: ssh2::Error) -> ExecutorError {
         ExecutorErrorKind::Protocol,
         format!(
             "{what} on node '{}' ({}): {e}; check the path and the login user's permissions",
-            run.node, run.conn.borrow().target
+            run.node,
+            run.conn.borrow().target
         ),
     )
 }

@@ -108,8 +108,7 @@ impl NodeExecutor for SshExecutor {
         }
         let reattach = self.settings.reattach.then(|| {
             let (settings, node, log) = (self.settings.clone(), req.node.clone(), log.clone());
-            let dial: Dial =
-                Arc::new(move || dial(&settings, &credentials, &node, &user, &log));
+            let dial: Dial = Arc::new(move || dial(&settings, &credentials, &node, &user, &log));
             Reattach {
                 dial,
                 undetachable: &self.undetachable,
