@@ -325,7 +325,7 @@ impl Runner<'_> {
 
     /// Waits until the socket can move data in the direction libssh2 is
     /// blocked on, or `timeout` passes.
-    fn wait_socket(&self, timeout: Duration) {
+    pub(crate) fn wait_socket(&self, timeout: Duration) {
         let conn = self.conn.borrow();
         let dirs = conn.session.block_directions();
         let mut events = libc::POLLIN;

@@ -47,6 +47,8 @@ const REDIAL_PAUSE: Duration = Duration::from_millis(250);
 /// How long a step may print nothing before the executor looks whether
 /// its process group still exists (its status file may never come).
 const LIVENESS_EVERY: Duration = Duration::from_secs(2);
+/// libssh2's "would block" code, which keepalive_send may return.
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 /// libssh2's SFTP status for a file that does not exist.
 const SFTP_NO_SUCH_FILE: i32 = 2;
 
@@ -132,7 +134,7 @@ pub(crate) fn run_step(
     kill_grace: Duration,
 ) -> Result<StepOutcome, ExecutorError> {
     if let Some(r) = reattach.filter(|r| !r.undetachable.contains(run.node)) {
-        match start(run, env, command)? {
+        match start(run, env, command, abort)? {
             Ok(step) => return follow(run, r, &step, output, abort, kill_grace),
             Err(why) => {
                 if r.undetachable.insert(run.node) {
@@ -150,6 +152,7 @@ fn start(
     run: &Runner,
     env: &[(String, String)],
     command: &str,
+    abort: &AbortSignal,
 ) -> Result<Result<DetachedStep, String>, ExecutorError> {
     let base = run.settings.remote_tmp_dir.trim_end_matches('/');
     let base = if base.is_empty() { "/" } else { base };
@@ -159,19 +162,58 @@ fn start(
     let script = remote::detached_script(&marker, base, &dir, env, command)?;
     let conn = run.conn.borrow();
     let session = &conn.session;
-    quiet_keepalives(session);
+    session.set_blocking(true);
     let said = (|| -> Result<Vec<u8>, String> {
         let text = |e: ssh2::Error| e.to_string();
         let mut ch = session.channel_session().map_err(text)?;
         ch.exec(remote::LAUNCHER).map_err(text)?;
         std::io::Write::write_all(&mut ch, script.as_bytes()).map_err(|e| e.to_string())?;
         ch.send_eof().map_err(text)?;
+        // The login shell may take its time (a slow profile on a loaded
+        // node), as it may for an attached step: wait without a bound but
+        // the connection's, keepalives going, and once the step is aborted
+        // no longer than the call timeout.
+        session.set_blocking(false);
         let mut said = Vec::new();
-        ch.read_to_end(&mut said).map_err(|e| e.to_string())?;
-        ch.wait_close().map_err(text)?;
+        let mut buf = [0u8; 4096];
+        let mut aborted_at: Option<Instant> = None;
+        let mut next_keepalive = Instant::now() + run.settings.keepalive_interval;
+        loop {
+            match ch.read(&mut buf) {
+                Ok(0) if ch.eof() => break,
+                Ok(0) => {}
+                Ok(n) => {
+                    said.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if ch.eof() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_keepalive {
+                match session.keepalive_send() {
+                    Ok(secs) => next_keepalive = now + Duration::from_secs(u64::from(secs.max(1))),
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
+                    Err(e) => return Err(format!("keepalive failed: {e}")),
+                }
+            }
+            if abort.reason().is_some() {
+                let since = *aborted_at.get_or_insert(now);
+                if since.elapsed() >= run.settings.call_timeout {
+                    return Err("aborted, and the node did not answer".into());
+                }
+            }
+            run.wait_socket(TICK);
+        }
+        session.set_blocking(true);
+        let _ = ch.wait_close();
         Ok(said)
-    })()
-    .map_err(|e| run.protocol("cannot start the detached step", e))?;
+    })();
+    session.set_blocking(true);
+    let said = said.map_err(|e| run.protocol("cannot start the detached step", e))?;
     let mut filter = MarkerFilter::new(&marker);
     let mut records = Records::default();
     let mut text = Vec::new();
