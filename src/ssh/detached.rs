@@ -376,6 +376,7 @@ fn follow_connected(
     let status_path = step.file("status");
     let mut buf = vec![0u8; 32 * 1024];
     let mut quiet_since = Instant::now();
+    let mut next_keepalive = Instant::now() + run.settings.keepalive_interval;
     loop {
         if let Some(reason) = abort.reason() {
             return Ok(Turn::Aborted(reason));
@@ -404,6 +405,20 @@ fn follow_connected(
             return Ok(Turn::Ended(text.trim().parse().ok()));
         }
         let now = Instant::now();
+        if now >= next_keepalive {
+            // Polling is traffic enough to notice a dead connection, but a
+            // NAT or firewall on the way may want the SSH keepalives.
+            let secs = run.settings.keepalive_interval.as_secs().max(1) as u32;
+            session.set_keepalive(false, secs);
+            let sent = session.keepalive_send();
+            session.set_keepalive(false, 0);
+            match sent {
+                Ok(_) => {}
+                Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
+                Err(e) => return Err(format!("keepalive failed: {e}")),
+            }
+            next_keepalive = now + run.settings.keepalive_interval.max(Duration::from_secs(1));
+        }
         if read > 0 {
             quiet_since = now;
         } else if !ended && now.duration_since(quiet_since) >= LIVENESS_EVERY {
@@ -423,8 +438,9 @@ fn follow_connected(
 
 /// Blocking mode with libssh2's keepalives off: with them on, a blocking
 /// call that waits longer than the keepalive interval fails as timed out.
-/// A detached step needs none: its files are polled every tick, each call
-/// bounded by the call timeout, which is what notices a dead connection.
+/// The follow loop sends its keepalives itself; what notices a dead
+/// connection is the polling of the files, each call bounded by the call
+/// timeout.
 fn quiet_keepalives(session: &ssh2::Session) {
     session.set_blocking(true);
     session.set_keepalive(false, 0);
