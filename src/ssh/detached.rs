@@ -381,12 +381,6 @@ fn follow_connected(
         if let Some(reason) = abort.reason() {
             return Ok(Turn::Aborted(reason));
         }
-        // The status first: once it is there, the files are complete.
-        let ended = match sftp.stat(Path::new(&status_path)) {
-            Ok(_) => true,
-            Err(e) if e.code() == ssh2::ErrorCode::SFTP(SFTP_NO_SUCH_FILE) => false,
-            Err(e) => return Err(format!("cannot look for {status_path}: {e}")),
-        };
         let mut read = 0;
         let mut at_end = true;
         for (f, h) in files.iter_mut().zip(handles.iter_mut()) {
@@ -394,15 +388,31 @@ fn follow_connected(
             read += n;
             at_end &= end;
         }
-        if ended && at_end {
-            let mut text = String::new();
-            sftp.open(Path::new(&status_path))
-                .map_err(|e| e.to_string())
-                .and_then(|mut s| s.read_to_string(&mut text).map_err(|e| e.to_string()))
-                .map_err(|e| format!("cannot read {status_path}: {e}"))?;
-            // Written by rename, so never partial; `none` or anything else
-            // is no exit code.
-            return Ok(Turn::Ended(text.trim().parse().ok()));
+        if at_end {
+            // Nothing new: has the step ended? Its status is written once
+            // its output is complete, so what is read after seeing it is
+            // the rest of the output.
+            match sftp.open(Path::new(&status_path)) {
+                Ok(mut s) => {
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)
+                        .map_err(|e| format!("cannot read {status_path}: {e}"))?;
+                    loop {
+                        let mut rest_read = true;
+                        for (f, h) in files.iter_mut().zip(handles.iter_mut()) {
+                            rest_read &= read_new(h, f, output, &mut buf)?.1;
+                        }
+                        if rest_read {
+                            break;
+                        }
+                    }
+                    // Written by rename, so never partial; `none` or
+                    // anything else is no exit code.
+                    return Ok(Turn::Ended(text.trim().parse().ok()));
+                }
+                Err(e) if e.code() == ssh2::ErrorCode::SFTP(SFTP_NO_SUCH_FILE) => {}
+                Err(e) => return Err(format!("cannot look for {status_path}: {e}")),
+            }
         }
         let now = Instant::now();
         if now >= next_keepalive {
@@ -421,7 +431,7 @@ fn follow_connected(
         }
         if read > 0 {
             quiet_since = now;
-        } else if !ended && now.duration_since(quiet_since) >= LIVENESS_EVERY {
+        } else if now.duration_since(quiet_since) >= LIVENESS_EVERY {
             // Quiet and no status: is anything of the step left at all?
             quiet_since = now;
             let alive = run
