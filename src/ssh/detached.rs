@@ -29,7 +29,7 @@ use slog::{debug, info, warn, Logger};
 
 use super::channel::{reason_text, Runner};
 use super::remote::{self, MarkerFilter, Records};
-use super::session::Connection;
+use super::session::{millis, Connection};
 use super::settings::SshSettings;
 
 /// Dials the node again: a new session with the same host key check and
@@ -287,6 +287,18 @@ fn follow(
             }
             Ok(Turn::Aborted(reason)) => {
                 let how = run.terminate(step.pgid, kill_grace);
+                if how.starts_with("could not be signalled") {
+                    // The connection is gone too: every further call would
+                    // wait out the call timeout. End the group from the
+                    // background once the node can be reached again.
+                    flush(&mut files, output);
+                    reap_later(run, reattach, step, kill_grace, Instant::now() + window);
+                    let mut outcome = aborted(reason, step.pgid, &how);
+                    if let Some(m) = &mut outcome.message {
+                        m.push_str("; it is ended as soon as the node can be reached again");
+                    }
+                    return Ok(outcome);
+                }
                 // What the step wrote before it went, then its directory.
                 let _ = read_once(run, step, &mut files, output);
                 flush(&mut files, output);
@@ -362,6 +374,10 @@ fn follow_connected(
     let conn = run.conn.borrow();
     let session = &conn.session;
     quiet_keepalives(session);
+    // One SFTP call may wait out the session's timeout several times over
+    // on a black-holed connection; a quarter of the call timeout keeps the
+    // whole call near that timeout. The guard puts the timeout back.
+    let _bound = PollTimeout::set(session, run.settings.call_timeout);
     let sftp = session
         .sftp()
         .map_err(|e| format!("cannot start SFTP: {e}"))?;
@@ -434,15 +450,45 @@ fn follow_connected(
         } else if now.duration_since(quiet_since) >= LIVENESS_EVERY {
             // Quiet and no status: is anything of the step left at all?
             quiet_since = now;
-            let alive = run
-                .side_command(&format!("kill -0 -{} 2>/dev/null", step.pgid))
-                .map_err(|e| format!("cannot look at the step's process group: {e}"))?;
+            session.set_timeout(millis(run.settings.call_timeout));
+            let alive = run.side_command(&format!("kill -0 -{} 2>/dev/null", step.pgid));
+            session.set_timeout(millis(poll_timeout(run.settings.call_timeout)));
+            let alive =
+                alive.map_err(|e| format!("cannot look at the step's process group: {e}"))?;
             if alive.0 != 0 && sftp.stat(Path::new(&status_path)).is_err() {
                 return Ok(Turn::Vanished);
             }
         } else {
             std::thread::sleep(TICK);
         }
+    }
+}
+
+/// The bound of one blocking libssh2 call while polling the files.
+fn poll_timeout(call_timeout: Duration) -> Duration {
+    (call_timeout / 4).max(Duration::from_secs(1))
+}
+
+/// Sets the session's timeout to the polling bound; puts the call timeout
+/// back when dropped.
+struct PollTimeout<'a> {
+    session: &'a ssh2::Session,
+    call_timeout: Duration,
+}
+
+impl<'a> PollTimeout<'a> {
+    fn set(session: &'a ssh2::Session, call_timeout: Duration) -> Self {
+        session.set_timeout(millis(poll_timeout(call_timeout)));
+        PollTimeout {
+            session,
+            call_timeout,
+        }
+    }
+}
+
+impl Drop for PollTimeout<'_> {
+    fn drop(&mut self) {
+        self.session.set_timeout(millis(self.call_timeout));
     }
 }
 
