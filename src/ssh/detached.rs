@@ -656,9 +656,11 @@ fn reap_later(
                             log: &log,
                             node: &node,
                         };
+                        // The directory first: the runner may be stopping,
+                        // and the group's open files outlive their names.
+                        remove_dir(&r, &DetachedStep { dir, pgid });
                         let how = r.terminate(pgid, kill_grace);
                         info!(log, "ended the aborted step's process group once the node was back"; "pgid" => pgid, "how" => how);
-                        remove_dir(&r, &DetachedStep { dir, pgid });
                         r.conn.into_inner().disconnect();
                         return;
                     }
