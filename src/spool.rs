@@ -6,7 +6,11 @@
 //!   order; a new segment is started at every open and when one grows past
 //!   `segmentBytes`.
 //! - `acks.log`: framed ack / forget records (the durable ack state),
-//!   rewritten whole when it grows.
+//!   rewritten whole when it grows. An ack record also carries the progress
+//!   of the node steps that changed since the operation's previous one
+//!   (stdout and stderr lines spooled, last node state) and the seq it
+//!   counts through, so that the progress outlives the segments holding
+//!   the reports it was counted from.
 //! - `claims.log`: the claim journal, framed `intent` / `claimed` /
 //!   `release` records; an intent is made durable before its claim request
 //!   is sent. Rewritten whole at open and when it grows.
@@ -20,14 +24,16 @@
 //! once every record in it is acked or forgotten; the ack state is made
 //! durable before that, so an acked report is never needed again.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rdrunner_actors::model::Report;
-use rdrunner_actors::{JournalEntry, Spool, SpoolError, SpooledOperation};
+use rdrunner_actors::{
+    JournalEntry, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation, StepProgress,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::private_dir;
@@ -140,6 +146,52 @@ struct AckRecord {
     /// The operation is forgotten; its records in older segments are dead.
     #[serde(default)]
     forget: bool,
+    /// The step progress in this record and the earlier ones covers every
+    /// report up to this seq (0 in records of spools that kept none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    through: u64,
+    /// The progress of the steps that changed since the previous record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    steps: Vec<StepRecord>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One node step's progress in `acks.log`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StepRecord {
+    step: u32,
+    node: String,
+    #[serde(default)]
+    out: u64,
+    #[serde(default)]
+    err: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<NodeState>,
+}
+
+impl StepRecord {
+    fn of(p: &StepProgress) -> Self {
+        StepRecord {
+            step: p.step,
+            node: p.node.clone(),
+            out: p.stdout_lines,
+            err: p.stderr_lines,
+            state: p.state.clone(),
+        }
+    }
+
+    fn progress(self) -> StepProgress {
+        StepProgress {
+            step: self.step,
+            node: self.node,
+            stdout_lines: self.out,
+            stderr_lines: self.err,
+            state: self.state,
+        }
+    }
 }
 
 /// What a record of `claims.log` says.
@@ -230,6 +282,34 @@ struct OpIndex {
     terminal: bool,
     /// Locations of seqs `acked+1 ..= last_seq`, in order.
     live: VecDeque<Loc>,
+    /// Where each node step stands, from every report appended.
+    progress: ProgressMap,
+    /// Reports up to this seq are counted in `progress`.
+    counted: u64,
+    /// Steps whose progress changed since the last ack record.
+    dirty: BTreeSet<(u32, String)>,
+}
+
+impl OpIndex {
+    /// Counts `report` (seq `counted + 1` or later) into the progress.
+    fn count(&mut self, report: &Report) {
+        if report.seq <= self.counted {
+            return;
+        }
+        self.counted = report.seq;
+        if let Some(key) = self.progress.record(report) {
+            self.dirty.insert(key);
+        }
+    }
+
+    /// The progress records to write with an ack record: the changed ones.
+    fn take_dirty(&mut self) -> Vec<StepRecord> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|(step, node)| self.progress.get(step, &node).map(StepRecord::of))
+            .collect()
+    }
 }
 
 /// The file spool. See the module documentation for the format.
@@ -381,6 +461,10 @@ impl DiskSpool {
                 op.acked = op.acked.max(rec.acked);
                 op.last_seq = op.last_seq.max(rec.last).max(op.acked);
                 op.terminal |= rec.terminal;
+                op.counted = op.counted.max(rec.through);
+                for step in rec.steps {
+                    op.progress.set(step.progress());
+                }
             }
         }
 
@@ -414,6 +498,7 @@ impl DiskSpool {
                 let op = ops.entry(report.op_id.clone()).or_default();
                 if report.seq <= op.acked {
                     op.terminal |= report.is_terminal();
+                    op.count(&report);
                     continue;
                 }
                 // Seqs of one operation are contiguous; anything else is a
@@ -427,6 +512,7 @@ impl DiskSpool {
                 });
                 op.last_seq = op.last_seq.max(report.seq);
                 op.terminal |= report.is_terminal();
+                op.count(&report);
                 live += 1;
             }
             segments.insert(id, live);
@@ -589,13 +675,16 @@ impl DiskSpool {
     /// Rewrites `acks.log` with only the current state (write, fsync, rename).
     fn compact_ack_log(&mut self) -> Result<(), SpoolError> {
         let mut buf = Vec::new();
-        for (id, op) in &self.ops {
+        for (id, op) in &mut self.ops {
+            op.dirty.clear();
             let rec = AckRecord {
                 op: id.clone(),
                 acked: op.acked,
                 last: op.last_seq,
                 terminal: op.terminal,
                 forget: false,
+                through: op.counted,
+                steps: op.progress.values().map(StepRecord::of).collect(),
             };
             frame(&serde_json::to_vec(&rec).expect("serializable"), &mut buf);
         }
@@ -606,6 +695,8 @@ impl DiskSpool {
                 last: 0,
                 terminal: false,
                 forget: true,
+                through: 0,
+                steps: Vec::new(),
             };
             frame(&serde_json::to_vec(&rec).expect("serializable"), &mut buf);
         }
@@ -759,6 +850,7 @@ impl Spool for DiskSpool {
             let op = self.ops.entry(r.op_id.clone()).or_default();
             op.last_seq = r.seq;
             op.terminal |= r.is_terminal();
+            op.count(r);
             op.live.push_back(Loc {
                 segment: self.active_id,
                 offset,
@@ -819,6 +911,8 @@ impl Spool for DiskSpool {
             last: op.last_seq,
             terminal: op.terminal,
             forget: false,
+            through: op.counted,
+            steps: op.take_dirty(),
         };
         self.write_ack(&rec)?;
         self.drop_dead_segments()
@@ -857,9 +951,19 @@ impl Spool for DiskSpool {
             last: 0,
             terminal: false,
             forget: true,
+            through: 0,
+            steps: Vec::new(),
         };
         self.write_ack(&rec)?;
         self.drop_dead_segments()
+    }
+
+    fn progress(&mut self, op_id: &str) -> Result<Vec<StepProgress>, SpoolError> {
+        Ok(self
+            .ops
+            .get(op_id)
+            .map(|o| o.progress.to_vec())
+            .unwrap_or_default())
     }
 
     fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
@@ -1000,6 +1104,130 @@ mod tests {
         // Appends go on from where they were; gaps are refused.
         assert!(s.append(&[log("b", 3)]).is_err());
         s.append(&[log("b", 2)]).unwrap();
+    }
+
+    /// A report of step `step` on `node`: a stdout or stderr line, or the
+    /// node's state.
+    fn step_report(op: &str, seq: u64, step: u32, node: &str, what: &str) -> Report {
+        let body = match what {
+            "out" | "err" | "sys" => ReportBody::Log(LogReport {
+                node: node.into(),
+                step,
+                stream: match what {
+                    "out" => Stream::Stdout,
+                    "err" => Stream::Stderr,
+                    _ => Stream::System,
+                },
+                text: format!("{what} {seq}"),
+            }),
+            state => ReportBody::Node(rdrunner_actors::model::NodeReport {
+                node: node.into(),
+                step,
+                state: if state == "running" {
+                    State::Running
+                } else {
+                    State::Succeeded
+                },
+                exit_code: (state != "running").then_some(0),
+                message: None,
+            }),
+        };
+        Report {
+            op_id: op.into(),
+            seq,
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            body,
+        }
+    }
+
+    fn progress_of(s: &mut DiskSpool, op: &str) -> Vec<(u32, String, u64, u64, Option<State>)> {
+        s.progress(op)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    p.step,
+                    p.node,
+                    p.stdout_lines,
+                    p.stderr_lines,
+                    p.state.map(|n| n.state),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn step_progress_survives_acks_dropped_segments_compaction_and_torn_tails() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        let mut seq = 0;
+        let mut next = |step: u32, node: &str, what: &str| {
+            seq += 1;
+            step_report("a", seq, step, node, what)
+        };
+        // Step 1 ran and ended on n1; step 2 is running on n1 and n2.
+        let mut reports = vec![next(1, "n1", "running")];
+        for _ in 0..40 {
+            reports.push(next(1, "n1", "out"));
+        }
+        reports.push(next(1, "n1", "err"));
+        reports.push(next(1, "n1", "sys"));
+        reports.push(next(1, "n1", "succeeded"));
+        reports.push(next(2, "n1", "running"));
+        reports.push(next(2, "n2", "running"));
+        for _ in 0..30 {
+            reports.push(next(2, "n2", "out"));
+            reports.push(next(2, "n1", "err"));
+        }
+        for r in &reports {
+            // One at a time, in small segments: many rotations.
+            s.append(std::slice::from_ref(r)).unwrap();
+        }
+        let want = vec![
+            (1, "n1".to_owned(), 40, 1, Some(State::Succeeded)),
+            (2, "n1".to_owned(), 0, 30, Some(State::Running)),
+            (2, "n2".to_owned(), 30, 0, Some(State::Running)),
+        ];
+        assert_eq!(progress_of(&mut s, "a"), want);
+        // Most of it acked: the segments holding it are deleted, and the
+        // progress they held lives on in acks.log.
+        let last = reports.len() as u64;
+        s.ack("a", last - 5).unwrap();
+        s.flush().unwrap();
+        assert!(s.segment_count() < 4, "{}", s.segment_count());
+        drop(s);
+        let mut s = open(d.path());
+        assert_eq!(progress_of(&mut s, "a"), want);
+        // More lines after the reopen (which compacted acks.log), then a
+        // torn record at the end: the torn line is not counted.
+        s.append(&[step_report("a", last + 1, 2, "n2", "out")]).unwrap();
+        let seg = segment_path(d.path(), s.active_id);
+        drop(s);
+        let mut extra = Vec::new();
+        frame(
+            &serde_json::to_vec(&step_report("a", last + 2, 2, "n2", "out")).unwrap(),
+            &mut extra,
+        );
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&extra[..extra.len() - 3]).unwrap();
+        drop(f);
+        let mut s = open(d.path());
+        let mut want = want;
+        want[2].2 += 1;
+        assert_eq!(progress_of(&mut s, "a"), want);
+        // Acked through the end, reopened twice: still all there.
+        s.ack("a", last + 1).unwrap();
+        drop(s);
+        let s = open(d.path());
+        drop(s);
+        let mut s = open(d.path());
+        assert_eq!(progress_of(&mut s, "a"), want);
+        // Forgotten: nothing left.
+        s.forget("a").unwrap();
+        assert!(s.progress("a").unwrap().is_empty());
+        drop(s);
+        let mut s = open(d.path());
+        assert!(s.progress("a").unwrap().is_empty());
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub use failpoints::{FailAction, FailPoints};
 pub use runtime::{
     NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, RuntimeHandle,
 };
-pub use spool::{JournalEntry, MemorySpool, Spool, SpoolError, SpooledOperation};
+pub use spool::{
+    JournalEntry, MemorySpool, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation,
+    StepProgress,
+};
 #[cfg(feature = "runtime")]
 pub use stats::RuntimeStats;
 #[cfg(feature = "runtime")]

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::model::Report;
+use crate::model::{Report, ReportBody, State, Stream};
 
 /// What the spool knows of one operation after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,87 @@ pub struct JournalEntry {
     /// Whether the control plane's answer (the operation) was received; when
     /// not, only the control plane knows whether the claim took effect.
     pub answered: bool,
+}
+
+/// Where one node step of an operation stands, as far as the spool holds
+/// its reports: what a restarted runner needs to resume the step without
+/// repeating a line (it skips the lines already spooled) or a finished step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepProgress {
+    /// 1-based step index.
+    pub step: u32,
+    pub node: String,
+    /// `stdout` lines of the step on the node appended, acked or not.
+    pub stdout_lines: u64,
+    /// `stderr` lines likewise.
+    pub stderr_lines: u64,
+    /// The last node report of the step on the node.
+    pub state: Option<NodeState>,
+}
+
+/// The state a node report gave.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeState {
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Per-step progress of one operation, keyed by step and node, updated
+/// from every report appended: the part shared by every spool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgressMap(BTreeMap<(u32, String), StepProgress>);
+
+impl ProgressMap {
+    /// Counts `report` in; returns the key it changed, if any.
+    pub fn record(&mut self, report: &Report) -> Option<(u32, String)> {
+        let (step, node) = match &report.body {
+            ReportBody::Log(l) if l.stream != Stream::System => (l.step, &l.node),
+            ReportBody::Node(n) => (n.step, &n.node),
+            _ => return None,
+        };
+        let key = (step, node.clone());
+        let p = self.0.entry(key.clone()).or_insert_with(|| StepProgress {
+            step,
+            node: node.clone(),
+            stdout_lines: 0,
+            stderr_lines: 0,
+            state: None,
+        });
+        match &report.body {
+            ReportBody::Log(l) if l.stream == Stream::Stdout => p.stdout_lines += 1,
+            ReportBody::Log(_) => p.stderr_lines += 1,
+            ReportBody::Node(n) => {
+                p.state = Some(NodeState {
+                    state: n.state,
+                    exit_code: n.exit_code,
+                    message: n.message.clone(),
+                })
+            }
+            ReportBody::Op(_) => {}
+        }
+        Some(key)
+    }
+
+    /// Sets the progress of one step (replayed from storage).
+    pub fn set(&mut self, p: StepProgress) {
+        self.0.insert((p.step, p.node.clone()), p);
+    }
+
+    pub fn get(&self, step: u32, node: &str) -> Option<&StepProgress> {
+        self.0.get(&(step, node.to_owned()))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &StepProgress> {
+        self.0.values()
+    }
+
+    pub fn to_vec(&self) -> Vec<StepProgress> {
+        self.0.values().cloned().collect()
+    }
 }
 
 /// Failure of the spool's storage.
@@ -92,6 +173,15 @@ pub trait Spool: Send + 'static {
     /// Forgets an operation whose terminal report is acked.
     fn forget(&mut self, op_id: &str) -> Result<(), SpoolError>;
 
+    /// Where each node step of `op_id` stands, from every report of it
+    /// appended (acked or not) since it was last forgotten, in step and
+    /// node order. The default knows nothing: a runner with such a spool
+    /// cannot resume a step after a restart and reports it failed.
+    fn progress(&mut self, op_id: &str) -> Result<Vec<StepProgress>, SpoolError> {
+        let _ = op_id;
+        Ok(Vec::new())
+    }
+
     /// Journals the intent to claim `op_id` for `replica_id`; durable when
     /// it returns (the claim request is sent only after). The default keeps
     /// no journal, for spools written before it existed: such a runner
@@ -139,6 +229,7 @@ pub struct MemorySpool {
 #[derive(Debug, Default)]
 struct MemOp {
     reports: VecDeque<Report>,
+    progress: ProgressMap,
     last_seq: u64,
     acked: u64,
     terminal: bool,
@@ -174,6 +265,7 @@ impl Spool for MemorySpool {
             }
             op.last_seq = r.seq;
             op.terminal |= r.is_terminal();
+            op.progress.record(r);
             op.reports.push_back(r.clone());
         }
         Ok(())
@@ -224,6 +316,14 @@ impl Spool for MemorySpool {
     fn forget(&mut self, op_id: &str) -> Result<(), SpoolError> {
         self.ops.remove(op_id);
         Ok(())
+    }
+
+    fn progress(&mut self, op_id: &str) -> Result<Vec<StepProgress>, SpoolError> {
+        Ok(self
+            .ops
+            .get(op_id)
+            .map(|o| o.progress.to_vec())
+            .unwrap_or_default())
     }
 
     fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
