@@ -1200,7 +1200,8 @@ mod tests {
         assert_eq!(progress_of(&mut s, "a"), want);
         // More lines after the reopen (which compacted acks.log), then a
         // torn record at the end: the torn line is not counted.
-        s.append(&[step_report("a", last + 1, 2, "n2", "out")]).unwrap();
+        s.append(&[step_report("a", last + 1, 2, "n2", "out")])
+            .unwrap();
         let seg = segment_path(d.path(), s.active_id);
         drop(s);
         let mut extra = Vec::new();

@@ -326,6 +326,7 @@ async fn resume_call(
             replica_id: replica_id.to_owned(),
             previous_replica_id: call.previous_replica_id.clone(),
             operations: call.operations.clone(),
+            with_operations: false,
         };
         match bounded(p.config.request_timeout, p.control_plane.resume(req)).await {
             Ok(resp) => return Some(ResumeAnswer::States(resp.operations)),

@@ -297,7 +297,10 @@ impl ControlPlane for FakeControlPlane {
                         (op.clone(), state)
                     })
                     .collect();
-                Ok(ResumeResponse { operations })
+                Ok(ResumeResponse {
+                    operations,
+                    ..ResumeResponse::default()
+                })
             }
         };
         self.bump();

@@ -128,14 +128,24 @@ pub struct ResumeRequest {
     pub previous_replica_id: String,
     /// Operations the previous replica claimed or was about to claim.
     pub operations: Vec<String>,
+    /// Asks for every operation answered `owned` in full, as its claim gave
+    /// it, so that the new replica can carry on with its steps. Absent
+    /// (false) in requests of runners that report such operations failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_operations: bool,
 }
 
 /// The answer to `POST /resume`: one state per operation named.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResumeResponse {
     #[serde(default)]
     pub operations: BTreeMap<String, ResumeState>,
+    /// With `withOperations`: the operations answered `owned`, in full. One
+    /// that is missing here (the control plane no longer holds its secure
+    /// values, or does not support it) cannot be carried on with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resumed: BTreeMap<String, Operation>,
 }
 
 /// What became of one operation named in `POST /resume`.

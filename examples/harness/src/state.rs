@@ -1297,6 +1297,7 @@ impl ControlState {
             previous.shut_down = true;
         }
         let mut operations = BTreeMap::new();
+        let mut resumed = BTreeMap::new();
         for op_id in &req.operations {
             let state = match self.data.operations.get_mut(op_id) {
                 Some(op) if op.runner == runner_id => {
@@ -1314,11 +1315,26 @@ impl ControlState {
                 }
                 _ => ResumeState::Unknown,
             };
+            if state == ResumeState::Owned && req.with_operations {
+                // Markers in place of lost secrets would run: such an
+                // operation is not given back, and the runner ends it.
+                if let Some(op) = self
+                    .data
+                    .operations
+                    .get(op_id)
+                    .filter(|op| !op.secure_values_lost)
+                {
+                    resumed.insert(op_id.clone(), op.operation.clone());
+                }
+            }
             operations.insert(op_id.clone(), state);
         }
         self.dirty = true;
         self.sweep(now);
-        Ok(ResumeResponse { operations })
+        Ok(ResumeResponse {
+            operations,
+            resumed,
+        })
     }
 
     /// Marks `lost` every running operation whose replica is down.

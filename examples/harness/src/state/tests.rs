@@ -710,7 +710,31 @@ fn resume_req(replica: &str, previous: &str, ops: &[&str]) -> ResumeRequest {
         replica_id: replica.into(),
         previous_replica_id: previous.into(),
         operations: ops.iter().map(|o| o.to_string()).collect(),
+        with_operations: false,
     }
+}
+
+#[test]
+fn resume_gives_owned_operations_back_in_full_when_asked() {
+    let (mut s, now, op) = setup();
+    let claimed = s.claim("r1", &op, "a").unwrap();
+    replica(&mut s, "r1", "b", now);
+    // Not asked: states only, as for runners that end such operations.
+    let plain = s.resume("r1", &resume_req("b", "a", &[&op]), now).unwrap();
+    assert!(plain.resumed.is_empty());
+    let asked = ResumeRequest {
+        with_operations: true,
+        ..resume_req("b", "a", &[&op, "op-nope"])
+    };
+    let ans = s.resume("r1", &asked, now).unwrap();
+    assert_eq!(ans.operations[&op], ResumeState::Owned);
+    assert_eq!(ans.resumed.get(&op), Some(&claimed));
+    assert_eq!(ans.resumed.len(), 1, "only owned operations come back");
+    // On the wire the flag is left out when false, and read when absent.
+    let wire = serde_json::to_value(resume_req("b", "a", &[&op])).unwrap();
+    assert!(wire.get("withOperations").is_none(), "{wire}");
+    let wire = serde_json::to_value(&asked).unwrap();
+    assert_eq!(wire["withOperations"], true);
 }
 
 #[test]
