@@ -25,7 +25,7 @@ use crate::local::{LocalExecutionOff, LocalExecutor};
 use crate::logging::Logs;
 use crate::runner::{AllowedNodes, RunnerSettings, ALL_NODES};
 use crate::spool::DiskSpool;
-use crate::ssh::{SshExecutor, SshSettings};
+use crate::ssh::{SshExecutor, SshSettings, StepKey};
 use crate::transport::{HttpControlPlane, TransportError, TransportSettings};
 
 /// The version the runner reports at startup and in its `User-Agent`.
@@ -85,8 +85,10 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         Err(e) => slog::warn!(log, "cannot make the key store private";
             "dir" => %cfg.ssh.key_store.display(), "error" => %e),
     }
+    let step_key = spool.step_key().map_err(AssemblyError::Spool)?;
     let ssh_settings = SshSettings {
         reattach: cfg.runner.reattach,
+        step_key: StepKey(step_key),
         ..cfg.ssh.clone()
     };
     let ssh = SshExecutor::new(ssh_settings, log.new(slog::o!("executor" => "ssh")));
@@ -161,6 +163,7 @@ pub fn runtime_config(cfg: &Config) -> RuntimeConfig {
         backoff_initial: runtime_own.backoff_initial,
         request_timeout: cfg.http.request_timeout,
         flush_timeout: runtime_own.flush_timeout,
+        carry_on_after_restart: runner.reattach,
     }
 }
 

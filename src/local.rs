@@ -101,7 +101,17 @@ impl NodeExecutor for LocalExecutor {
     ) -> Result<StepOutcome, ExecutorError> {
         let node = req.node.name.as_str();
         if let Step::Copy(c) = &req.step {
+            // Idempotent: done again after a restart of the runner.
             return copy(c, node, output);
+        }
+        if req.reattach {
+            // A local step runs as a child of the runner, with pipes to it.
+            return Err(ExecutorError::new(
+                ExecutorErrorKind::NoExitStatus,
+                format!(
+                    "node {node} (local): runner restarted while the step ran. The previous process started it as its child, with its output piped to it; local steps are not re-attached to after a restart (the step may still be running, outside the runner's control), and it is not run again"
+                ),
+            ));
         }
         // The step's private working directory (0700), removed when `dir`
         // drops, whatever happens.

@@ -16,6 +16,8 @@
 //!   is sent. Rewritten whole at open and when it grows.
 //! - `replica-id`: the replica id this process registered as (written
 //!   atomically), for the next process to name in `POST /resume`.
+//! - `step-key`: a random secret (64 hex digits) the names of detached
+//!   steps' directories on the nodes are derived from, made once.
 //!
 //! A record is `len: u32 LE | crc32(payload): u32 LE | payload (JSON)`. A
 //! crash can leave a torn record at the end of a file: it is detected by its
@@ -102,6 +104,8 @@ const CLAIM_LOG: &str = "claims.log";
 /// `claims.log` is rewritten from the journal in memory past this size.
 const CLAIM_LOG_COMPACT_BYTES: u64 = 256 * 1024;
 const REPLICA_FILE: &str = "replica-id";
+/// The secret the names of detached steps' directories are derived from.
+const STEP_KEY_FILE: &str = "step-key";
 /// Lock file held by the process that has the spool open.
 const LOCK_FILE: &str = "LOCK";
 
@@ -573,6 +577,38 @@ impl DiskSpool {
             spool.compact_ack_log()?;
         }
         Ok(spool)
+    }
+
+    /// The 32-byte secret kept in `step-key`, made at the first call: the
+    /// names of the directories of detached steps on the nodes are derived
+    /// from it, so that a restarted runner finds them again and nobody
+    /// else can tell them in advance.
+    pub fn step_key(&self) -> Result<[u8; 32], SpoolError> {
+        let path = self.dir.join(STEP_KEY_FILE);
+        let parse = |text: &str| -> Option<[u8; 32]> {
+            let text = text.trim();
+            if text.len() != 64 {
+                return None;
+            }
+            let mut key = [0u8; 32];
+            for (i, b) in key.iter_mut().enumerate() {
+                *b = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(key)
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                return parse(&text).ok_or_else(|| {
+                    err(&path, "not 64 hexadecimal digits; remove it to make a new key (the steps a previous process left running can then not be re-attached to)")
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path, "", e)),
+        }
+        let key: [u8; 32] = rand::random();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        replace_file(&self.dir, STEP_KEY_FILE, hex.as_bytes(), true)?;
+        Ok(key)
     }
 
     /// Bytes of torn records cut when the spool was opened.
@@ -1489,6 +1525,27 @@ mod tests {
             open(d.path()).journal().unwrap(),
             vec![entry("a", "r1", false), entry("b", "r1", false)]
         );
+    }
+
+    #[test]
+    fn the_step_key_is_made_once_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        let key = s.step_key().unwrap();
+        assert_eq!(s.step_key().unwrap(), key);
+        drop(s);
+        let path = d.path().join(STEP_KEY_FILE);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(open(d.path()).step_key().unwrap(), key);
+        // Another spool, another key.
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(open(other.path()).step_key().unwrap(), key);
+        // A damaged key is refused with what to do, not replaced silently.
+        std::fs::write(&path, "xyz").unwrap();
+        let e = open(d.path()).step_key().unwrap_err().to_string();
+        assert!(e.contains("remove it to make a new key"), "{e}");
     }
 
     #[test]

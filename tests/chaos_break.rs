@@ -40,6 +40,11 @@ const CASES: &[(&str, &str, Caught)] = &[
         "ssh-drop",
         Caught::Says("lost the connection"),
     ),
+    (
+        "no-reattach",
+        "kill-9-ssh",
+        Caught::Says("runner restarted"),
+    ),
 ];
 
 fn run(scenario: &str, breaks: &[&str]) -> engine::Row {

@@ -3,7 +3,9 @@
 //! that answer (`poller::claimed=abort`, the process aborts as `kill -9`
 //! would) settles the claim within seconds of its restart, through the claim
 //! journal and `POST /resume`, instead of leaving it to the control plane's
-//! down-timeout. Run with `cargo test --features failpoints`.
+//! down-timeout: carried on with (the step runs, once), or, with
+//! `runner.reattach = false`, reported failed without running it. Run with
+//! `cargo test --features failpoints`.
 #![cfg(feature = "failpoints")]
 
 use std::os::unix::fs::PermissionsExt;
@@ -48,6 +50,15 @@ fn start(dir: &Path, failpoints: &str) -> Child {
 
 #[actix_rt::test]
 async fn a_claim_killed_between_the_answer_and_the_spool_write_is_resolved_within_10_s() {
+    claim_killed_before_the_spool_write(true).await;
+}
+
+#[actix_rt::test]
+async fn without_reattach_such_a_claim_is_reported_failed_within_10_s() {
+    claim_killed_before_the_spool_write(false).await;
+}
+
+async fn claim_killed_before_the_spool_write(reattach: bool) {
     // A down-timeout far beyond the test: only the resume can end the
     // operation in time.
     let h = Harness::start(HarnessConfig {
@@ -82,7 +93,11 @@ async fn a_claim_killed_between_the_answer_and_the_spool_write_is_resolved_withi
     let creds = d.path().join(".rdrunner-creds");
     std::fs::write(&creds, &created.credentials).unwrap();
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(d.path().join("runner.toml"), CONFIG).unwrap();
+    std::fs::write(
+        d.path().join("runner.toml"),
+        CONFIG.replace("[runner]\n", &format!("[runner]\nreattach = {reattach}\n")),
+    )
+    .unwrap();
 
     let mut child = start(d.path(), "poller::claimed=abort");
     let exec = admin
@@ -90,7 +105,7 @@ async fn a_claim_killed_between_the_answer_and_the_spool_write_is_resolved_withi
             "p",
             &SubmitExecution::new(
                 vec![Step::Command(CommandStep {
-                    command: "echo never".into(),
+                    command: "echo once".into(),
                 })],
                 ".*",
             ),
@@ -124,9 +139,25 @@ async fn a_claim_killed_between_the_answer_and_the_spool_write_is_resolved_withi
         .expect("the operation ends within 10 s of the restart");
     assert!(restarted.elapsed() < Duration::from_secs(10));
     let op = &end.operations[0];
-    assert_eq!(op.state, RunState::Failed, "{op:?}");
     assert_ne!(op.replica.as_deref(), Some(dead_replica.as_str()));
     let reports = h.reports(&op_id);
+    if reattach {
+        // Given back and carried on with: the step had not started, so it
+        // runs now, once.
+        assert_eq!(op.state, RunState::Succeeded, "{op:?}");
+        let out: Vec<String> = admin
+            .all_output(exec)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(out, vec!["once".to_owned()]);
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    }
+    assert_eq!(op.state, RunState::Failed, "{op:?}");
     assert_eq!(reports.len(), 1, "{reports:?}");
     match &reports[0].body {
         ReportBody::Op(r) => {

@@ -27,6 +27,12 @@ pub struct StepRequest {
     pub env: Vec<(String, String)>,
     /// How long to wait after TERM before KILL when aborting.
     pub kill_grace: Duration,
+    /// The step was started by a previous process of the runner, which
+    /// died while it ran: re-attach to it (read its output from the start,
+    /// then follow it to its end) instead of starting it. An executor that
+    /// cannot re-attach fails the step with an error saying why, and never
+    /// runs it a second time.
+    pub reattach: bool,
 }
 
 /// Where an executor sends output, one line at a time (newline stripped).

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 use crate::batch::{ack_steps, plan_batch};
 use crate::clock::Clock;
 use crate::model::{rfc3339, OpReport, Report, ReportBody, State};
-use crate::spool::{JournalEntry, Spool, SpoolError, SpooledOperation};
+use crate::spool::{JournalEntry, ProgressMap, Spool, SpoolError, SpooledOperation};
 use crate::stats::StatsCell;
 
 /// The message of the terminal report of an operation found unfinished in
@@ -53,6 +53,9 @@ struct IntakeInner {
     next_seq: HashMap<String, u64>,
     /// Operations whose terminal report is spooled: nothing may follow it.
     closed: HashSet<String>,
+    /// Operations a previous process left unfinished, held open until the
+    /// Poller's resume either carries on with them or ends them.
+    held: HashSet<String>,
     forgotten: VecDeque<String>,
     /// Reports appended since the last batch was taken.
     waiting: usize,
@@ -64,21 +67,30 @@ struct IntakeInner {
 }
 
 impl ReportIntake {
-    /// Opens the intake over `spool`, closing every operation left without a
-    /// terminal report by a previous process.
+    /// Opens the intake over `spool`. Every operation a previous process
+    /// left without a terminal report is closed with a failed one, or, with
+    /// `hold_open`, kept open (numbered on from its last report) for the
+    /// Poller's resume to carry on with or end ([`ReportIntake::end_held`]).
     pub fn recover(
         mut spool: Box<dyn Spool>,
         clock: Arc<dyn Clock>,
         stats: StatsCell,
         log: Logger,
+        hold_open: bool,
     ) -> Result<Self, SpoolError> {
         let mut next_seq = HashMap::new();
         let mut closed = HashSet::new();
+        let mut held = HashSet::new();
         let ops = spool.operations()?;
         let ts = rfc3339(clock.wall());
         for op in ops {
             if op.terminal {
                 closed.insert(op.op_id);
+                continue;
+            }
+            if hold_open {
+                next_seq.insert(op.op_id.clone(), op.last_seq + 1);
+                held.insert(op.op_id);
                 continue;
             }
             let report = Report {
@@ -102,6 +114,7 @@ impl ReportIntake {
                 spool,
                 next_seq,
                 closed,
+                held,
                 forgotten: VecDeque::new(),
                 waiting: 0,
                 recent: HashMap::new(),
@@ -164,6 +177,45 @@ impl ReportIntake {
             self.arrived.notify_one();
         }
         true
+    }
+
+    /// Operations a previous process left unfinished and nothing has
+    /// carried on with or ended yet.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> Vec<String> {
+        let mut held: Vec<String> = self.lock().held.iter().cloned().collect();
+        held.sort();
+        held
+    }
+
+    /// `op_id` is carried on with: no longer held.
+    pub(crate) fn carry_on(&self, op_id: &str) {
+        self.lock().held.remove(op_id);
+    }
+
+    /// Ends every operation still held with a failed report saying
+    /// `message`; returns their ids.
+    pub(crate) fn end_held(&self, message: &str) -> Vec<String> {
+        let held: Vec<String> = std::mem::take(&mut self.lock().held).into_iter().collect();
+        for op in &held {
+            self.push(
+                op,
+                ReportBody::Op(OpReport {
+                    state: State::Failed,
+                    message: Some(message.to_owned()),
+                }),
+            );
+        }
+        held
+    }
+
+    /// Where each node step of `op_id` stands, from the spool.
+    pub(crate) fn progress(&self, op_id: &str) -> Result<ProgressMap, SpoolError> {
+        let mut map = ProgressMap::default();
+        for p in self.lock().spool.progress(op_id)? {
+            map.set(p);
+        }
+        Ok(map)
     }
 
     /// Wakes the LogShipper now (a batch is full, or a drain flushes).
@@ -393,6 +445,7 @@ mod tests {
             Arc::new(crate::clock::SystemClock),
             StatsCell::default(),
             Logger::root(slog::Discard, slog::o!()),
+            false,
         )
         .unwrap();
         // Nothing may follow the recovery's terminal report.
@@ -423,6 +476,60 @@ mod tests {
             })
         );
     }
+    #[test]
+    fn held_operations_number_on_until_carried_on_with_or_ended() {
+        let mut spool = crate::spool::MemorySpool::new();
+        spool
+            .append(&[report("a", 1, false), report("b", 1, false)])
+            .unwrap();
+        spool.append(&[report("done", 1, true)]).unwrap();
+        let intake = ReportIntake::recover(
+            Box::new(spool),
+            Arc::new(crate::clock::SystemClock),
+            StatsCell::default(),
+            Logger::root(slog::Discard, slog::o!()),
+            true,
+        )
+        .unwrap();
+        assert_eq!(intake.held(), vec!["a".to_owned(), "b".to_owned()]);
+        // Nothing was closed at open: a report of a held operation follows on.
+        assert!(intake.push("a", report("x", 0, false).body));
+        intake.carry_on("a");
+        assert_eq!(intake.end_held("gone"), vec!["b".to_owned()]);
+        assert!(intake.held().is_empty());
+        let batch = intake.next_batch(10, 0, false).unwrap();
+        let got: Vec<_> = batch
+            .iter()
+            .map(|r| (r.op_id.as_str(), r.seq, r.is_terminal()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", 1, false),
+                ("a", 2, false),
+                ("b", 1, false),
+                ("done", 1, true)
+            ]
+        );
+        // The failed report of the ended one goes once the rest is acked.
+        let acks: BTreeMap<String, u64> = [("a".into(), 2), ("b".into(), 1)].into();
+        intake.apply_acks(&acks).unwrap();
+        let batch = intake.next_batch(10, 0, false).unwrap();
+        let ended = batch.iter().find(|r| r.op_id == "b").unwrap();
+        assert_eq!(
+            (ended.seq, &ended.body),
+            (
+                2,
+                &ReportBody::Op(OpReport {
+                    state: State::Failed,
+                    message: Some("gone".into())
+                })
+            )
+        );
+        // An ended one takes nothing more.
+        assert!(!intake.push("b", report("x", 0, false).body));
+    }
+
     /// A spool that counts the reports read back from it.
     struct CountingSpool {
         inner: crate::spool::MemorySpool,
@@ -464,6 +571,7 @@ mod tests {
             Arc::new(crate::clock::SystemClock),
             StatsCell::default(),
             Logger::root(slog::Discard, slog::o!()),
+            false,
         )
         .unwrap();
         let total = RECENT_MAX as u64 + 100;

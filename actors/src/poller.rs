@@ -27,7 +27,10 @@ use crate::model::{
 };
 use crate::operations::OperationStore;
 use crate::pacing::{checkin_recovery, CheckinPacer, CheckinRecovery};
-use crate::resume::{leftovers, resume_action, resume_calls, ResumeAction, ResumeAnswer};
+use crate::resume::{
+    leftovers, resume_action, resume_calls, ResumeAction, ResumeAnswer, ResumePlans,
+    NOT_GIVEN_BACK_MESSAGE,
+};
 use crate::retry::RetryPolicy;
 use crate::session::SessionStore;
 use crate::settings::RuntimeConfig;
@@ -50,6 +53,9 @@ pub(crate) struct PollerParts {
     pub intake: Arc<ReportIntake>,
     /// Set by a drain: claim nothing more.
     pub draining: Arc<AtomicBool>,
+    /// Where the steps of the operations carried on with after a restart
+    /// stood, for their StepWorkers.
+    pub plans: Arc<ResumePlans>,
     pub stats: StatsCell,
     pub clock: Arc<dyn Clock>,
     pub log: Logger,
@@ -251,9 +257,19 @@ async fn run(p: Arc<PollerParts>) {
 const RESUME_ATTEMPTS: u32 = 8;
 
 /// Settles every claim the journal holds from a previous process: asks the
-/// control plane which of them this replica now owns, reports those
-/// terminal, drops the rest from the journal.
+/// control plane which of them this replica now owns, carries on with
+/// those it gives back (when the runtime does) or reports them terminal,
+/// drops the rest from the journal. Whatever the previous process left
+/// unfinished in the spool and nothing carried on with is then reported
+/// failed.
 async fn resume(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_id: &str) {
+    settle(p, log, recorded, replica_id).await;
+    for op in p.intake.end_held(RESTARTED_MESSAGE) {
+        warn!(log, "operation left running by a previous process reported failed"; "op" => &op);
+    }
+}
+
+async fn settle(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_id: &str) {
     let (journal, spooled) = match p.intake.journal() {
         Ok(j) => j,
         Err(e) => {
@@ -267,6 +283,7 @@ async fn resume(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_i
     if calls.is_empty() {
         return;
     }
+    let carry_on = p.config.carry_on_after_restart;
     info!(log, "settling the operations a previous process left"; "operations" => left.len());
     let mut unsupported_logged = false;
     for call in calls {
@@ -283,15 +300,29 @@ async fn resume(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_i
             .filter(|l| l.replica_id == call.previous_replica_id)
             .filter(|l| call.operations.contains(&l.op_id))
         {
-            match resume_action(l, &answer) {
+            match resume_action(l, &answer, carry_on) {
+                ResumeAction::CarryOn => {
+                    let ResumeAnswer::States(_, resumed) = &answer else {
+                        continue;
+                    };
+                    let Some(op) = resumed.get(&l.op_id) else {
+                        continue;
+                    };
+                    carry_on_with(p, log, l, op.clone(), replica_id);
+                }
                 ResumeAction::ReportRestarted => {
+                    let message = match &answer {
+                        ResumeAnswer::States(..) if carry_on => NOT_GIVEN_BACK_MESSAGE,
+                        _ => RESTARTED_MESSAGE,
+                    };
+                    p.intake.carry_on(&l.op_id);
                     // Refused (and harmless) when the spool already holds
                     // its terminal report: the recovery at open wrote it.
                     let pushed = p.intake.push(
                         &l.op_id,
                         ReportBody::Op(OpReport {
                             state: State::Failed,
-                            message: Some(RESTARTED_MESSAGE.into()),
+                            message: Some(message.into()),
                         }),
                     );
                     warn!(log, "operation of the previous process reported failed"; "op" => &l.op_id,
@@ -312,6 +343,45 @@ async fn resume(p: &PollerParts, log: &Logger, recorded: Option<&str>, replica_i
     }
 }
 
+/// Hands an operation the control plane gave back to the registry, with
+/// where its node steps stood, so that finished steps are not run again
+/// and running ones are re-attached to.
+fn carry_on_with(
+    p: &PollerParts,
+    log: &Logger,
+    l: &crate::resume::Leftover,
+    op: crate::model::Operation,
+    replica_id: &str,
+) {
+    let progress = match p.intake.progress(&l.op_id) {
+        Ok(progress) => progress,
+        Err(e) => {
+            error!(log, "could not read where the operation's steps stood; reported failed"; "op" => &l.op_id, "error" => %e);
+            p.stats.error(e.to_string());
+            p.intake.carry_on(&l.op_id);
+            p.intake.push(
+                &l.op_id,
+                ReportBody::Op(OpReport {
+                    state: State::Failed,
+                    message: Some(format!(
+                        "{RESTARTED_MESSAGE} (the spool could not say where its steps stood: {e})"
+                    )),
+                }),
+            );
+            return;
+        }
+    };
+    // The claim is this replica's now: a crash from here on names it.
+    if let Err(e) = p.intake.journal_claimed(&l.op_id, replica_id) {
+        warn!(log, "could not journal the resumed claim"; "op" => &l.op_id, "error" => %e);
+    }
+    info!(log, "carrying on with an operation of the previous process"; "op" => &l.op_id,
+        "previous_replica" => &l.replica_id, "node_steps_seen" => progress.values().count());
+    p.plans.insert(&l.op_id, progress);
+    p.intake.carry_on(&l.op_id);
+    p.inbox.push(RegistryCommand::Claimed(Box::new(op)));
+}
+
 /// One `POST /resume`, asked again on failures that may pass; `None` when
 /// it never got a usable answer.
 async fn resume_call(
@@ -326,10 +396,10 @@ async fn resume_call(
             replica_id: replica_id.to_owned(),
             previous_replica_id: call.previous_replica_id.clone(),
             operations: call.operations.clone(),
-            with_operations: false,
+            with_operations: p.config.carry_on_after_restart,
         };
         match bounded(p.config.request_timeout, p.control_plane.resume(req)).await {
-            Ok(resp) => return Some(ResumeAnswer::States(resp.operations)),
+            Ok(resp) => return Some(ResumeAnswer::States(resp.operations, resp.resumed)),
             Err(e) if e.is_unsupported_route() => return Some(ResumeAnswer::Unsupported),
             Err(e @ ControlPlaneError::Rejected { .. }) => {
                 error!(log, "the control plane refused POST /resume; the operations of the previous replica are left to its down-timeout";

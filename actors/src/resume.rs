@@ -4,10 +4,16 @@
 //! decisions are unit-tested without a control plane; the Poller carries
 //! them out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
-use crate::model::{ResumeState, RESUME_MAX_OPERATIONS};
-use crate::spool::{JournalEntry, SpooledOperation};
+use crate::model::{Operation, ResumeState, RESUME_MAX_OPERATIONS};
+use crate::spool::{JournalEntry, ProgressMap, SpooledOperation};
+
+/// The message of the terminal report of an operation the control plane
+/// says this replica owns but did not give back in full.
+pub const NOT_GIVEN_BACK_MESSAGE: &str =
+    "runner restarted while the operation was running, and the control plane did not give the operation back (its secure option values are gone); its steps may have run";
 
 /// One operation a dead process may own, as the spool knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,9 @@ pub struct ResumeCall {
 /// What to do with one leftover operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResumeAction {
+    /// It is this replica's and the control plane gave it back: carry on
+    /// with its steps (those that ended are not run again).
+    CarryOn,
     /// It is this replica's: report it terminal (failed, "runner
     /// restarted..."), unless its terminal report is already spooled.
     ReportRestarted,
@@ -41,10 +50,11 @@ pub enum ResumeAction {
 }
 
 /// The answer to one resume call, as far as the decisions go.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ResumeAnswer {
-    /// The per-operation states the control plane gave.
-    States(BTreeMap<String, ResumeState>),
+    /// The per-operation states the control plane gave, and the owned
+    /// operations it gave back in full (when asked).
+    States(BTreeMap<String, ResumeState>, BTreeMap<String, Operation>),
     /// The control plane has no `POST /resume` (an older one).
     Unsupported,
 }
@@ -127,15 +137,19 @@ pub fn resume_calls(
         .collect()
 }
 
-/// What to do with `leftover` given the answer to its resume call.
+/// What to do with `leftover` given the answer to its resume call; `carry_on`
+/// says whether this runtime carries on with operations given back.
 ///
 /// With an older control plane (no resume), an operation is reported
 /// terminal when the runner knows it owned it (the claim was answered, or
 /// reports of it are spooled); an intent alone proves nothing, so it is
 /// dropped and left to the control plane's down-timeout.
-pub fn resume_action(leftover: &Leftover, answer: &ResumeAnswer) -> ResumeAction {
+pub fn resume_action(leftover: &Leftover, answer: &ResumeAnswer, carry_on: bool) -> ResumeAction {
     match answer {
-        ResumeAnswer::States(states) => match states.get(&leftover.op_id) {
+        ResumeAnswer::States(states, resumed) => match states.get(&leftover.op_id) {
+            Some(ResumeState::Owned) if carry_on && resumed.contains_key(&leftover.op_id) => {
+                ResumeAction::CarryOn
+            }
             Some(ResumeState::Owned) => ResumeAction::ReportRestarted,
             Some(ResumeState::Released | ResumeState::Unknown) => ResumeAction::Release,
             None => ResumeAction::Keep,
@@ -147,6 +161,29 @@ pub fn resume_action(leftover: &Leftover, answer: &ResumeAnswer) -> ResumeAction
                 ResumeAction::Release
             }
         }
+    }
+}
+
+/// The progress of the operations a restarted runner carries on with, from
+/// the Poller's resume to the StepWorker that runs each: a named store the
+/// runtime owns.
+#[derive(Debug, Default)]
+pub(crate) struct ResumePlans(Mutex<HashMap<String, Arc<ProgressMap>>>);
+
+impl ResumePlans {
+    pub(crate) fn insert(&self, op_id: &str, progress: ProgressMap) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(op_id.to_owned(), Arc::new(progress));
+    }
+
+    /// The plan of `op_id`, taken out (a StepWorker runs an operation once).
+    pub(crate) fn take(&self, op_id: &str) -> Option<Arc<ProgressMap>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(op_id)
     }
 }
 
@@ -260,21 +297,44 @@ mod tests {
             spooled: false,
         };
         let answer = |s: Option<ResumeState>| {
-            ResumeAnswer::States(s.map(|s| ("a".to_owned(), s)).into_iter().collect())
+            ResumeAnswer::States(
+                s.map(|s| ("a".to_owned(), s)).into_iter().collect(),
+                BTreeMap::new(),
+            )
         };
+        for carry_on in [false, true] {
+            assert_eq!(
+                resume_action(&l, &answer(Some(ResumeState::Owned)), carry_on),
+                ResumeAction::ReportRestarted
+            );
+            assert_eq!(
+                resume_action(&l, &answer(Some(ResumeState::Released)), carry_on),
+                ResumeAction::Release
+            );
+            assert_eq!(
+                resume_action(&l, &answer(Some(ResumeState::Unknown)), carry_on),
+                ResumeAction::Release
+            );
+            assert_eq!(
+                resume_action(&l, &answer(None), carry_on),
+                ResumeAction::Keep
+            );
+        }
+        // Given back in full: carried on with, when the runtime does.
+        let op: Operation = serde_json::from_value(serde_json::json!({
+            "id": "a", "execution": {"id": 1, "project": "p"},
+            "steps": [], "nodes": []
+        }))
+        .unwrap();
+        let given = ResumeAnswer::States(
+            [("a".to_owned(), ResumeState::Owned)].into(),
+            [("a".to_owned(), op)].into(),
+        );
+        assert_eq!(resume_action(&l, &given, true), ResumeAction::CarryOn);
         assert_eq!(
-            resume_action(&l, &answer(Some(ResumeState::Owned))),
+            resume_action(&l, &given, false),
             ResumeAction::ReportRestarted
         );
-        assert_eq!(
-            resume_action(&l, &answer(Some(ResumeState::Released))),
-            ResumeAction::Release
-        );
-        assert_eq!(
-            resume_action(&l, &answer(Some(ResumeState::Unknown))),
-            ResumeAction::Release
-        );
-        assert_eq!(resume_action(&l, &answer(None)), ResumeAction::Keep);
     }
 
     #[test]
@@ -286,7 +346,7 @@ mod tests {
             spooled: false,
         };
         assert_eq!(
-            resume_action(&intent, &ResumeAnswer::Unsupported),
+            resume_action(&intent, &ResumeAnswer::Unsupported, true),
             ResumeAction::Release
         );
         let answered = Leftover {
@@ -294,7 +354,7 @@ mod tests {
             ..intent.clone()
         };
         assert_eq!(
-            resume_action(&answered, &ResumeAnswer::Unsupported),
+            resume_action(&answered, &ResumeAnswer::Unsupported, true),
             ResumeAction::ReportRestarted
         );
         let with_reports = Leftover {
@@ -302,7 +362,7 @@ mod tests {
             ..intent
         };
         assert_eq!(
-            resume_action(&with_reports, &ResumeAnswer::Unsupported),
+            resume_action(&with_reports, &ResumeAnswer::Unsupported, true),
             ResumeAction::ReportRestarted
         );
     }

@@ -34,6 +34,7 @@ use crate::operations::OperationStore;
 use crate::outcome::Outcomes;
 use crate::poller::{Poller, PollerParts};
 use crate::registry::{ExecutionRegistry, RegistryParts};
+use crate::resume::ResumePlans;
 use crate::session::SessionStore;
 use crate::spool::{MemorySpool, Spool, SpoolError};
 use crate::stats::{RuntimeStats, StatsCell};
@@ -177,8 +178,14 @@ impl RuntimeBuilder {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let stats = StatsCell::default();
         let spool = self.spool.unwrap_or_else(|| Box::new(MemorySpool::new()));
-        let intake = ReportIntake::recover(spool, clock.clone(), stats.clone(), log.clone())
-            .map_err(|e| RuntimeError::Spool(Arc::new(e)))?;
+        let intake = ReportIntake::recover(
+            spool,
+            clock.clone(),
+            stats.clone(),
+            log.clone(),
+            self.config.carry_on_after_restart,
+        )
+        .map_err(|e| RuntimeError::Spool(Arc::new(e)))?;
         let config = Arc::new(self.config);
         let fail_points = self.fail_points.unwrap_or_default();
         let intake = Arc::new(intake);
@@ -189,6 +196,7 @@ impl RuntimeBuilder {
         let inbox = Arc::new(RegistryInbox::default());
         let session = Arc::new(SessionStore::default());
         let draining = Arc::new(AtomicBool::new(false));
+        let plans = Arc::new(ResumePlans::default());
         let outcomes = Arc::new(Outcomes {
             intake: intake.clone(),
             operations: operations.clone(),
@@ -245,6 +253,7 @@ impl RuntimeBuilder {
                 executors: Arc::new(self.executors),
                 intake: intake.clone(),
                 outcomes,
+                plans: plans.clone(),
                 log: log.clone(),
                 fail_points: fail_points.clone(),
             }),
@@ -263,6 +272,7 @@ impl RuntimeBuilder {
             session: session.clone(),
             intake: intake.clone(),
             draining: draining.clone(),
+            plans,
             stats: stats.clone(),
             clock: clock.clone(),
             log: log.clone(),

@@ -55,6 +55,12 @@ pub struct RuntimeConfig {
     pub request_timeout: Duration,
     /// How long a drain waits for the remaining reports to be acked.
     pub flush_timeout: Duration,
+    /// Carry on with the operations a previous process left running: the
+    /// control plane gives them back (`POST /resume` with
+    /// `withOperations`), finished node steps are not run again, and the
+    /// executors are asked to re-attach to the steps that were running
+    /// (`StepRequest::reattach`). Off: such operations are reported failed.
+    pub carry_on_after_restart: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +83,7 @@ impl Default for RuntimeConfig {
             backoff_initial: Duration::from_millis(100),
             request_timeout: Duration::from_secs(30),
             flush_timeout: Duration::from_secs(10),
+            carry_on_after_restart: false,
         }
     }
 }

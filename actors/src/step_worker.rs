@@ -31,7 +31,9 @@ use crate::model::{
     ReportBody, State, Stream,
 };
 use crate::outcome::Outcomes;
+use crate::resume::ResumePlans;
 use crate::settings::RuntimeConfig;
+use crate::spool::ProgressMap;
 use crate::supervisor::{panic_message, StopChild};
 
 /// What a StepWorker and its node-step threads touch, each by name.
@@ -43,6 +45,8 @@ pub(crate) struct WorkerParts {
     pub intake: Arc<ReportIntake>,
     /// The operation's end goes through here.
     pub outcomes: Arc<Outcomes>,
+    /// Where the steps of operations carried on with after a restart stood.
+    pub plans: Arc<ResumePlans>,
     pub log: Logger,
     pub fail_points: FailPoints,
 }
@@ -160,6 +164,9 @@ enum NodeEvent {
 pub struct StepWorker {
     parts: Arc<WorkerParts>,
     op: Arc<Operation>,
+    /// Where the steps stood, for an operation carried on with after a
+    /// restart of the runner.
+    plan: Option<Arc<ProgressMap>>,
     abort: OperationAbort,
     masker: Arc<Masker>,
     pending: VecDeque<Node>,
@@ -174,9 +181,11 @@ impl StepWorker {
     pub(crate) fn new(parts: Arc<WorkerParts>, op: Arc<Operation>, abort: OperationAbort) -> Self {
         let masker = Arc::new(Masker::for_operation(&op));
         let pending = dispatch_order(&op.nodes, &op.dispatch).into();
+        let plan = parts.plans.take(&op.id);
         StepWorker {
             parts,
             op,
+            plan,
             abort,
             masker,
             pending,
@@ -193,10 +202,31 @@ impl StepWorker {
             && (self.op.dispatch.keep_going || self.failed_nodes.is_empty())
     }
 
+    /// Whether `node` had a step running when the previous process died:
+    /// it is re-attached to even after an abort or a failure, so that the
+    /// abort reaches it and its end is reported.
+    fn was_running(&self, node: &Node) -> bool {
+        self.plan.as_ref().is_some_and(|p| {
+            p.values().any(|s| {
+                s.node == node.name && s.state.as_ref().is_some_and(|s| s.state == State::Running)
+            })
+        })
+    }
+
+    /// The next node to run: in order while dispatch goes on, else one left
+    /// running by the previous process.
+    fn next_node(&mut self) -> Option<Node> {
+        if self.may_dispatch() {
+            return self.pending.pop_front();
+        }
+        let i = self.pending.iter().position(|n| self.was_running(n))?;
+        self.pending.remove(i)
+    }
+
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
         let threads = self.op.dispatch.thread_count.max(1) as usize;
-        while self.running < threads && self.may_dispatch() {
-            let Some(node) = self.pending.pop_front() else {
+        while self.running < threads {
+            let Some(node) = self.next_node() else {
                 break;
             };
             self.running += 1;
@@ -204,6 +234,7 @@ impl StepWorker {
                 parts: self.parts.clone(),
                 op: self.op.clone(),
                 node,
+                plan: self.plan.clone(),
                 abort: self.abort.clone(),
                 masker: self.masker.clone(),
                 worker: ctx.address().recipient(),
@@ -221,7 +252,9 @@ impl StepWorker {
                 self.failed_nodes.push(format!("(thread: {e})"));
             }
         }
-        if self.running == 0 && (self.pending.is_empty() || !self.may_dispatch()) {
+        let left_running = self.pending.iter().any(|n| self.was_running(n));
+        if self.running == 0 && (self.pending.is_empty() || !(self.may_dispatch() || left_running))
+        {
             self.finish(ctx);
         }
     }
@@ -264,13 +297,17 @@ impl Actor for StepWorker {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.parts.intake.push(
-            &self.op.id,
-            ReportBody::Op(OpReport {
-                state: State::Running,
-                message: None,
-            }),
-        );
+        if self.plan.is_none() {
+            self.parts.intake.push(
+                &self.op.id,
+                ReportBody::Op(OpReport {
+                    state: State::Running,
+                    message: None,
+                }),
+            );
+        } else {
+            info!(self.parts.log, "carrying on with the operation after a restart"; "op" => &self.op.id);
+        }
         fail_point!(self.parts.fail_points, "step_worker::started");
         if let Some(ms) = self.op.timeout_ms {
             let abort = self.abort.clone();
@@ -327,6 +364,7 @@ struct NodeJob {
     parts: Arc<WorkerParts>,
     op: Arc<Operation>,
     node: Node,
+    plan: Option<Arc<ProgressMap>>,
     abort: OperationAbort,
     masker: Arc<Masker>,
     worker: Recipient<NodeEvent>,
@@ -393,6 +431,19 @@ impl NodeJob {
     /// filter, the executor and the data context all see that one form, so
     /// the filter passes exactly the address that is dialled.
     fn steps(&self) -> bool {
+        // Carried on with after a restart: a node that failed before has
+        // its report spooled already; one that succeeded everywhere is done.
+        if let Some(plan) = &self.plan {
+            let mut seen = plan.values().filter(|p| p.node == self.node.name);
+            let failed = |p: &&crate::spool::StepProgress| {
+                p.state
+                    .as_ref()
+                    .is_some_and(|s| s.state.is_terminal() && s.state != State::Succeeded)
+            };
+            if seen.any(|p| failed(&p)) {
+                return false;
+            }
+        }
         let node = match self.node.canonical() {
             Ok(node) => node,
             Err(e) => return self.refuse(e.to_string()),
@@ -443,18 +494,32 @@ impl NodeJob {
         let step_timeout = self.op.step_timeout_ms.map(Duration::from_millis);
         for (i, step) in steps.into_iter().enumerate() {
             let index = i as u32 + 1;
-            if self.abort.reason().is_some() {
+            let seen = self
+                .plan
+                .as_ref()
+                .and_then(|p| p.get(index, &self.node.name));
+            let before = seen.and_then(|p| p.state.as_ref()).map(|s| s.state);
+            if before == Some(State::Succeeded) {
+                continue;
+            }
+            // Running when the previous process died: the executor re-attaches
+            // to it, and the lines already spooled are not reported again.
+            // Also after an abort, which must reach it.
+            let reattach = before == Some(State::Running);
+            if self.abort.reason().is_some() && !reattach {
                 return false;
             }
             fail_point!(self.parts.fail_points, "step_worker::node");
-            self.report(
-                index,
-                NodeStepResult {
-                    state: State::Running,
-                    exit_code: None,
-                    message: None,
-                },
-            );
+            if !reattach {
+                self.report(
+                    index,
+                    NodeStepResult {
+                        state: State::Running,
+                        exit_code: None,
+                        message: None,
+                    },
+                );
+            }
             let signal = self.abort.child();
             let token = self
                 .tokens
@@ -474,6 +539,7 @@ impl NodeJob {
                 step,
                 env: env.clone(),
                 kill_grace: self.parts.config.kill_grace,
+                reattach,
             };
             let mut sink = StepOutput::new(
                 self.parts.intake.clone(),
@@ -482,6 +548,12 @@ impl NodeJob {
                 node.name.clone(),
                 index,
             );
+            if let (true, Some(p)) = (reattach, seen) {
+                sink.skip = [p.stdout_lines, p.stderr_lines];
+                info!(self.parts.log, "re-attaching to a step left running by the previous process";
+                    "op" => &self.op.id, "node" => &self.node.name, "step" => index,
+                    "stdout_lines_spooled" => p.stdout_lines, "stderr_lines_spooled" => p.stderr_lines);
+            }
             let result = catch_unwind(AssertUnwindSafe(|| {
                 executor.execute(&req, &mut sink, &signal)
             }))
@@ -512,6 +584,9 @@ struct StepOutput {
     stdout: MaskedLines,
     stderr: MaskedLines,
     system: MaskedLines,
+    /// Lines of stdout and stderr not to report again: a re-attached step's
+    /// output is read from its start, and these were spooled before.
+    skip: [u64; 2],
 }
 
 impl StepOutput {
@@ -531,6 +606,7 @@ impl StepOutput {
             stdout: lines(),
             stderr: lines(),
             system: lines(),
+            skip: [0, 0],
         }
     }
 
@@ -552,13 +628,20 @@ impl StepOutput {
             stdout,
             stderr,
             system,
+            skip,
         } = self;
-        let lines = match stream {
-            Stream::Stdout => stdout,
-            Stream::Stderr => stderr,
-            Stream::System => system,
+        let (lines, mut skip) = match stream {
+            Stream::Stdout => (stdout, Some(&mut skip[0])),
+            Stream::Stderr => (stderr, Some(&mut skip[1])),
+            Stream::System => (system, None),
         };
         let push = move |text: String| {
+            // The same bytes read again give the same lines after masking:
+            // the first ones are those already spooled.
+            if let Some(left) = skip.as_deref_mut().filter(|left| **left > 0) {
+                *left -= 1;
+                return;
+            }
             intake.push(
                 op_id,
                 ReportBody::Log(LogReport {

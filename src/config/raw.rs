@@ -425,6 +425,8 @@ impl RawSsh {
             // `runner.reattach` decides; the daemon sets it.
             reattach: defaults.reattach,
             reattach_window: positive("ssh.reattachWindowMs", self.reattach_window_ms)?,
+            // The daemon sets it from the spool directory.
+            step_key: defaults.step_key,
             allowed_nodes: allowed_nodes.map(NodeSet),
             key_bindings: key_bindings(&self.key_bindings)?,
         })

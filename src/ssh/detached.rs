@@ -71,11 +71,35 @@ impl Undetachable {
     }
 }
 
-/// What reattaching needs beyond the runner: how to dial, and the nodes
-/// known not to host the detached wrapper.
+/// What reattaching needs beyond the runner: how to dial, the nodes known
+/// not to host the detached wrapper, and the step's name.
 pub(crate) struct Reattach<'a> {
     pub dial: Dial,
     pub undetachable: &'a Undetachable,
+    /// The step's name under the step key (`SshSettings::step_key`): its
+    /// directory is `rdrunner-step-NAME` in the remote temp dir, the same
+    /// for a restarted runner.
+    pub name: String,
+    /// The step was started by a previous process of the runner: find it
+    /// and follow it from the start of its output instead of starting it.
+    pub again: bool,
+}
+
+impl Reattach<'_> {
+    /// The step's private directory on the node.
+    fn dir(&self, settings: &SshSettings) -> String {
+        format!("{}/rdrunner-step-{}", remote_base(settings), self.name)
+    }
+}
+
+/// `ssh.remoteTmpDir` without its trailing slashes (`/` for the root).
+fn remote_base(settings: &SshSettings) -> String {
+    let base = settings.remote_tmp_dir.trim_end_matches('/');
+    if base.is_empty() {
+        "/".to_owned()
+    } else {
+        base.to_owned()
+    }
 }
 
 /// A step started detached on the node.
@@ -133,8 +157,14 @@ pub(crate) fn run_step(
     abort: &AbortSignal,
     kill_grace: Duration,
 ) -> Result<StepOutcome, ExecutorError> {
+    if let Some(r) = reattach.filter(|r| r.again) {
+        let step = find(run, r)?;
+        info!(run.log, "re-attached to the step a previous process of the runner started";
+            "dir" => &step.dir, "pgid" => step.pgid);
+        return follow(run, r, &step, output, abort, kill_grace);
+    }
     if let Some(r) = reattach.filter(|r| !r.undetachable.contains(run.node)) {
-        match start(run, env, command, abort)? {
+        match start(run, r, env, command, abort)? {
             Ok(step) => return follow(run, r, &step, output, abort, kill_grace),
             Err(why) => {
                 if r.undetachable.insert(run.node) {
@@ -150,14 +180,14 @@ pub(crate) fn run_step(
 /// (then nothing of the step ran).
 fn start(
     run: &Runner,
+    r: &Reattach,
     env: &[(String, String)],
     command: &str,
     abort: &AbortSignal,
 ) -> Result<Result<DetachedStep, String>, ExecutorError> {
-    let base = run.settings.remote_tmp_dir.trim_end_matches('/');
-    let base = if base.is_empty() { "/" } else { base };
-    let bits: u128 = rand::random();
-    let dir = format!("{}/rdrunner-step-{bits:032x}", base.trim_end_matches('/'));
+    let base = remote_base(run.settings);
+    let base = base.as_str();
+    let dir = r.dir(run.settings);
     let marker = remote::new_marker();
     let script = remote::detached_script(&marker, base, &dir, env, command)?;
     let conn = run.conn.borrow();
@@ -244,6 +274,38 @@ fn start(
             text.trim()
         ),
     ))
+}
+
+/// Finds the step a previous process of the runner started: its private
+/// directory and process group. A step that cannot be found is not run
+/// again; the error says why it may be gone.
+fn find(run: &Runner, r: &Reattach) -> Result<DetachedStep, ExecutorError> {
+    let dir = r.dir(run.settings);
+    let d = shell_quote(&dir);
+    let probe = format!(
+        "if [ -d {d} ] && [ ! -h {d} ] && [ -O {d} ] && [ -s {d}/pgid ]; then printf 'pgid=%s\\n' \"$(cat {d}/pgid)\"; else echo missing; fi"
+    );
+    let (_, said) = run
+        .side_command(&probe)
+        .map_err(|e| run.protocol("cannot look for the step to re-attach to", e))?;
+    // The login shell's own noise (a bashrc) may come first.
+    let pgid = said
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pgid="))
+        .next_back()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .filter(|p| *p > 1);
+    match pgid {
+        Some(pgid) => Ok(DetachedStep { dir, pgid }),
+        None => Err(ExecutorError::new(
+            ExecutorErrorKind::NoExitStatus,
+            format!(
+                "cannot re-attach to the step on node '{}' ({}): its directory {dir} is not there. The step ended while the runner was down and its exit status went with the directory, or it ran attached to its connection (the node could not host the detached wrapper) and ended with it; it is not run again",
+                run.node,
+                run.conn.borrow().target
+            ),
+        )),
+    }
 }
 
 /// Follows the step's files to its end, reattaching when the connection

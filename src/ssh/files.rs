@@ -35,13 +35,25 @@ pub(crate) fn run_script(
     output: &mut dyn OutputSink,
     abort: &AbortSignal,
 ) -> Result<StepOutcome, ExecutorError> {
+    // Named after the step under the step key when steps run detached, so
+    // that a restarted runner re-attaching to it removes it afterwards.
+    let tag = match reattach {
+        Some(r) => r.name[..8].to_owned(),
+        None => format!("{:08x}", rand::random::<u32>()),
+    };
     let dir = format!(
-        "{}/rdrunner-{}-{}-{:08x}",
+        "{}/rdrunner-{}-{}-{tag}",
         run.settings.remote_tmp_dir.trim_end_matches('/'),
         sanitize(&req.op_id),
         req.step_index,
-        rand::random::<u32>()
     );
+    if let Some(r) = reattach.filter(|r| r.again) {
+        // Uploaded and started by the previous process: follow it, then
+        // remove its script.
+        let result = detached::run_step(run, Some(r), &req.env, "", output, abort, req.kill_grace);
+        remove_script_dir(run, &dir);
+        return result;
+    }
     let file = format!("{dir}/script{}", extension(step.file_extension.as_deref()));
     let sftp = open_sftp(run)?;
     check_shared_dir(run, &sftp, &run.settings.remote_tmp_dir)?;
@@ -72,16 +84,20 @@ pub(crate) fn run_script(
         )
     })();
     // Removed whatever happened, also after a failure or an abort.
-    match run.side_command(&format!("rm -rf -- {}", shell_quote(&dir))) {
-        Ok((0, _)) => debug!(run.log, "removed the script directory"; "dir" => &dir),
+    remove_script_dir(run, &dir);
+    result
+}
+
+fn remove_script_dir(run: &Runner, dir: &str) {
+    match run.side_command(&format!("rm -rf -- {}", shell_quote(dir))) {
+        Ok((0, _)) => debug!(run.log, "removed the script directory"; "dir" => dir),
         Ok((code, out)) => {
-            warn!(run.log, "could not remove the script directory"; "dir" => &dir, "status" => code, "output" => out.trim())
+            warn!(run.log, "could not remove the script directory"; "dir" => dir, "status" => code, "output" => out.trim())
         }
         Err(e) => {
-            warn!(run.log, "could not remove the script directory"; "dir" => &dir, "error" => e)
+            warn!(run.log, "could not remove the script directory"; "dir" => dir, "error" => e)
         }
     }
-    result
 }
 
 /// Writes a copy step's content to its destination with its mode.

@@ -26,7 +26,7 @@ mod settings;
 
 pub use auth::{tighten_key_store, KEY_ATTRIBUTE, PASSWORD_ATTRIBUTE};
 pub use settings::{
-    expand_home, store_path, KeyBinding, KnownHostsPolicy, NodeSet, SshSettings,
+    expand_home, store_path, KeyBinding, KnownHostsPolicy, NodeSet, SshSettings, StepKey,
     DEFAULT_KNOWN_HOSTS_FILE,
 };
 
@@ -35,7 +35,8 @@ use std::sync::Arc;
 
 use rdrunner_actors::model::{Node, Step};
 use rdrunner_actors::{
-    AbortReason, AbortSignal, ExecutorError, NodeExecutor, OutputSink, StepOutcome, StepRequest,
+    AbortReason, AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink,
+    StepOutcome, StepRequest,
 };
 use slog::{debug, o, Logger};
 
@@ -87,7 +88,10 @@ impl NodeExecutor for SshExecutor {
             "node" => req.node.name.clone(),
             "step" => req.step_index,
         ));
-        if let Some(reason) = abort.reason() {
+        // A step started by a previous process runs on the node whatever
+        // happened since: an abort must still reach its process group.
+        let again = req.reattach && !matches!(req.step, Step::Copy(_));
+        if let Some(reason) = abort.reason().filter(|_| !again) {
             return Ok(aborted_before_start(reason));
         }
         // Which credentials this node may have is decided, and they are
@@ -102,9 +106,20 @@ impl NodeExecutor for SshExecutor {
         let conn = dial(&self.settings, &credentials, &req.node, &user, &log)?;
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
-        if let Some(reason) = abort.reason() {
+        if let Some(reason) = abort.reason().filter(|_| !again) {
             conn.disconnect();
             return Ok(aborted_before_start(reason));
+        }
+        // A copy is idempotent: done again after a restart of the runner.
+        if again && !self.settings.reattach {
+            conn.disconnect();
+            return Err(ExecutorError::new(
+                ExecutorErrorKind::Config,
+                format!(
+                    "cannot re-attach to the step a previous process of the runner started on node '{}': runner.reattach is off; the step is not run again",
+                    req.node.name
+                ),
+            ));
         }
         let reattach = self.settings.reattach.then(|| {
             let (settings, node, log) = (self.settings.clone(), req.node.clone(), log.clone());
@@ -112,6 +127,11 @@ impl NodeExecutor for SshExecutor {
             Reattach {
                 dial,
                 undetachable: &self.undetachable,
+                name: self
+                    .settings
+                    .step_key
+                    .name(&req.op_id, req.step_index, &req.node.name),
+                again,
             }
         });
         let run = channel::Runner {

@@ -146,6 +146,49 @@ pub struct SshSettings {
     /// How long a node whose connection dropped may stay out of reach
     /// before its step fails (the step's timeout still ends it first).
     pub reattach_window: Duration,
+    /// The secret the names of detached steps' directories are derived
+    /// from (the daemon keeps it in the spool directory, so that a
+    /// restarted runner finds the steps again).
+    pub step_key: StepKey,
+}
+
+/// A secret for naming the directories of detached steps on the nodes:
+/// the same operation, step and node give the same name under the same
+/// key, and nobody without the key can tell the name in advance.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StepKey(pub [u8; 32]);
+
+impl Default for StepKey {
+    /// A key of this process only (the same for all its settings): its
+    /// steps cannot be found again after a restart.
+    fn default() -> Self {
+        static PROCESS_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        StepKey(*PROCESS_KEY.get_or_init(rand::random))
+    }
+}
+
+impl std::fmt::Debug for StepKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepKey(..)")
+    }
+}
+
+impl StepKey {
+    /// 32 hex digits naming the step `step` of operation `op_id` on node
+    /// `node`.
+    pub fn name(&self, op_id: &str, step: u32, node: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.0);
+        for part in [op_id.as_bytes(), &step.to_le_bytes(), node.as_bytes()] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl Default for SshSettings {
@@ -166,6 +209,7 @@ impl Default for SshSettings {
             remote_tmp_dir: "/tmp".to_owned(),
             reattach: true,
             reattach_window: Duration::from_secs(600),
+            step_key: StepKey::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ fn request(step: Step) -> StepRequest {
         step,
         env: vec![("RD_OPTION_SERVICE".into(), "it's \"quoted\" $x".into())],
         kill_grace: Duration::from_millis(500),
+        reattach: false,
     }
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdrunner::ssh::{KnownHostsPolicy, SshExecutor, SshSettings};
+use rdrunner::ssh::{KnownHostsPolicy, SshExecutor, SshSettings, StepKey};
 use rdrunner_actors::model::{CommandStep, ExecutionInfo, Node, Step, Stream};
 use rdrunner_actors::{AbortSignal, ExecutorError, NodeExecutor, StepOutcome, StepRequest};
 use rdrunner_harness::sshd::{SshdOptions, TestSshd};
@@ -100,6 +100,7 @@ impl Fixture {
             remote_tmp_dir: remote_tmp.display().to_string(),
             reattach: true,
             reattach_window: Duration::from_secs(60),
+            step_key: StepKey::default(),
         };
         Fixture {
             dir,
@@ -167,6 +168,7 @@ pub fn request(node: Node, step: Step) -> StepRequest {
         step,
         env: Vec::new(),
         kill_grace: Duration::from_secs(1),
+        reattach: false,
     }
 }
 

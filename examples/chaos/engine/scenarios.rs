@@ -41,6 +41,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "kill-9",
         "kill -9 of the runner in the middle of operations, then a restart",
     ),
+    (
+        "kill-9-ssh",
+        "kill -9 of the runner while SSH steps run, then a restart: re-attached, every line once",
+    ),
     ("slow-api", "every control plane answer delayed by 2 s"),
     ("log-flood", "a log flood with the runner's memory bounded"),
     ("cancel-storm", "a storm of cancels while operations start"),
@@ -143,6 +147,7 @@ pub async fn run(name: &str, opts: &Options) -> Row {
         "ssh-drop" => ssh_drop(opts, &mut row).await,
         "shipper-escalation" => shipper_escalation(opts, &mut row).await,
         "kill-9" => kill_9(opts, &mut row).await,
+        "kill-9-ssh" => kill_9_ssh(opts, &mut row).await,
         "slow-api" => slow_api(opts, &mut row).await,
         "log-flood" => log_flood(opts, &mut row).await,
         "cancel-storm" => cancel_storm(opts, &mut row).await,
@@ -588,6 +593,52 @@ async fn kill_9(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         Duration::from_secs(60 + run_for),
     )
     .await;
+    Ok(())
+}
+
+/// SSH steps running when the runner is killed go on on their nodes; the
+/// restarted runner takes their operations over and re-attaches to them:
+/// every operation succeeds with every line exactly once.
+async fn kill_9_ssh(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
+    let (execs, per_exec) = opts.pick((2usize, 2usize), (4, 4));
+    let mut w = World::new("kill-9-ssh", opts.seed, 0, &opts.breaks).await?;
+    let nodes = w.add_ssh_nodes(execs * per_exec, 5).await?;
+    w.start_runner(opts.fail_points())?;
+    // 50 lines a second for about 6 s (quick) or 16 s.
+    let n = opts.pick(300, 800);
+    for chunk in nodes.chunks(per_exec) {
+        let cmd = w.paced_command(n, 10, 0.2);
+        w.submit(chunk, cmd, Lines::Numbered(n), Expect::Succeed, None)
+            .await?;
+    }
+    if !w.wait_all_running(Duration::from_secs(20)).await {
+        row.notes
+            .push("not every operation was running before the kill".into());
+    }
+    let printing = Instant::now();
+    while printing.elapsed() < Duration::from_secs(30) && !w.every_node_printed() {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wait_ms = opts.rng("kill-9-ssh").gen_range(300..1500);
+    actix_rt::time::sleep(Duration::from_millis(wait_ms)).await;
+    let from = Instant::now();
+    let pid = w.runner.as_ref().map(|r| r.pid());
+    w.kill_runner();
+    row.notes.push(format!(
+        "kill-9-ssh: runner pid {pid:?} killed while {} SSH node steps printed",
+        nodes.len()
+    ));
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    w.start_runner(opts.fail_points())?;
+    w.windows.push(Window {
+        from,
+        to: Instant::now(),
+    });
+    let bounds = Bounds {
+        gap: NORMAL_GAP,
+        rss_mb: None,
+    };
+    finish(&mut w, "kill-9-ssh", bounds, row, Duration::from_secs(60)).await;
     Ok(())
 }
 

@@ -155,7 +155,9 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
                             && got.is_empty())
                 }
                 Expect::SucceedOrRestarted => {
-                    node_state == Some(RunState::Succeeded) || ended_by_restart(op.state, &op_msg)
+                    node_state == Some(RunState::Succeeded)
+                        || ended_by_restart(op.state, &op_msg)
+                        || node_state.is_some_and(|st| ended_by_restart(st, &node_msg))
                 }
             };
             if !node_ok {
@@ -197,7 +199,21 @@ pub async fn judge(world: &mut World, scenario: &str, bounds: Bounds, row: &mut 
                     }
             }
             Expect::SucceedOrRestarted => {
-                op.state == RunState::Succeeded || ended_by_restart(op.state, &op_msg)
+                // Or carried on with after the restart, where the steps the
+                // restart ended (local ones, not re-attached to) failed it.
+                let failed_by_restart = op.state == RunState::Failed
+                    && s.nodes.iter().all(|n| {
+                        exec.nodes.get(n).is_some_and(|st| {
+                            st.state == RunState::Succeeded
+                                || ended_by_restart(
+                                    st.state,
+                                    st.message.as_deref().unwrap_or_default(),
+                                )
+                        })
+                    });
+                op.state == RunState::Succeeded
+                    || ended_by_restart(op.state, &op_msg)
+                    || failed_by_restart
             }
         };
         if !op_ok {

@@ -42,6 +42,13 @@ impl Runner {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// `kill -9`: the process dies at once, as under the OOM killer.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL the runner");
+        let _ = child.wait();
+    }
+
     /// SIGTERM, then waits (at most 20 s) for the drain to end.
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -1,0 +1,139 @@
+//! End to end: the `rdrunner` binary killed with `kill -9` while an SSH step
+//! runs, then started again in the same working directory. The new process
+//! takes the operation over (`POST /resume`), re-attaches to the step still
+//! running on the node, and the control plane ends up with every line of
+//! its output exactly once and in order; an abort sent while no runner ran
+//! is delivered after the restart and ends every process of the step.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{pgrep, Runner, World, PROJECT};
+use rdrunner_actors::model::{CommandStep, Step, Stream};
+use rdrunner_harness::{OutputEntry, RunState, SubmitExecution};
+
+fn job(command: String) -> SubmitExecution {
+    SubmitExecution::new(vec![Step::Command(CommandStep { command })], ".*")
+}
+
+/// The texts of one stream of `out`, in order.
+fn texts(out: &[OutputEntry], stream: Stream) -> Vec<String> {
+    out.iter()
+        .filter(|e| e.stream == stream)
+        .map(|e| e.text.clone())
+        .collect()
+}
+
+/// The step's directories left in the nodes' temp dir.
+fn step_dirs(world: &World) -> Vec<String> {
+    std::fs::read_dir(world.work().join("remote-tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("rdrunner-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[actix_rt::test]
+async fn a_step_running_at_a_kill_9_is_re_attached_and_every_line_arrives_once() {
+    let world = World::new(&["r1"]).await;
+    let runner = Runner::start(world.work());
+    // 200 lines, one every 50 ms (10 s); every tenth also on stderr.
+    let command = "i=0; while [ $i -lt 200 ]; do echo \"line $i\"; \
+                   if [ $((i % 10)) -eq 0 ]; then echo \"err $i\" >&2; fi; \
+                   i=$((i+1)); sleep 0.05; done"
+        .to_owned();
+    let admin = world.admin();
+    let id = admin
+        .submit_execution(PROJECT, &job(command))
+        .await
+        .expect("submit");
+    world
+        .wait_output(id, Duration::from_secs(20), |out| {
+            texts(out, Stream::Stdout).len() >= 30
+        })
+        .await;
+    runner.kill9();
+    // Down for a moment, while the step goes on printing on the node.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let runner = Runner::start(world.work());
+    let status = world.wait_terminal(id).await;
+    let stderr = runner.stderr();
+    assert_eq!(status.state, RunState::Succeeded, "{status:#?}\n{stderr}");
+    assert_eq!(status.nodes["r1"].state, RunState::Succeeded, "{status:#?}");
+    let out = world
+        .wait_output(id, Duration::from_secs(5), |_| true)
+        .await;
+    let want: Vec<String> = (0..200).map(|i| format!("line {i}")).collect();
+    assert_eq!(
+        texts(&out, Stream::Stdout),
+        want,
+        "stderr of the runner:\n{stderr}"
+    );
+    let want: Vec<String> = (0..200).step_by(10).map(|i| format!("err {i}")).collect();
+    assert_eq!(texts(&out, Stream::Stderr), want);
+    // The step's directory went once its status was read.
+    assert!(step_dirs(&world).is_empty(), "{:?}", step_dirs(&world));
+    runner.stop();
+}
+
+#[actix_rt::test]
+async fn an_abort_sent_while_the_runner_is_down_ends_the_step_after_the_restart() {
+    let world = World::new(&["r1"]).await;
+    let runner = Runner::start(world.work());
+    let marker = format!(
+        "sleep 300.{}",
+        rand::random::<u32>() % 1_000_000 + 1_000_000
+    );
+    let command = format!("echo started; {marker} & {marker}; echo not reached");
+    let admin = world.admin();
+    let id = admin
+        .submit_execution(PROJECT, &job(command))
+        .await
+        .expect("submit");
+    world
+        .wait_output(id, Duration::from_secs(20), |out| {
+            out.iter().any(|e| e.text == "started")
+        })
+        .await;
+    assert!(pgrep(&marker).len() >= 2, "{:?}", pgrep(&marker));
+    runner.kill9();
+    // The step goes on without its runner, and the abort waits for one.
+    admin.abort(id).await.expect("abort");
+    assert!(pgrep(&marker).len() >= 2, "the step outlives its runner");
+    let aborted_at = Instant::now();
+    let runner = Runner::start(world.work());
+    let status = world.wait_terminal(id).await;
+    assert_eq!(
+        status.state,
+        RunState::Aborted,
+        "{status:#?}\n{}",
+        runner.stderr()
+    );
+    let left = loop {
+        let left = pgrep(&marker);
+        if left.is_empty() || aborted_at.elapsed() > Duration::from_secs(15) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if !left.is_empty() {
+        for pid in left.iter().filter_map(|l| l.split_whitespace().next()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid])
+                .status();
+        }
+    }
+    assert!(left.is_empty(), "processes of the step left: {left:?}");
+    let out = world
+        .wait_output(id, Duration::from_secs(5), |_| true)
+        .await;
+    assert!(!out.iter().any(|e| e.text == "not reached"));
+    assert_eq!(
+        out.iter().filter(|e| e.text == "started").count(),
+        1,
+        "{out:#?}"
+    );
+    runner.stop();
+}
