@@ -40,6 +40,9 @@ pub enum AssemblyError {
     Spool(SpoolError),
 }
 
+/// Where detached local steps keep their files, in the spool directory.
+pub const LOCAL_STEPS_DIR: &str = "local-steps";
+
 /// A runner assembled from its configuration, not started yet.
 pub struct Assembly {
     /// Every seam and setting in place; `start()` it inside an actix System.
@@ -92,7 +95,13 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         ..cfg.ssh.clone()
     };
     let ssh = SshExecutor::new(ssh_settings, log.new(slog::o!("executor" => "ssh")));
-    let local: Arc<dyn NodeExecutor> = if cfg.runner.local_executor {
+    let local: Arc<dyn NodeExecutor> = if cfg.runner.local_executor && cfg.runner.reattach {
+        // Detached, so that a restarted runner re-attaches to its steps.
+        Arc::new(LocalExecutor::detached(
+            cfg.spool.dir.join(LOCAL_STEPS_DIR),
+            StepKey(step_key),
+        ))
+    } else if cfg.runner.local_executor {
         Arc::new(LocalExecutor::new())
     } else {
         Arc::new(LocalExecutionOff)

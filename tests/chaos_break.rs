@@ -45,6 +45,7 @@ const CASES: &[(&str, &str, Caught)] = &[
         "kill-9-ssh",
         Caught::Says("runner restarted"),
     ),
+    ("no-reattach", "kill-9", Caught::Says("runner restarted")),
 ];
 
 fn run(scenario: &str, breaks: &[&str]) -> engine::Row {

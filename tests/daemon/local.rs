@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdrunner::local::LocalExecutor;
+use rdrunner::ssh::StepKey;
 use rdrunner_actors::model::{
     CommandStep, CopyStep, ExecutionInfo, Node, ScriptStep, Step, Stream,
 };
@@ -257,4 +258,121 @@ fn a_step_printing_faster_than_its_lines_are_taken_waits_on_its_pipe() {
         !finished_early,
         "the step printed all its output while none was taken: it is queued in memory"
     );
+}
+
+/// The directory a detached executor with `key` under `root` gives `req`.
+fn step_dir(root: &std::path::Path, key: &StepKey, req: &StepRequest) -> std::path::PathBuf {
+    root.join(format!(
+        "rdrunner-step-{}",
+        key.name(&req.op_id, req.step_index, &req.node.name)
+    ))
+}
+
+/// Leaves a step's directory as a dead runner would: its output so far and
+/// a pid file naming `pid` with start time `start`.
+fn leave_step(dir: &std::path::Path, pid: u32, start: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.join("out"), "before\n").unwrap();
+    std::fs::write(dir.join("err"), "").unwrap();
+    std::fs::write(dir.join("pid"), format!("{pid} {start}\n")).unwrap();
+}
+
+#[test]
+fn a_recycled_pid_is_not_taken_for_a_local_step() {
+    use std::os::unix::process::CommandExt;
+    let root = tempfile::tempdir().unwrap();
+    let key = StepKey([7; 32]);
+    let exec = LocalExecutor::detached(root.path().to_path_buf(), key.clone());
+    let mut req = request(command("echo never"));
+    req.reattach = true;
+    let dir = step_dir(root.path(), &key, &req);
+    // A live process leading a group of its own: the pid's next owner.
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = stranger.id();
+
+    // Recorded with another start time: not the step. An abort signals
+    // nobody, and the step is over.
+    leave_step(&dir, pid, 1);
+    let abort = AbortSignal::new();
+    abort.abort(AbortReason::Cancelled);
+    let mut lines = Vec::new();
+    let started = Instant::now();
+    let outcome = exec
+        .execute(&req, &mut |s: Stream, l: String| lines.push((s, l)), &abort)
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(outcome.message.unwrap_or_default().starts_with("aborted"));
+    assert_eq!(lines, vec![(Stream::Stdout, "before".to_owned())]);
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "the process that took the pid was signalled"
+    );
+    assert!(!dir.exists(), "the step's directory is removed");
+
+    // Without an abort: not waited for; no status, and the error says so.
+    leave_step(&dir, pid, 1);
+    let mut lines = Vec::new();
+    let started = Instant::now();
+    let err = exec
+        .execute(
+            &req,
+            &mut |s: Stream, l: String| lines.push((s, l)),
+            &AbortSignal::new(),
+        )
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(err.message.contains("no exit status"), "{err}");
+    assert_eq!(lines, vec![(Stream::Stdout, "before".to_owned())]);
+    assert!(stranger.try_wait().unwrap().is_none());
+
+    // Its directory gone: it is not run again, and the error says why.
+    let err = exec
+        .execute(&req, &mut |_: Stream, _: String| {}, &AbortSignal::new())
+        .unwrap_err();
+    assert!(err.message.contains("is not there"), "{err}");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+}
+
+#[test]
+fn a_detached_step_runs_in_a_session_of_its_own_outside_the_runners_directory() {
+    let root = tempfile::tempdir().unwrap();
+    let exec = LocalExecutor::detached(root.path().to_path_buf(), StepKey([9; 32]));
+    let mut lines = Vec::new();
+    let outcome = exec
+        .execute(
+            &request(command(
+                "echo sid=$(ps -o sid= -p $$ | tr -d ' ') pid=$$; pwd; echo err >&2; exit 4",
+            )),
+            &mut |s: Stream, l: String| lines.push((s, l)),
+            &AbortSignal::new(),
+        )
+        .unwrap();
+    assert_eq!(outcome.exit_code, Some(4), "{lines:?}");
+    let first = &lines.iter().find(|(s, _)| *s == Stream::Stdout).unwrap().1;
+    let sid: u32 = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sid="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    // The step's session is not the test's.
+    // SAFETY: getsid(2) takes an integer and touches no memory.
+    let own_sid = unsafe { libc::getsid(0) } as u32;
+    assert_ne!(sid, own_sid);
+    let cwd = &lines
+        .iter()
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .nth(1)
+        .unwrap()
+        .1;
+    assert!(!std::path::Path::new(cwd).starts_with(root.path()), "{cwd}");
+    assert!(!std::path::Path::new(cwd).exists(), "{cwd} was not removed");
+    assert!(lines.contains(&(Stream::Stderr, "err".to_owned())));
+    // Nothing is left under the root.
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }

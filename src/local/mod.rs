@@ -11,13 +11,16 @@
 //!
 //! Each step runs in a process group of its own, so that an abort reaches
 //! everything it started: TERM to the group, `kill_grace`, then KILL.
-//! stdout and stderr are read by two threads and handed to the caller's
-//! sink line by line, in order within each stream.
+//! Attached ([`LocalExecutor::new`]): stdout and stderr are read from pipes
+//! by two threads and handed to the caller's sink line by line, in order
+//! within each stream. Detached ([`LocalExecutor::detached`], what the
+//! daemon uses with `runner.reattach`): see `detached.rs`; the step
+//! survives a restart of the runner.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,10 @@ use rdrunner_actors::{
     AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink, StepOutcome,
     StepRequest,
 };
+
+use crate::ssh::StepKey;
+
+mod detached;
 
 /// Lines read from a step's pipes and not yet handed to the output sink.
 const OUTPUT_QUEUE: usize = 1024;
@@ -45,11 +52,29 @@ pub const LOCAL_LANG: &str = "C.UTF-8";
 
 /// Runs node steps on the runner's host.
 #[derive(Debug, Clone, Default)]
-pub struct LocalExecutor {}
+pub struct LocalExecutor {
+    /// Where detached steps keep their files, and the key their
+    /// directories are named under; `None`: steps are attached (piped).
+    detached: Option<detached::Detached>,
+}
 
 impl LocalExecutor {
+    /// Steps run as children of the runner with their output piped to it:
+    /// a restart of the runner fails the steps that were running.
     pub fn new() -> Self {
-        LocalExecutor {}
+        LocalExecutor { detached: None }
+    }
+
+    /// Steps run detached (a session of their own, output to files in a
+    /// private directory under `root`, named under `key`), so that a
+    /// restarted runner with the same `root` and `key` re-attaches to them.
+    pub fn detached(root: PathBuf, key: StepKey) -> Self {
+        // The wrapper runs in the step's own directory: the paths it is
+        // given must not depend on where the runner was started.
+        let root = std::path::absolute(&root).unwrap_or(root);
+        LocalExecutor {
+            detached: Some(detached::Detached { root, key }),
+        }
     }
 }
 
@@ -85,7 +110,11 @@ impl NodeExecutor for LocalExecutionOff {
     }
 }
 
-fn io_error(what: impl std::fmt::Display, node: &str, e: impl std::fmt::Display) -> ExecutorError {
+pub(crate) fn io_error(
+    what: impl std::fmt::Display,
+    node: &str,
+    e: impl std::fmt::Display,
+) -> ExecutorError {
     ExecutorError::new(
         ExecutorErrorKind::Io,
         format!("node {node} (local): {what}: {e}"),
@@ -104,6 +133,9 @@ impl NodeExecutor for LocalExecutor {
             // Idempotent: done again after a restart of the runner.
             return copy(c, node, output);
         }
+        if let Some(d) = &self.detached {
+            return d.execute(req, output, abort);
+        }
         if req.reattach {
             // A local step runs as a child of the runner, with pipes to it.
             return Err(ExecutorError::new(
@@ -120,27 +152,45 @@ impl NodeExecutor for LocalExecutor {
             .permissions(std::fs::Permissions::from_mode(0o700))
             .tempdir()
             .map_err(|e| io_error("cannot create the step's working directory", node, e))?;
-        let result = match &req.step {
-            Step::Command(c) => {
-                let mut cmd = Command::new("sh");
-                cmd.arg("-c").arg(&c.command);
-                run(cmd, dir.path(), req, output, abort)
-            }
-            Step::Script(s) => run_script(s, dir.path(), req, output, abort),
-            Step::Copy(c) => copy(c, node, output),
-        };
+        let result =
+            step_command(req, dir.path()).and_then(|cmd| run(cmd, dir.path(), req, output, abort));
         drop(dir);
         result
     }
 }
 
-fn run_script(
-    s: &ScriptStep,
-    dir: &Path,
-    req: &StepRequest,
-    output: &mut dyn OutputSink,
-    abort: &AbortSignal,
-) -> Result<StepOutcome, ExecutorError> {
+/// The process of a command or script step, with the step's environment,
+/// run in `dir` (a script is written there first).
+pub(crate) fn step_command(req: &StepRequest, dir: &Path) -> Result<Command, ExecutorError> {
+    let mut cmd = match &req.step {
+        Step::Command(c) => {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(&c.command);
+            cmd
+        }
+        Step::Script(s) => script_command(s, dir, req)?,
+        Step::Copy(_) => {
+            return Err(ExecutorError::new(
+                ExecutorErrorKind::Config,
+                "a copy step runs no process",
+            ))
+        }
+    };
+    cmd.env_clear()
+        .env("PATH", LOCAL_PATH)
+        .env("HOME", dir)
+        .env("LANG", LOCAL_LANG)
+        .envs(
+            req.env
+                .iter()
+                .filter(|(k, _)| k.starts_with("RD_"))
+                .map(|(k, v)| (k, v)),
+        )
+        .current_dir(dir);
+    Ok(cmd)
+}
+
+fn script_command(s: &ScriptStep, dir: &Path, req: &StepRequest) -> Result<Command, ExecutorError> {
     let node = req.node.name.as_str();
     let ext = s.file_extension.as_deref().unwrap_or("");
     let ext = if ext.is_empty() || ext.starts_with('.') {
@@ -173,7 +223,7 @@ fn run_script(
         None => Command::new(&path),
     };
     cmd.args(&s.args);
-    run(cmd, dir, req, output, abort)
+    Ok(cmd)
 }
 
 fn copy(
@@ -230,7 +280,7 @@ fn copy(
 }
 
 /// Sends `sig` to every process of the group `pgid`; false when none is left.
-fn signal_group(pgid: u32, sig: libc::c_int) -> bool {
+pub(crate) fn signal_group(pgid: u32, sig: libc::c_int) -> bool {
     // SAFETY: kill(2) takes two integers and touches no memory of this
     // process. The negative pid addresses the process group the step was
     // started in (process_group(0) made its leader's pid the group id), so
@@ -238,7 +288,7 @@ fn signal_group(pgid: u32, sig: libc::c_int) -> bool {
     unsafe { libc::kill(-(pgid as libc::pid_t), sig) == 0 }
 }
 
-fn signal_name(sig: i32) -> String {
+pub(crate) fn signal_name(sig: i32) -> String {
     match sig {
         libc::SIGTERM => "TERM".into(),
         libc::SIGKILL => "KILL".into(),
@@ -276,28 +326,16 @@ fn reader(
         })
 }
 
-/// Runs `cmd` in `dir` with the step's environment and nothing of the
-/// runner's (see the file's header for what it holds).
+/// Runs `cmd` (from [`step_command`]) with its output piped to the runner.
 fn run(
     mut cmd: Command,
-    dir: &Path,
+    _dir: &Path,
     req: &StepRequest,
     output: &mut dyn OutputSink,
     abort: &AbortSignal,
 ) -> Result<StepOutcome, ExecutorError> {
     let node = req.node.name.as_str();
-    cmd.env_clear()
-        .env("PATH", LOCAL_PATH)
-        .env("HOME", dir)
-        .env("LANG", LOCAL_LANG)
-        .envs(
-            req.env
-                .iter()
-                .filter(|(k, _)| k.starts_with("RD_"))
-                .map(|(k, v)| (k, v)),
-        )
-        .current_dir(dir)
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -411,7 +449,7 @@ fn run(
     Ok(outcome)
 }
 
-fn aborted_before_start() -> StepOutcome {
+pub(crate) fn aborted_before_start() -> StepOutcome {
     StepOutcome {
         exit_code: None,
         signal: None,
