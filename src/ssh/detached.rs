@@ -398,7 +398,7 @@ fn follow(
                         "stdout_offset" => files[0].offset, "stderr_offset" => files[1].offset);
                     break;
                 }
-                Dialled::Failed(e) => {
+                Dialled::Failed(e) | Dialled::Refused(e) => {
                     debug!(run.log, "reattaching failed"; "error" => &e);
                     last = e;
                     pause(abort, REDIAL_PAUSE.min(left));
@@ -645,6 +645,9 @@ fn aborted(reason: AbortReason, pgid: u32, how: &str) -> StepOutcome {
 enum Dialled {
     Connected(Connection),
     Failed(String),
+    /// Refused for a reason another try cannot mend (host key, credentials,
+    /// configuration).
+    Refused(String),
     /// `left` passed while the dial was still under way.
     TimedOut,
     Aborted(AbortReason),
@@ -670,7 +673,14 @@ fn dial_abortable(dial: &Dial, abort: &AbortSignal, left: Duration) -> Dialled {
         }
         match rx.recv_timeout(TICK * 4) {
             Ok(Ok(conn)) => return Dialled::Connected(conn),
-            Ok(Err(e)) => return Dialled::Failed(e.message),
+            Ok(Err(e)) => {
+                return match e.kind {
+                    ExecutorErrorKind::HostKey
+                    | ExecutorErrorKind::Authentication
+                    | ExecutorErrorKind::Config => Dialled::Refused(e.message),
+                    _ => Dialled::Failed(e.message),
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= until => {
                 return Dialled::TimedOut
             }
@@ -679,6 +689,75 @@ fn dial_abortable(dial: &Dial, abort: &AbortSignal, left: Duration) -> Dialled {
                 return Dialled::Failed("the dial ended without an answer".into())
             }
         }
+    }
+}
+
+/// Dials the node of a step a previous process started, again and again
+/// until `ssh.reattachWindowMs` passes: the step may run on there, and a
+/// node briefly out of reach is no reason to give up on it. Errors that
+/// another try cannot mend (a host key or credentials refused) end it at
+/// once.
+pub(crate) fn redial(
+    dial: &Dial,
+    settings: &SshSettings,
+    node: &str,
+    abort: &AbortSignal,
+    log: &Logger,
+) -> Result<Connection, ExecutorError> {
+    let started = Instant::now();
+    let window = settings.reattach_window;
+    // An abort does not stop the dialling: the step runs on until the
+    // connection ends it. It only bounds it, by the call timeout.
+    let never = AbortSignal::new();
+    let mut aborted_at: Option<Instant> = None;
+    let mut logged = false;
+    loop {
+        if abort.reason().is_some() && aborted_at.is_none() {
+            aborted_at = Some(Instant::now());
+        }
+        let mut left = window.saturating_sub(started.elapsed());
+        if let Some(t) = aborted_at {
+            left = left.min(settings.call_timeout.saturating_sub(t.elapsed()));
+        }
+        let mut lasting = false;
+        let last = match dial_abortable(dial, &never, left.max(Duration::from_millis(1))) {
+            Dialled::Connected(conn) => return Ok(conn),
+            Dialled::Failed(e) => e,
+            Dialled::Refused(e) => {
+                lasting = true;
+                e
+            }
+            Dialled::TimedOut => "the dial did not end in time".to_owned(),
+            Dialled::Aborted(_) => "aborted".to_owned(),
+        };
+        let out_of_time = started.elapsed() >= window
+            || aborted_at.is_some_and(|t| t.elapsed() >= settings.call_timeout);
+        if lasting || out_of_time {
+            let why = match (lasting, aborted_at, abort.reason()) {
+                (true, _, _) => String::new(),
+                (false, Some(_), Some(reason)) => format!(
+                    " ({}, and the node did not answer within ssh.callTimeoutMs, {} ms: the step could not be ended)",
+                    reason_text(reason),
+                    settings.call_timeout.as_millis()
+                ),
+                _ => format!(
+                    " (tried for ssh.reattachWindowMs, {} ms)",
+                    window.as_millis()
+                ),
+            };
+            return Err(ExecutorError::new(
+                ExecutorErrorKind::Protocol,
+                format!(
+                    "cannot re-attach to the step the previous process of the runner started on node '{node}': {last}{why}; the step may still run there, and it is not run again"
+                ),
+            ));
+        }
+        if !logged {
+            logged = true;
+            warn!(log, "the node of a step to re-attach to cannot be reached; dialling again";
+                "error" => &last, "window_ms" => window.as_millis() as u64);
+        }
+        pause(&never, REDIAL_PAUSE.min(left));
     }
 }
 

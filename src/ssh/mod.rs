@@ -103,7 +103,17 @@ impl NodeExecutor for SshExecutor {
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.settings.default_user.clone());
-        let conn = dial(&self.settings, &credentials, &req.node, &user, &log)?;
+        let conn = if again {
+            // The step runs on the node whatever happened to the runner: a
+            // node briefly out of reach is dialled again within the window.
+            let (settings, node, log2) = (self.settings.clone(), req.node.clone(), log.clone());
+            let creds = credentials.clone();
+            let user2 = user.clone();
+            let d: Dial = Arc::new(move || dial(&settings, &creds, &node, &user2, &log2));
+            detached::redial(&d, &self.settings, &req.node.name, abort, &log)?
+        } else {
+            dial(&self.settings, &credentials, &req.node, &user, &log)?
+        };
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
         if let Some(reason) = abort.reason().filter(|_| !again) {

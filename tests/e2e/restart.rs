@@ -125,7 +125,11 @@ async fn an_abort_sent_while_the_runner_is_down_ends_the_step_after_the_restart(
                 .status();
         }
     }
-    assert!(left.is_empty(), "processes of the step left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes of the step left: {left:?}\nrunner:\n{}",
+        runner.stderr()
+    );
     let out = world
         .wait_output(id, Duration::from_secs(5), |_| true)
         .await;
@@ -134,6 +138,45 @@ async fn an_abort_sent_while_the_runner_is_down_ends_the_step_after_the_restart(
         out.iter().filter(|e| e.text == "started").count(),
         1,
         "{out:#?}"
+    );
+    runner.stop();
+}
+
+#[actix_rt::test]
+async fn a_node_out_of_reach_at_the_restart_is_dialled_again_until_it_answers() {
+    let mut world = World::new(&["r1"]).await;
+    let runner = Runner::start(world.work());
+    let command =
+        "i=0; while [ $i -lt 100 ]; do echo \"line $i\"; i=$((i+1)); sleep 0.05; done".to_owned();
+    let admin = world.admin();
+    let id = admin
+        .submit_execution(PROJECT, &job(command))
+        .await
+        .expect("submit");
+    world
+        .wait_output(id, Duration::from_secs(20), |out| {
+            texts(out, Stream::Stdout).len() >= 10
+        })
+        .await;
+    runner.kill9();
+    // The node's sshd is down when the runner comes back (the step runs
+    // on, detached from it), and back a moment later.
+    world.sshd.stop();
+    let runner = Runner::start(world.work());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    world.sshd.restart().expect("sshd starts again");
+    let status = world.wait_terminal(id).await;
+    let stderr = runner.stderr();
+    assert_eq!(status.state, RunState::Succeeded, "{status:#?}\n{stderr}");
+    let out = world
+        .wait_output(id, Duration::from_secs(5), |_| true)
+        .await;
+    let want: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+    assert_eq!(texts(&out, Stream::Stdout), want, "{stderr}");
+    let log = std::fs::read_to_string(world.logs_dir().join("runner.log")).unwrap_or_default();
+    assert!(
+        log.contains("cannot be reached; dialling again"),
+        "the runner said it waited for the node:\n{log}"
     );
     runner.stop();
 }
