@@ -33,8 +33,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rdrunner_actors::model::Report;
+use rdrunner_actors::model::Stream;
 use rdrunner_actors::{
-    JournalEntry, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation, StepProgress,
+    JournalEntry, Mark, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation, StepProgress,
 };
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +175,12 @@ struct StepRecord {
     err: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<NodeState>,
+    /// stdout's mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    om: Option<Mark>,
+    /// stderr's mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    em: Option<Mark>,
 }
 
 impl StepRecord {
@@ -184,6 +191,8 @@ impl StepRecord {
             out: p.stdout_lines,
             err: p.stderr_lines,
             state: p.state.clone(),
+            om: p.stdout_mark,
+            em: p.stderr_mark,
         }
     }
 
@@ -194,6 +203,8 @@ impl StepRecord {
             stdout_lines: self.out,
             stderr_lines: self.err,
             state: self.state,
+            stdout_mark: self.om,
+            stderr_mark: self.em,
         }
     }
 }
@@ -1002,6 +1013,22 @@ impl Spool for DiskSpool {
             .unwrap_or_default())
     }
 
+    fn mark(
+        &mut self,
+        op_id: &str,
+        step: u32,
+        node: &str,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), SpoolError> {
+        if let Some(op) = self.ops.get_mut(op_id) {
+            if let Some(key) = op.progress.mark(step, node, stream, mark) {
+                op.dirty.insert(key);
+            }
+        }
+        Ok(())
+    }
+
     fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {
         self.journal_entry(op_id, replica_id, ClaimKind::Intent)
     }
@@ -1265,6 +1292,41 @@ mod tests {
         drop(s);
         let mut s = open(d.path());
         assert!(s.progress("a").unwrap().is_empty());
+    }
+
+    #[test]
+    fn marks_of_a_steps_output_survive_acks_and_reopen_and_only_move_forward() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        s.append(&[
+            step_report("a", 1, 1, "n1", "running"),
+            step_report("a", 2, 1, "n1", "out"),
+            step_report("a", 3, 1, "n1", "err"),
+        ])
+        .unwrap();
+        let mark = |offset, lines| Mark { offset, lines };
+        s.mark("a", 1, "n1", Stream::Stdout, mark(70_000, 1))
+            .unwrap();
+        s.mark("a", 1, "n1", Stream::Stderr, mark(90_000, 1))
+            .unwrap();
+        // An older mark does not replace a newer one; an unknown step is
+        // ignored.
+        s.mark("a", 1, "n1", Stream::Stdout, mark(10, 0)).unwrap();
+        s.mark("a", 9, "n9", Stream::Stdout, mark(10, 0)).unwrap();
+        s.ack("a", 3).unwrap();
+        drop(s);
+        let mut s = open(d.path());
+        let p = s.progress("a").unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].stdout_mark, Some(mark(70_000, 1)));
+        assert_eq!(p[0].stderr_mark, Some(mark(90_000, 1)));
+        // Written again whole when acks.log is compacted at open.
+        drop(s);
+        let mut s = open(d.path());
+        assert_eq!(
+            s.progress("a").unwrap()[0].stdout_mark,
+            Some(mark(70_000, 1))
+        );
     }
 
     #[test]

@@ -33,11 +33,23 @@ pub struct StepRequest {
     /// cannot re-attach fails the step with an error saying why, and never
     /// runs it a second time.
     pub reattach: bool,
+    /// With `reattach`: the byte offsets of stdout and stderr to read the
+    /// step's output on from (marks of the previous process, see
+    /// [`OutputSink::mark`]); 0 reads from the start.
+    pub resume_at: [u64; 2],
 }
 
 /// Where an executor sends output, one line at a time (newline stripped).
 pub trait OutputSink: Send {
     fn line(&mut self, stream: Stream, text: String);
+
+    /// Every byte of `stream` before `offset` (of the step's output, as
+    /// its executor keeps it) has been handed over as lines: a restarted
+    /// runner may read on from there ([`StepRequest::resume_at`]). Called
+    /// by executors that can re-attach; the default ignores it.
+    fn mark(&mut self, stream: Stream, offset: u64) {
+        let _ = (stream, offset);
+    }
 }
 
 impl<F: FnMut(Stream, String) + Send> OutputSink for F {

@@ -209,6 +209,21 @@ impl ReportIntake {
         held
     }
 
+    /// Records a mark of a step's output stream (see `Spool::mark`); a
+    /// failure only costs reading more after a restart.
+    pub(crate) fn mark(
+        &self,
+        op_id: &str,
+        step: u32,
+        node: &str,
+        stream: crate::model::Stream,
+        mark: crate::spool::Mark,
+    ) {
+        if let Err(e) = self.lock().spool.mark(op_id, step, node, stream, mark) {
+            debug!(self.log, "could not record a mark of a step's output"; "op" => op_id, "error" => %e);
+        }
+    }
+
     /// Where each node step of `op_id` stands, from the spool.
     pub(crate) fn progress(&self, op_id: &str) -> Result<ProgressMap, SpoolError> {
         let mut map = ProgressMap::default();

@@ -73,7 +73,7 @@ pub use runtime::{
     NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, RuntimeHandle,
 };
 pub use spool::{
-    JournalEntry, MemorySpool, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation,
+    JournalEntry, Mark, MemorySpool, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation,
     StepProgress,
 };
 #[cfg(feature = "runtime")]

@@ -52,6 +52,13 @@ impl LineSplitter {
         }
     }
 
+    /// Bytes held back: the start of a line not ended yet. The stream's
+    /// offset minus this is where a fresh splitter would go on with the
+    /// same lines.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Emits what is left as a last line (output that did not end in `\n`).
     pub fn finish(&mut self, emit: &mut dyn FnMut(String)) {
         if !self.buf.is_empty() {

@@ -52,6 +52,19 @@ pub struct StepProgress {
     pub stderr_lines: u64,
     /// The last node report of the step on the node.
     pub state: Option<NodeState>,
+    /// Where reading the step's stdout may resume: a byte offset and the
+    /// stdout lines reported before it (see `OutputSink::mark`).
+    pub stdout_mark: Option<Mark>,
+    /// Likewise for stderr.
+    pub stderr_mark: Option<Mark>,
+}
+
+/// A point of a step's output stream: `lines` lines were reported from the
+/// bytes before `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub offset: u64,
+    pub lines: u64,
 }
 
 /// The state a node report gave.
@@ -85,6 +98,8 @@ impl ProgressMap {
             stdout_lines: 0,
             stderr_lines: 0,
             state: None,
+            stdout_mark: None,
+            stderr_mark: None,
         });
         match &report.body {
             ReportBody::Log(l) if l.stream == Stream::Stdout => p.stdout_lines += 1,
@@ -98,6 +113,29 @@ impl ProgressMap {
             }
             ReportBody::Op(_) => {}
         }
+        Some(key)
+    }
+
+    /// Records a mark of `stream` of step `step` on `node`; returns the key
+    /// when it changed anything.
+    pub fn mark(
+        &mut self,
+        step: u32,
+        node: &str,
+        stream: Stream,
+        mark: Mark,
+    ) -> Option<(u32, String)> {
+        let key = (step, node.to_owned());
+        let p = self.0.get_mut(&key)?;
+        let slot = match stream {
+            Stream::Stdout => &mut p.stdout_mark,
+            Stream::Stderr => &mut p.stderr_mark,
+            Stream::System => return None,
+        };
+        if slot.is_some_and(|m| m.offset >= mark.offset) {
+            return None;
+        }
+        *slot = Some(mark);
         Some(key)
     }
 
@@ -180,6 +218,22 @@ pub trait Spool: Send + 'static {
     fn progress(&mut self, op_id: &str) -> Result<Vec<StepProgress>, SpoolError> {
         let _ = op_id;
         Ok(Vec::new())
+    }
+
+    /// Records that `lines` lines of `stream` of step `step` on `node` were
+    /// reported from the bytes before `offset` of its output. Durable with
+    /// the next ack record at the latest; the default keeps none (a
+    /// re-attached step is then read from its start).
+    fn mark(
+        &mut self,
+        op_id: &str,
+        step: u32,
+        node: &str,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), SpoolError> {
+        let _ = (op_id, step, node, stream, mark);
+        Ok(())
     }
 
     /// Journals the intent to claim `op_id` for `replica_id`; durable when
@@ -324,6 +378,20 @@ impl Spool for MemorySpool {
             .get(op_id)
             .map(|o| o.progress.to_vec())
             .unwrap_or_default())
+    }
+
+    fn mark(
+        &mut self,
+        op_id: &str,
+        step: u32,
+        node: &str,
+        stream: Stream,
+        mark: Mark,
+    ) -> Result<(), SpoolError> {
+        if let Some(op) = self.ops.get_mut(op_id) {
+            op.progress.mark(step, node, stream, mark);
+        }
+        Ok(())
     }
 
     fn journal_claim(&mut self, op_id: &str, replica_id: &str) -> Result<(), SpoolError> {

@@ -531,6 +531,37 @@ impl NodeJob {
                     timeout,
                 });
             }
+            let mut sink = StepOutput::new(
+                self.parts.intake.clone(),
+                &self.masker,
+                self.op.id.clone(),
+                node.name.clone(),
+                index,
+            );
+            let mut resume_at = [0, 0];
+            if let (true, Some(p)) = (reattach, seen) {
+                // Read on from the last mark of each stream whose lines the
+                // spool holds (a mark may be newer than the lines after a
+                // power loss: then from the start).
+                for (i, (mark, spooled)) in [
+                    (p.stdout_mark, p.stdout_lines),
+                    (p.stderr_mark, p.stderr_lines),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let mark = mark.filter(|m| m.lines <= spooled);
+                    let from = mark.map_or(0, |m| m.lines);
+                    resume_at[i] = mark.map_or(0, |m| m.offset);
+                    sink.emitted[i] = from;
+                    sink.marked[i] = resume_at[i];
+                    sink.skip[i] = spooled - from;
+                }
+                info!(self.parts.log, "re-attaching to a step left running by the previous process";
+                    "op" => &self.op.id, "node" => &self.node.name, "step" => index,
+                    "stdout_lines_spooled" => p.stdout_lines, "stderr_lines_spooled" => p.stderr_lines,
+                    "stdout_from_byte" => resume_at[0], "stderr_from_byte" => resume_at[1]);
+            }
             let req = StepRequest {
                 op_id: self.op.id.clone(),
                 execution: self.op.execution.clone(),
@@ -540,20 +571,8 @@ impl NodeJob {
                 env: env.clone(),
                 kill_grace: self.parts.config.kill_grace,
                 reattach,
+                resume_at,
             };
-            let mut sink = StepOutput::new(
-                self.parts.intake.clone(),
-                &self.masker,
-                self.op.id.clone(),
-                node.name.clone(),
-                index,
-            );
-            if let (true, Some(p)) = (reattach, seen) {
-                sink.skip = [p.stdout_lines, p.stderr_lines];
-                info!(self.parts.log, "re-attaching to a step left running by the previous process";
-                    "op" => &self.op.id, "node" => &self.node.name, "step" => index,
-                    "stdout_lines_spooled" => p.stdout_lines, "stderr_lines_spooled" => p.stderr_lines);
-            }
             let result = catch_unwind(AssertUnwindSafe(|| {
                 executor.execute(&req, &mut sink, &signal)
             }))
@@ -585,9 +604,18 @@ struct StepOutput {
     stderr: MaskedLines,
     system: MaskedLines,
     /// Lines of stdout and stderr not to report again: a re-attached step's
-    /// output is read from its start, and these were spooled before.
+    /// output is read from its last mark (or its start), and these were
+    /// spooled before.
     skip: [u64; 2],
+    /// Lines of stdout and stderr out of the masking so far (skipped ones
+    /// included), counted from the step's start.
+    emitted: [u64; 2],
+    /// The offset of the last mark recorded per stream.
+    marked: [u64; 2],
 }
+
+/// Bytes of a stream between two marks recorded in the spool.
+const MARK_EVERY: u64 = 64 * 1024;
 
 impl StepOutput {
     fn new(
@@ -607,6 +635,8 @@ impl StepOutput {
             stderr: lines(),
             system: lines(),
             skip: [0, 0],
+            emitted: [0, 0],
+            marked: [0, 0],
         }
     }
 
@@ -629,18 +659,23 @@ impl StepOutput {
             stderr,
             system,
             skip,
+            emitted,
+            ..
         } = self;
-        let (lines, mut skip) = match stream {
-            Stream::Stdout => (stdout, Some(&mut skip[0])),
-            Stream::Stderr => (stderr, Some(&mut skip[1])),
+        let (lines, mut counts) = match stream {
+            Stream::Stdout => (stdout, Some((&mut skip[0], &mut emitted[0]))),
+            Stream::Stderr => (stderr, Some((&mut skip[1], &mut emitted[1]))),
             Stream::System => (system, None),
         };
         let push = move |text: String| {
-            // The same bytes read again give the same lines after masking:
-            // the first ones are those already spooled.
-            if let Some(left) = skip.as_deref_mut().filter(|left| **left > 0) {
-                *left -= 1;
-                return;
+            if let Some((left, emitted)) = counts.as_mut() {
+                **emitted += 1;
+                // The same bytes read again give the same lines after
+                // masking: the first ones are those already spooled.
+                if **left > 0 {
+                    **left -= 1;
+                    return;
+                }
             }
             intake.push(
                 op_id,
@@ -660,6 +695,31 @@ impl OutputSink for StepOutput {
     fn line(&mut self, stream: Stream, text: String) {
         let (lines, mut push) = self.split(stream);
         lines.line(text, &mut push);
+    }
+
+    fn mark(&mut self, stream: Stream, offset: u64) {
+        let (i, lines) = match stream {
+            Stream::Stdout => (0, &self.stdout),
+            Stream::Stderr => (1, &self.stderr),
+            Stream::System => return,
+        };
+        // Only where the masking holds nothing back and owes nothing: the
+        // lines from there are masked the same when read again. Not before
+        // the lines already spooled are passed again.
+        if !lines.is_idle() || self.skip[i] > 0 || offset < self.marked[i] + MARK_EVERY {
+            return;
+        }
+        self.marked[i] = offset;
+        self.intake.mark(
+            &self.op_id,
+            self.step,
+            &self.node,
+            stream,
+            crate::spool::Mark {
+                offset,
+                lines: self.emitted[i],
+            },
+        );
     }
 }
 

@@ -113,6 +113,8 @@ pub(crate) fn start_time(pid: u32) -> Option<u64> {
 struct Followed {
     stream: Stream,
     file: File,
+    /// Bytes of the file read and handed to `lines`.
+    offset: u64,
     lines: LineSplitter,
 }
 
@@ -126,8 +128,10 @@ impl Followed {
                 break;
             }
             total += n;
+            self.offset += n as u64;
             let stream = self.stream;
             self.lines.push(&buf[..n], &mut |l| output.line(stream, l));
+            output.mark(stream, self.offset - self.lines.pending() as u64);
         }
         Ok(total)
     }
@@ -305,17 +309,24 @@ fn follow(
         Followed {
             stream: Stream::Stdout,
             file: open("out")?,
+            offset: 0,
             lines: LineSplitter::default(),
         },
         Followed {
             stream: Stream::Stderr,
             file: open("err")?,
+            offset: 0,
             lines: LineSplitter::default(),
         },
     ];
+    // A step re-attached to is read on from the previous process's marks.
+    if req.reattach {
+        files[0].offset = req.resume_at[0];
+        files[1].offset = req.resume_at[1];
+    }
     for f in files.iter_mut() {
         f.file
-            .seek(SeekFrom::Start(0))
+            .seek(SeekFrom::Start(f.offset))
             .map_err(|e| io_error("cannot read the step's output", node, e))?;
     }
     let read_err = |e: std::io::Error| io_error("cannot read the step's output", node, e);

@@ -81,8 +81,10 @@ pub(crate) struct Reattach<'a> {
     /// for a restarted runner.
     pub name: String,
     /// The step was started by a previous process of the runner: find it
-    /// and follow it from the start of its output instead of starting it.
+    /// and follow it from `from` instead of starting it.
     pub again: bool,
+    /// With `again`: the byte offsets of stdout and stderr to read on from.
+    pub from: [u64; 2],
 }
 
 impl Reattach<'_> {
@@ -322,6 +324,10 @@ fn follow(
         Followed::new(Stream::Stdout, "out"),
         Followed::new(Stream::Stderr, "err"),
     ];
+    if reattach.again {
+        files[0].offset = reattach.from[0];
+        files[1].offset = reattach.from[1];
+    }
     let window = run.settings.reattach_window;
     loop {
         let why = match follow_connected(run, step, &mut files, output, abort) {
@@ -584,6 +590,7 @@ fn read_new(
         total += n;
         let stream = f.stream;
         f.lines.push(&buf[..n], &mut |l| output.line(stream, l));
+        output.mark(stream, f.offset - f.lines.pending() as u64);
     }
     Ok((total, false))
 }

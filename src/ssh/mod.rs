@@ -142,6 +142,7 @@ impl NodeExecutor for SshExecutor {
                     .step_key
                     .name(&req.op_id, req.step_index, &req.node.name),
                 again,
+                from: req.resume_at,
             }
         });
         let run = channel::Runner {

@@ -21,6 +21,7 @@ fn request(step: Step) -> StepRequest {
         env: vec![("RD_OPTION_SERVICE".into(), "it's \"quoted\" $x".into())],
         kill_grace: Duration::from_millis(500),
         reattach: false,
+        resume_at: [0, 0],
     }
 }
 

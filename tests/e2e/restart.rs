@@ -39,11 +39,15 @@ fn step_dirs(world: &World) -> Vec<String> {
 async fn a_step_running_at_a_kill_9_is_re_attached_and_every_line_arrives_once() {
     let world = World::new(&["r1"]).await;
     let runner = Runner::start(world.work());
-    // 200 lines, one every 50 ms (10 s); every tenth also on stderr.
-    let command = "i=0; while [ $i -lt 200 ]; do echo \"line $i\"; \
+    // 200 lines of 1 KB, one every 50 ms (10 s); every tenth also on
+    // stderr. Long enough for the runner to mark where it got to (every
+    // 64 KiB) before the kill.
+    let command =
+        "pad=$(printf '%01000d' 0); i=0; while [ $i -lt 200 ]; do echo \"line $i $pad\"; \
                    if [ $((i % 10)) -eq 0 ]; then echo \"err $i\" >&2; fi; \
                    i=$((i+1)); sleep 0.05; done"
-        .to_owned();
+            .to_owned();
+    let pad = "0".repeat(1000);
     let admin = world.admin();
     let id = admin
         .submit_execution(PROJECT, &job(command))
@@ -51,7 +55,7 @@ async fn a_step_running_at_a_kill_9_is_re_attached_and_every_line_arrives_once()
         .expect("submit");
     world
         .wait_output(id, Duration::from_secs(20), |out| {
-            texts(out, Stream::Stdout).len() >= 30
+            texts(out, Stream::Stdout).len() >= 80
         })
         .await;
     runner.kill9();
@@ -65,14 +69,25 @@ async fn a_step_running_at_a_kill_9_is_re_attached_and_every_line_arrives_once()
     let out = world
         .wait_output(id, Duration::from_secs(5), |_| true)
         .await;
-    let want: Vec<String> = (0..200).map(|i| format!("line {i}")).collect();
-    assert_eq!(
-        texts(&out, Stream::Stdout),
-        want,
-        "stderr of the runner:\n{stderr}"
+    let want: Vec<String> = (0..200).map(|i| format!("line {i} {pad}")).collect();
+    let got = texts(&out, Stream::Stdout);
+    assert!(
+        got == want,
+        "{} lines, not the 200 printed, each once\nrunner:\n{stderr}",
+        got.len()
     );
     let want: Vec<String> = (0..200).step_by(10).map(|i| format!("err {i}")).collect();
     assert_eq!(texts(&out, Stream::Stderr), want);
+    // It read on from where the previous process had got to, not from the
+    // start of the step's output.
+    let from: u64 = stderr
+        .lines()
+        .find(|l| l.contains("re-attaching to a step"))
+        .and_then(|l| l.split("stdout_from_byte: ").nth(1))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no re-attach line in:\n{stderr}"));
+    assert!(from >= 64 * 1024, "read on from byte {from}");
     // The step's directory went once its status was read.
     assert!(step_dirs(&world).is_empty(), "{:?}", step_dirs(&world));
     runner.stop();

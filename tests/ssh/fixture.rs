@@ -169,6 +169,7 @@ pub fn request(node: Node, step: Step) -> StepRequest {
         env: Vec::new(),
         kill_grace: Duration::from_secs(1),
         reattach: false,
+        resume_at: [0, 0],
     }
 }
 

@@ -214,6 +214,12 @@ impl MaskedLines {
         }
     }
 
+    /// Whether nothing is held back, nor owed to a mask already reported:
+    /// the next line is masked as if it were the stream's first.
+    pub fn is_idle(&self) -> bool {
+        self.held.is_empty() && self.covered == 0
+    }
+
     /// Reports the lines held back (the stream ended).
     pub fn finish(&mut self, emit: &mut dyn FnMut(String)) {
         while !self.held.is_empty() {
