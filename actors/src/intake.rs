@@ -9,10 +9,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use slog::{debug, error, warn, Logger};
 use tokio::sync::{watch, Notify};
 
+use crate::backlog::Backlog;
 use crate::batch::{ack_steps, plan_batch};
 use crate::clock::Clock;
 use crate::model::{rfc3339, OpReport, Report, ReportBody, State};
@@ -61,6 +63,8 @@ struct IntakeInner {
     recent: HashMap<String, VecDeque<Report>>,
     recent_len: usize,
     batch_max: usize,
+    /// Unacked reports and when they were spooled.
+    backlog: Backlog,
 }
 
 impl ReportIntake {
@@ -76,11 +80,15 @@ impl ReportIntake {
         let mut closed = HashSet::new();
         let ops = spool.operations()?;
         let ts = rfc3339(clock.wall());
+        let mut backlog = Backlog::default();
+        let now = clock.now();
         for op in ops {
             if op.terminal {
+                backlog.recovered(&op.op_id, op.acked, op.last_seq, now);
                 closed.insert(op.op_id);
                 continue;
             }
+            backlog.recovered(&op.op_id, op.acked, op.last_seq + 1, now);
             let report = Report {
                 op_id: op.op_id.clone(),
                 seq: op.last_seq + 1,
@@ -107,6 +115,7 @@ impl ReportIntake {
                 recent: HashMap::new(),
                 recent_len: 0,
                 batch_max: 1000,
+                backlog,
             }),
             wake: Notify::new(),
             arrived: Notify::new(),
@@ -144,6 +153,7 @@ impl ReportIntake {
             return false;
         }
         g.keep_recent(&report);
+        g.backlog.spooled(op_id, seq, self.clock.now());
         if terminal {
             g.next_seq.remove(op_id);
             g.closed.insert(op_id.to_owned());
@@ -157,7 +167,11 @@ impl ReportIntake {
         let first = g.waiting == 1;
         let full = g.waiting >= g.batch_max;
         drop(g);
-        self.stats.update(|s| s.reports_spooled += 1);
+        let bytes = json_len(&report);
+        self.stats.update(|s| {
+            s.reports_spooled += 1;
+            s.report_bytes += bytes;
+        });
         if full {
             self.wake.notify_one();
         } else if first {
@@ -260,6 +274,7 @@ impl ReportIntake {
         g.spool.forget(op_id)?;
         g.spool.journal_release(op_id)?;
         g.forget_recent(op_id);
+        g.backlog.forget(op_id);
         g.next_seq.remove(op_id);
         g.closed.insert(op_id.to_owned());
         g.forgotten.push_back(op_id.to_owned());
@@ -305,6 +320,13 @@ impl ReportIntake {
         self.lock().spool.recorded_replica()
     }
 
+    /// Reports spooled and not acknowledged, and when the oldest of them
+    /// was spooled (within [`crate::backlog::MARK_EVERY`]).
+    pub(crate) fn backlog(&self) -> (u64, Option<Instant>) {
+        let g = self.lock();
+        (g.backlog.pending(), g.backlog.oldest())
+    }
+
     /// Applies the control plane's acks; returns how many reports they newly
     /// cover.
     pub(crate) fn apply_acks(&self, acks: &BTreeMap<String, u64>) -> Result<u64, SpoolError> {
@@ -314,6 +336,7 @@ impl ReportIntake {
         for step in ack_steps(&ops, acks) {
             g.spool.ack(&step.op_id, step.seq)?;
             g.acked_recent(&step.op_id, step.seq);
+            g.backlog.acked(&step.op_id, step.seq);
             newly += step.newly;
             if step.complete {
                 g.spool.forget(&step.op_id)?;
@@ -331,6 +354,25 @@ impl ReportIntake {
         self.stats.update(|s| s.reports_acked += newly);
         self.acked.send_modify(|n| *n += 1);
         Ok(newly)
+    }
+}
+
+/// The length of `report`'s JSON encoding, counted without building it.
+fn json_len(report: &Report) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, report) {
+        Ok(()) => c.0,
+        Err(_) => 0,
     }
 }
 

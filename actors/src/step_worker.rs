@@ -32,6 +32,7 @@ use crate::model::{
 };
 use crate::outcome::Outcomes;
 use crate::settings::RuntimeConfig;
+use crate::stats::{NodeStepGuard, StatsCell};
 use crate::supervisor::{panic_message, StopChild};
 
 /// What a StepWorker and its node-step threads touch, each by name.
@@ -43,6 +44,8 @@ pub(crate) struct WorkerParts {
     pub intake: Arc<ReportIntake>,
     /// The operation's end goes through here.
     pub outcomes: Arc<Outcomes>,
+    /// Counts the node steps running.
+    pub stats: StatsCell,
     pub log: Logger,
     pub fail_points: FailPoints,
 }
@@ -482,10 +485,12 @@ impl NodeJob {
                 node.name.clone(),
                 index,
             );
+            let running = NodeStepGuard::new(&self.parts.stats);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 executor.execute(&req, &mut sink, &signal)
             }))
             .map_err(|p| self.masker.mask(panic_message(&*p)));
+            drop(running);
             sink.finish();
             if step_timeout.is_some() {
                 self.worker.do_send(NodeEvent::StepEnded { token });

@@ -29,8 +29,12 @@ pub use settings::{
 };
 
 use rdrunner_actors::model::Step;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
 use rdrunner_actors::{
-    AbortReason, AbortSignal, ExecutorError, NodeExecutor, OutputSink, StepOutcome, StepRequest,
+    AbortReason, AbortSignal, ExecutorError, ExecutorFigures, NodeExecutor, OutputSink,
+    StepOutcome, StepRequest,
 };
 use slog::{debug, o, Logger};
 
@@ -40,16 +44,45 @@ use channel::reason_text;
 pub struct SshExecutor {
     settings: SshSettings,
     log: Logger,
+    /// Connect times and errors by kind, for the runtime's counters.
+    figures: Mutex<ExecutorFigures>,
 }
 
 impl SshExecutor {
     pub fn new(settings: SshSettings, log: Logger) -> Self {
-        SshExecutor { settings, log }
+        SshExecutor {
+            settings,
+            log,
+            figures: Mutex::new(ExecutorFigures::default()),
+        }
+    }
+
+    fn figures_mut(&self) -> MutexGuard<'_, ExecutorFigures> {
+        self.figures.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl NodeExecutor for SshExecutor {
     fn execute(
+        &self,
+        req: &StepRequest,
+        output: &mut dyn OutputSink,
+        abort: &AbortSignal,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let result = self.run_step(req, output, abort);
+        if let Err(e) = &result {
+            self.figures_mut().error(e.kind);
+        }
+        result
+    }
+
+    fn figures(&self) -> Option<ExecutorFigures> {
+        Some(self.figures_mut().clone())
+    }
+}
+
+impl SshExecutor {
+    fn run_step(
         &self,
         req: &StepRequest,
         output: &mut dyn OutputSink,
@@ -66,6 +99,7 @@ impl NodeExecutor for SshExecutor {
         // Which credentials this node may have is decided, and they are
         // read and checked, before anything is sent anywhere.
         let credentials = auth::Credentials::load(&self.settings, &req.node)?;
+        let connecting = Instant::now();
         let conn = connect::connect(&req.node, &self.settings)?;
         host_key::verify(&conn, &self.settings, &log)?;
         let user = req
@@ -75,6 +109,9 @@ impl NodeExecutor for SshExecutor {
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.settings.default_user.clone());
         auth::authenticate(&conn, &self.settings, &credentials, &req.node, &user)?;
+        self.figures_mut()
+            .connect_duration
+            .observe(connecting.elapsed());
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
         if let Some(reason) = abort.reason() {
