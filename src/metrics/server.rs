@@ -27,6 +27,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections answered at the same time.
 pub const MAX_CONNECTIONS: usize = 16;
+/// After refusing a request: how long, and how much, of what the client
+/// still sends is read before the connection is closed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+const DRAIN_MAX: usize = 64 * 1024;
 
 /// Why the endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -120,12 +124,16 @@ async fn accept(listener: TcpListener, handle: RuntimeHandle, version: Arc<str>,
 
 /// Reads one request head, answers it and closes the connection.
 async fn answer(mut stream: TcpStream, handle: &RuntimeHandle, version: &str, log: &Logger) {
-    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Err(_) => Response::text(408, "the request head did not arrive in time"),
-        Ok(Err(Failure::Io)) => return,
-        Ok(Err(Failure::Refused(e))) => Response::refusal(&e),
-        Ok(Ok(request)) => respond(request, handle, version),
-    };
+    let (response, refused) =
+        match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+            Err(_) => (
+                Response::text(408, "the request head did not arrive in time"),
+                true,
+            ),
+            Ok(Err(Failure::Io)) => return,
+            Ok(Err(Failure::Refused(e))) => (Response::refusal(&e), true),
+            Ok(Ok(request)) => (respond(request, handle, version), false),
+        };
     let write = async {
         stream.write_all(&response.to_bytes()).await?;
         stream.shutdown().await
@@ -134,6 +142,23 @@ async fn answer(mut stream: TcpStream, handle: &RuntimeHandle, version: &str, lo
         Ok(Ok(())) => {}
         Ok(Err(e)) => debug!(log, "metrics endpoint: answer not delivered"; "error" => %e),
         Err(_) => debug!(log, "metrics endpoint: answer not taken in time"),
+    }
+    if refused {
+        // Closing with unread bytes would reset the connection and lose the
+        // answer: read what the client still sends, a little and briefly.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain(&mut stream)).await;
+    }
+}
+
+/// Reads and drops at most [`DRAIN_MAX`] bytes, until the client closes.
+async fn drain(stream: &mut TcpStream) {
+    let mut chunk = [0u8; 1024];
+    let mut total = 0;
+    while total < DRAIN_MAX {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
     }
 }
 
