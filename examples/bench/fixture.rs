@@ -290,6 +290,8 @@ pub struct RunnerOptions {
     pub long_polling: bool,
     pub poll_interval_ms: u64,
     pub max_running: u32,
+    /// `[metrics] listen`: the endpoint on this address, or off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunnerOptions {
@@ -298,8 +300,15 @@ impl Default for RunnerOptions {
             long_polling: true,
             poll_interval_ms: 5000,
             max_running: 50,
+            metrics: None,
         }
     }
+}
+
+/// A free loopback address for a runner's metrics endpoint.
+pub fn free_loopback_addr() -> anyhow::Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
 }
 
 /// The runner's configuration file, in the daemon's format.
@@ -341,6 +350,10 @@ pub fn runner_toml(dir: &Path, nodes: &Nodes, opts: &RunnerOptions) -> String {
     let _ = writeln!(t, "dir = {:?}", dir.join("logs").display().to_string());
     let _ = writeln!(t, "level = \"warning\"");
     let _ = writeln!(t, "stderr = false");
+    if let Some(addr) = opts.metrics {
+        let _ = writeln!(t, "[metrics]");
+        let _ = writeln!(t, "listen = \"{addr}\"");
+    }
     t
 }
 
@@ -518,4 +531,58 @@ fn login_user() -> Result<String, String> {
         ));
     }
     Ok(BENCH_USER.to_owned())
+}
+
+/// Scrapes a runner's `/metrics` every second, as Prometheus would, on the
+/// benchmark's System; counts the answers that were a whole exposition.
+pub struct Scraper {
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+impl Scraper {
+    pub fn start(addr: std::net::SocketAddr, every: Duration) -> Scraper {
+        use std::sync::atomic::Ordering;
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (ok2, failed2) = (ok.clone(), failed.clone());
+        let task = actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(every);
+            loop {
+                tick.tick().await;
+                let got =
+                    actix_rt::time::timeout(Duration::from_secs(5), scrape_once(addr)).await;
+                match got {
+                    Ok(Ok(true)) => ok2.fetch_add(1, Ordering::Relaxed),
+                    _ => failed2.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        });
+        Scraper { ok, failed, task }
+    }
+
+    /// Stops scraping; (whole expositions, failed scrapes).
+    pub fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.task.abort();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// One `GET /metrics`; whether it answered 200 with a whole exposition.
+async fn scrape_once(addr: std::net::SocketAddr) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: application/openmetrics-text\r\n\r\n")
+        .await?;
+    let mut body = Vec::with_capacity(8192);
+    s.read_to_end(&mut body).await?;
+    let text = String::from_utf8_lossy(&body);
+    Ok(text.starts_with("HTTP/1.1 200 ")
+        && text.contains("rdrunner_checkin_duration_seconds_count")
+        && text.ends_with("# EOF\n"))
 }
