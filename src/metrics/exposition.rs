@@ -271,4 +271,67 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// Every series name the exposition can hold, from its `# TYPE` lines.
+    fn series_names(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for line in text.lines() {
+            let mut f = line.split(' ');
+            if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+                (f.next(), f.next(), f.next(), f.next())
+            {
+                match kind {
+                    "counter" => names.push(format!("{name}_total")),
+                    "histogram" => {
+                        for suffix in ["_bucket", "_sum", "_count"] {
+                            names.push(format!("{name}{suffix}"));
+                        }
+                    }
+                    _ => names.push(name.to_owned()),
+                }
+            }
+        }
+        names
+    }
+
+    /// The `rdrunner_*` names `text` mentions.
+    fn mentioned(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("rdrunner_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            out.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_alert_rules_and_the_dashboard_use_only_exported_metrics() {
+        // The last success's timestamp is absent until a check-in succeeds.
+        let stats = RuntimeStats {
+            last_checkin_success: Some(UNIX_EPOCH),
+            ..RuntimeStats::default()
+        };
+        let names = series_names(&render(stats, "0").unwrap());
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for file in [
+            "contrib/prometheus/rdrunner.rules.yml",
+            "contrib/prometheus/rdrunner.rules.test.yml",
+            "contrib/grafana/rdrunner.json",
+        ] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let used = mentioned(&text);
+            assert!(!used.is_empty(), "{file} names no metric");
+            for name in used {
+                assert!(
+                    names.contains(&name),
+                    "{file} uses {name}, which the runner does not export"
+                );
+            }
+        }
+    }
 }
