@@ -151,7 +151,11 @@ mod tests {
         b.spooled("op-1", 4, t0 + s(5));
         assert_eq!(b.oldest(), Some(t0));
         b.acked("op-1", 1);
-        assert_eq!(b.oldest(), Some(t0), "report 2 was spooled within 1 s of t0");
+        assert_eq!(
+            b.oldest(),
+            Some(t0),
+            "report 2 was spooled within 1 s of t0"
+        );
         b.acked("op-1", 2);
         assert_eq!(b.oldest(), Some(t0 + s(2)));
         b.acked("op-1", 3);

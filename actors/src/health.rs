@@ -30,7 +30,10 @@ pub struct Readiness {
 /// Alive while the supervision has not escalated and the Poller runs.
 pub fn liveness(s: &RuntimeStats) -> Liveness {
     if s.escalations > 0 {
-        let why = s.last_error.as_deref().unwrap_or("restart intensity exceeded");
+        let why = s
+            .last_error
+            .as_deref()
+            .unwrap_or("restart intensity exceeded");
         return Liveness {
             alive: false,
             reason: format!("supervision gave up: {why}"),

@@ -213,11 +213,8 @@ async fn run(p: Arc<PollerParts>) {
         match res {
             Ok(resp) => {
                 let end = p.clock.now();
-                p.stats.checkin_succeeded(
-                    end,
-                    p.clock.wall(),
-                    end.saturating_duration_since(now),
-                );
+                p.stats
+                    .checkin_succeeded(end, p.clock.wall(), end.saturating_duration_since(now));
                 retry.reset();
                 p.stats.update(|s| s.credentials_refused = false);
                 pacer.server_interval(resp.poll_interval_ms);

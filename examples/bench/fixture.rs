@@ -551,8 +551,7 @@ impl Scraper {
             let mut tick = actix_rt::time::interval(every);
             loop {
                 tick.tick().await;
-                let got =
-                    actix_rt::time::timeout(Duration::from_secs(5), scrape_once(addr)).await;
+                let got = actix_rt::time::timeout(Duration::from_secs(5), scrape_once(addr)).await;
                 match got {
                     Ok(Ok(true)) => ok2.fetch_add(1, Ordering::Relaxed),
                     _ => failed2.fetch_add(1, Ordering::Relaxed),
@@ -577,8 +576,10 @@ impl Scraper {
 async fn scrape_once(addr: std::net::SocketAddr) -> std::io::Result<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: application/openmetrics-text\r\n\r\n")
-        .await?;
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: application/openmetrics-text\r\n\r\n",
+    )
+    .await?;
     let mut body = Vec::with_capacity(8192);
     s.read_to_end(&mut body).await?;
     let text = String::from_utf8_lossy(&body);

@@ -989,7 +989,9 @@ async fn jitter_once(env: &Env, metrics: bool) -> anyhow::Result<Vec<Row>> {
     let s = Samples::new(gaps);
     let mut bench = format!("check-in jitter, {} local steps, {secs} s", 2 * per_kind);
     if let Some(n) = scrapes {
-        bench.push_str(&format!(", metrics endpoint scraped every 1 s ({n} scrapes)"));
+        bench.push_str(&format!(
+            ", metrics endpoint scraped every 1 s ({n} scrapes)"
+        ));
     }
     let label = env.runner_label();
     let bound = interval + Duration::from_millis(250);

@@ -12,8 +12,8 @@ use rdrunner_actors::RestartIntensity;
 use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
-use crate::metrics::MetricsSettings;
 use crate::logging::{level_from_name, level_name, LogFormat, LogSettings};
+use crate::metrics::MetricsSettings;
 use crate::runner::{AllowedNodes, RunnerSettings, SupervisionSettings, ALL_NODES};
 use crate::spool::{FsyncPolicy, SpoolSettings};
 use crate::ssh::{

@@ -221,7 +221,10 @@ mod tests {
             parse(&[0xff, 0xfe, b'\r', b'\n', b'\r', b'\n']),
             Err(RequestError::Malformed(_))
         ));
-        let long = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        let long = format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
         assert_eq!(parse(long.as_bytes()), Err(RequestError::TooLarge));
         assert_eq!(
             Response::refusal(&RequestError::TooLarge).status,

@@ -124,16 +124,16 @@ async fn accept(listener: TcpListener, handle: RuntimeHandle, version: Arc<str>,
 
 /// Reads one request head, answers it and closes the connection.
 async fn answer(mut stream: TcpStream, handle: &RuntimeHandle, version: &str, log: &Logger) {
-    let (response, refused) =
-        match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-            Err(_) => (
-                Response::text(408, "the request head did not arrive in time"),
-                true,
-            ),
-            Ok(Err(Failure::Io)) => return,
-            Ok(Err(Failure::Refused(e))) => (Response::refusal(&e), true),
-            Ok(Ok(request)) => (respond(request, handle, version), false),
-        };
+    let (response, refused) = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await
+    {
+        Err(_) => (
+            Response::text(408, "the request head did not arrive in time"),
+            true,
+        ),
+        Ok(Err(Failure::Io)) => return,
+        Ok(Err(Failure::Refused(e))) => (Response::refusal(&e), true),
+        Ok(Ok(request)) => (respond(request, handle, version), false),
+    };
     let write = async {
         stream.write_all(&response.to_bytes()).await?;
         stream.shutdown().await
@@ -226,10 +226,12 @@ mod tests {
 
     #[test]
     fn ready_and_health_answer_503_with_the_reason() {
-        let mut s = RuntimeStats::default();
-        s.checkin_interval = Duration::from_secs(5);
-        s.last_checkin_success_age = Some(Duration::from_secs(41));
-        s.checkin_error = Some("checkin: connection refused".into());
+        let mut s = RuntimeStats {
+            checkin_interval: Duration::from_secs(5),
+            last_checkin_success_age: Some(Duration::from_secs(41)),
+            checkin_error: Some("checkin: connection refused".into()),
+            ..RuntimeStats::default()
+        };
         let r = answer_route(Route::Ready, s.clone(), "0");
         assert_eq!(r.status, 503);
         assert_eq!(

@@ -145,7 +145,11 @@ async fn metrics_move_with_an_operation_and_ready_follows_the_control_plane() {
     assert_eq!(ready["ready"], true, "{body}");
     let s = scrape(addr);
     assert_eq!(
-        value(&s, "rdrunner_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        value(
+            &s,
+            "rdrunner_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
         Some(1.0)
     );
     assert_eq!(value(&s, "rdrunner_operations_running", &[]), Some(0.0));

@@ -1191,7 +1191,10 @@ async fn the_stats_follow_operations_check_ins_and_control_plane_errors() {
         .offer(operation("op-1", vec![fake_node("n", "sleep:400")]));
     assert!(rig.exec.wait_until(WAIT, |e| e.running == 1).await);
     let s = rig.handle.stats();
-    assert_eq!((s.operations_claimed, s.running, s.node_steps_running), (1, 1, 1));
+    assert_eq!(
+        (s.operations_claimed, s.running, s.node_steps_running),
+        (1, 1, 1)
+    );
     wait_complete(&rig.cp, &["op-1"]).await;
     let t0 = Instant::now();
     loop {
@@ -1219,7 +1222,11 @@ async fn the_stats_follow_operations_check_ins_and_control_plane_errors() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Three intervals of 250 ms, plus the check-in that was held.
-    assert!(t0.elapsed() < Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(r.reason.contains("connection refused"), "{}", r.reason);
     let s = rig.handle.stats();
     assert!(s.control_plane_errors[&("checkin".to_owned(), "transport".to_owned())] >= 1);
