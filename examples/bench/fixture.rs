@@ -533,42 +533,88 @@ fn login_user() -> Result<String, String> {
     Ok(BENCH_USER.to_owned())
 }
 
-/// Scrapes a runner's `/metrics` every second, as Prometheus would, on the
-/// benchmark's System; counts the answers that were a whole exposition.
+/// Scrapes a runner's `/metrics` every second, as Prometheus would (5 s
+/// timeout), on the benchmark's System; keeps what each scrape gave.
 pub struct Scraper {
-    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tally: std::sync::Arc<std::sync::Mutex<ScrapeTally>>,
     task: actix_rt::task::JoinHandle<()>,
+}
+
+/// What the scrapes gave.
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeTally {
+    /// Time to each whole exposition.
+    pub answered: Vec<Duration>,
+    /// Scrapes with no answer within 5 s.
+    pub timed_out: u64,
+    /// Scrapes that failed otherwise (refused, reset, not a whole
+    /// exposition).
+    pub failed: u64,
+}
+
+impl ScrapeTally {
+    pub fn total(&self) -> u64 {
+        self.answered.len() as u64 + self.timed_out + self.failed
+    }
+
+    /// Fails unless most scrapes gave a whole exposition.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.answered.is_empty() || self.failed > 0 {
+            bail!(
+                "the metrics endpoint answered {} of {} scrapes whole ({} timed out, {} failed)",
+                self.answered.len(),
+                self.total(),
+                self.timed_out,
+                self.failed
+            );
+        }
+        Ok(())
+    }
+
+    /// "N of M answered, max X ms" for a table row.
+    pub fn describe(&self) -> String {
+        let max = self.answered.iter().max().copied().unwrap_or_default();
+        format!(
+            "{} of {} answered (max {:.1} ms){}",
+            self.answered.len(),
+            self.total(),
+            max.as_secs_f64() * 1000.0,
+            if self.timed_out > 0 {
+                format!(", {} timed out after 5 s", self.timed_out)
+            } else {
+                String::new()
+            }
+        )
+    }
 }
 
 impl Scraper {
     pub fn start(addr: std::net::SocketAddr, every: Duration) -> Scraper {
-        use std::sync::atomic::Ordering;
-        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (ok2, failed2) = (ok.clone(), failed.clone());
+        let tally = std::sync::Arc::new(std::sync::Mutex::new(ScrapeTally::default()));
+        let tally2 = tally.clone();
         let task = actix_rt::spawn(async move {
             let mut tick = actix_rt::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let t0 = Instant::now();
                 let got = actix_rt::time::timeout(Duration::from_secs(5), scrape_once(addr)).await;
+                let took = t0.elapsed();
+                let mut t = tally2.lock().unwrap_or_else(|e| e.into_inner());
                 match got {
-                    Ok(Ok(true)) => ok2.fetch_add(1, Ordering::Relaxed),
-                    _ => failed2.fetch_add(1, Ordering::Relaxed),
-                };
+                    Ok(Ok(true)) => t.answered.push(took),
+                    Ok(_) => t.failed += 1,
+                    Err(_) => t.timed_out += 1,
+                }
             }
         });
-        Scraper { ok, failed, task }
+        Scraper { tally, task }
     }
 
-    /// Stops scraping; (whole expositions, failed scrapes).
-    pub fn stop(self) -> (u64, u64) {
-        use std::sync::atomic::Ordering;
+    /// Stops scraping; what the scrapes gave.
+    pub fn stop(self) -> ScrapeTally {
         self.task.abort();
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        self.tally.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

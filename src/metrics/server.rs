@@ -1,11 +1,13 @@
 //! The metrics endpoint's listener: bound when the runner is assembled (so
 //! a bad or busy address stops the start with its name), served once the
-//! runtime runs, on the actix System's own thread. Every connection gets
+//! runtime runs, on an actix Arbiter (thread) of its own: under load the
+//! System's thread is busy with the operations, and a liveness probe that
+//! waits on it could get the runner killed. Every connection gets
 //! one bounded task: the head must arrive within [`READ_TIMEOUT`] and fit
 //! in [`MAX_HEAD`], at most [`MAX_CONNECTIONS`] are answered at once (more
 //! are closed at once), and the answer is written within [`WRITE_TIMEOUT`].
-//! The Poller runs on a thread of its own, so a scrape never holds up a
-//! check-in.
+//! A scrape only takes a snapshot of the counters (a few short locks), so
+//! it never holds up a check-in or an operation.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,8 +81,8 @@ impl MetricsEndpoint {
         self.addr
     }
 
-    /// Serves `handle`'s figures until the actix System stops. Call inside
-    /// it (from the System's thread).
+    /// Serves `handle`'s figures on a thread of its own until the actix
+    /// System stops. Call inside the System.
     pub fn serve(
         self,
         handle: RuntimeHandle,
@@ -88,13 +90,29 @@ impl MetricsEndpoint {
         log: Logger,
     ) -> Result<(), MetricsError> {
         let addr = self.addr;
-        let listener = TcpListener::from_std(self.listener)
-            .map_err(|source| MetricsError::Serve { addr, source })?;
-        info!(log, "metrics endpoint listening"; "addr" => %addr,
-            "paths" => "/metrics /health /ready");
+        let std_listener = self.listener;
         let version = Arc::<str>::from(version);
-        actix_rt::spawn(accept(listener, handle, version, log));
-        Ok(())
+        let arbiter = actix_rt::Arbiter::new();
+        let spawned = arbiter.spawn(async move {
+            match TcpListener::from_std(std_listener) {
+                Ok(listener) => {
+                    info!(log, "metrics endpoint listening"; "addr" => %addr,
+                        "paths" => "/metrics /health /ready");
+                    accept(listener, handle, version, log).await;
+                }
+                Err(e) => {
+                    slog::error!(log, "cannot serve metrics"; "addr" => %addr, "error" => %e);
+                }
+            }
+        });
+        if spawned {
+            Ok(())
+        } else {
+            Err(MetricsError::Serve {
+                addr,
+                source: std::io::Error::other("the endpoint's thread did not start"),
+            })
+        }
     }
 }
 
