@@ -1,8 +1,8 @@
 //! The runner's metrics endpoint (`[metrics] listen`): `GET /metrics` (the
 //! runtime's counters in the Prometheus/OpenMetrics text format),
 //! `GET /health` (liveness) and `GET /ready` (readiness), served by a small
-//! HTTP/1.1 responder on the actix System the runtime already runs on, so
-//! the runner links no web framework for it.
+//! HTTP/1.1 responder on an Arbiter of the actix System the runtime already
+//! runs on, so the runner links no web framework for it.
 //!
 //! Codemap: `settings` (`MetricsSettings`), `http` (the request head and
 //! the response as plain values), `exposition` (a `RuntimeStats` snapshot
