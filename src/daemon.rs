@@ -28,7 +28,7 @@ use crate::logging::Logs;
 use crate::metrics::{MetricsEndpoint, MetricsError};
 use crate::runner::{AllowedNodes, RunnerSettings, ALL_NODES};
 use crate::spool::DiskSpool;
-use crate::ssh::SshExecutor;
+use crate::ssh::{SshExecutor, SshSettings};
 use crate::transport::{HttpControlPlane, TransportError, TransportSettings};
 
 /// The version the runner reports at startup and in its `User-Agent`.
@@ -89,6 +89,7 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         "long_polling" => cfg.runner.long_polling,
         "allowed_nodes" => cfg.runner.allowed_nodes.as_ref().map_or(ALL_NODES, AllowedNodes::as_str),
         "local_executor" => cfg.runner.local_executor,
+        "reattach" => cfg.runner.reattach,
         "spool" => %cfg.spool.dir.display(),
         "metrics" => cfg.metrics.listen_text(),
         "logs" => %cfg.log.dir.display());
@@ -110,7 +111,11 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         Err(e) => slog::warn!(log, "cannot make the key store private";
             "dir" => %cfg.ssh.key_store.display(), "error" => %e),
     }
-    let ssh = SshExecutor::new(cfg.ssh.clone(), log.new(slog::o!("executor" => "ssh")));
+    let ssh_settings = SshSettings {
+        reattach: cfg.runner.reattach,
+        ..cfg.ssh.clone()
+    };
+    let ssh = SshExecutor::new(ssh_settings, log.new(slog::o!("executor" => "ssh")));
     let local: Arc<dyn NodeExecutor> = if cfg.runner.local_executor {
         Arc::new(LocalExecutor::new())
     } else {

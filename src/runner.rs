@@ -32,6 +32,10 @@ pub struct RunnerSettings {
     /// own host, as the runner's user. Off by default: it hands the control
     /// plane that user's rights on this host.
     pub local_executor: bool,
+    /// Whether SSH steps run detached from their connection and survive
+    /// its drop (the SSH executor dials the node again and follows on).
+    /// Off: they run attached, and a dropped connection fails them.
+    pub reattach: bool,
     /// How long a drain lets running operations finish.
     pub drain_timeout: Duration,
     pub kill_grace: Duration,
@@ -53,6 +57,7 @@ impl Default for RunnerSettings {
             report_batch_max: runtime.report_batch_max,
             allowed_nodes: None,
             local_executor: false,
+            reattach: true,
             drain_timeout: Duration::from_secs(30),
             kill_grace: runtime.kill_grace,
             allow_insecure_creds_file: false,

@@ -35,6 +35,11 @@ const CASES: &[(&str, &str, Caught)] = &[
         Caught::Says("no terminal op report"),
     ),
     ("hog-memory", "log-flood", Caught::Says("peak RSS")),
+    (
+        "no-reattach",
+        "ssh-drop",
+        Caught::Says("lost the connection"),
+    ),
 ];
 
 fn run(scenario: &str, breaks: &[&str]) -> engine::Row {

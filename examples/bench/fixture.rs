@@ -290,6 +290,9 @@ pub struct RunnerOptions {
     pub long_polling: bool,
     pub poll_interval_ms: u64,
     pub max_running: u32,
+    /// `runner.reattach`: SSH steps run detached and followed, so that
+    /// they survive a dropped connection (the default), or attached.
+    pub reattach: bool,
     /// `[metrics] listen`: the endpoint on this address, or off.
     pub metrics: Option<std::net::SocketAddr>,
 }
@@ -300,6 +303,7 @@ impl Default for RunnerOptions {
             long_polling: true,
             poll_interval_ms: 5000,
             max_running: 50,
+            reattach: true,
             metrics: None,
         }
     }
@@ -319,6 +323,7 @@ pub fn runner_toml(dir: &Path, nodes: &Nodes, opts: &RunnerOptions) -> String {
     // The local suites' nodes are this host.
     let _ = writeln!(t, "localExecutor = true");
     let _ = writeln!(t, "maxRunning = {}", opts.max_running);
+    let _ = writeln!(t, "reattach = {}", opts.reattach);
     let _ = writeln!(t, "longPolling = {}", opts.long_polling);
     let _ = writeln!(t, "pollIntervalMs = {}", opts.poll_interval_ms);
     let _ = writeln!(t, "drainTimeoutMs = 2000");

@@ -333,15 +333,38 @@ async fn dispatch_samples(env: &Env, long: bool, ops: usize) -> anyhow::Result<S
 /// Latency from a line being printed on an SSH node (`date +%s%N`) to its
 /// report being stored at the control plane, seen by polling the harness's
 /// store every millisecond.
+/// Report latency with re-attach on (the default: the step runs detached
+/// and its files are followed) and off (output read from the connection),
+/// in one run, so that the cost of surviving a dropped connection shows.
 async fn report_latency(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for reattach in [true, false] {
+        rows.extend(report_latency_with(env, reattach).await?);
+    }
+    Ok(rows)
+}
+
+fn reattach_label(env: &Env, reattach: bool) -> String {
+    let on_off = if reattach { "on" } else { "off" };
+    format!("{}, re-attach {on_off}", env.runner_label())
+}
+
+async fn report_latency_with(env: &Env, reattach: bool) -> anyhow::Result<Vec<Row>> {
     let lines = env.size().pick(1000, 200, 20);
     let nodes = env.nodes.ssh_nodes(1);
     let (plane, _runner) = env
         .start(
-            "report",
+            if reattach {
+                "report"
+            } else {
+                "report-attached"
+            },
             Cadence::default(),
             &nodes,
-            RunnerOptions::default(),
+            RunnerOptions {
+                reattach,
+                ..RunnerOptions::default()
+            },
         )
         .await?;
     let cmd = format!("i=0; while [ $i -lt {lines} ]; do date +%s%N; sleep 0.01; i=$((i+1)); done");
@@ -393,7 +416,7 @@ async fn report_latency(env: &Env) -> anyhow::Result<Vec<Row>> {
     }
     Ok(latency_rows(
         "report",
-        &format!("{}, SSH node", env.runner_label()),
+        &format!("{}, SSH node", reattach_label(env, reattach)),
         "printed → stored",
         &Samples::new(samples),
         Some(Duration::from_millis(50)),
@@ -587,7 +610,6 @@ const LINE_BYTES: u64 = 1000;
 
 async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
     let size: u64 = env.size().pick(1_000_000_000, 100_000_000, 1_000_000);
-    let lines = size / LINE_BYTES;
     let cmd = format!(
         "yes \"$(printf '%0{}d' 0)\" | head -c {size}",
         LINE_BYTES - 1
@@ -609,20 +631,46 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
         None,
     ));
 
+    for reattach in [true, false] {
+        rows.extend(throughput_with(env, reattach, &cmd, size, &nodes, raw_rate, &bench).await?);
+    }
+    Ok(rows)
+}
+
+/// The runner's half of the throughput benchmark, with re-attach on or off.
+async fn throughput_with(
+    env: &Env,
+    reattach: bool,
+    cmd: &str,
+    size: u64,
+    nodes: &[Node],
+    raw_rate: f64,
+    bench: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let lines = size / LINE_BYTES;
+    let label = reattach_label(env, reattach);
+    let mut rows = Vec::new();
     let (plane, runner) = match env
         .start(
-            "throughput",
+            if reattach {
+                "throughput"
+            } else {
+                "throughput-attached"
+            },
             Cadence::default(),
-            &nodes,
-            RunnerOptions::default(),
+            nodes,
+            RunnerOptions {
+                reattach,
+                ..RunnerOptions::default()
+            },
         )
         .await
     {
         Ok(started) => started,
         Err(e) => {
             rows.push(Row::missing(
-                &bench,
-                env.runner_label(),
+                bench,
+                &label,
                 "throughput",
                 &format!("failed: {e:#}"),
             ));
@@ -634,7 +682,7 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
     let start = Instant::now();
     let id = plane
         .admin
-        .submit_execution(PROJECT, &submission(&cmd, ".*", 1))
+        .submit_execution(PROJECT, &submission(cmd, ".*", 1))
         .await?;
     let mut peak_sampled = 0;
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -669,10 +717,9 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
         bail!("only {stored} reports stored for {lines} lines");
     }
     let rate = size as f64 / 1e6 / wall.as_secs_f64();
-    let label = env.runner_label();
     rows.push(Row::measured(
-        &bench,
-        label,
+        bench,
+        &label,
         "throughput (node → stored at control plane)",
         format!("{rate:.0} MB/s ({lines} lines in {})", ms(wall)),
         "",
@@ -680,24 +727,24 @@ async fn throughput(env: &Env) -> anyhow::Result<Vec<Row>> {
     ));
     let share = rate / raw_rate;
     rows.push(Row::measured(
-        &bench,
-        label,
+        bench,
+        &label,
         "vs raw ssh",
         format!("{:.0}%", share * 100.0),
         ">= 80%",
         Some(share >= 0.8),
     ));
     rows.push(Row::measured(
-        &bench,
-        label,
+        bench,
+        &label,
         "runner peak RSS (VmHWM)",
         mib(usage.peak_rss_kib.max(peak_sampled)),
         "<= 64 MiB",
         Some(usage.peak_rss_kib.max(peak_sampled) <= 64 * 1024),
     ));
     rows.push(Row::measured(
-        &bench,
-        label,
+        bench,
+        &label,
         "CPU time: runner / control plane + bench",
         format!(
             "{:.1} s / {:.1} s over {:.1} s",

@@ -89,6 +89,9 @@ pub struct RawRunner {
     pub allowed_nodes: String,
     /// Allow `executor: local` nodes (steps on the runner's own host).
     pub local_executor: bool,
+    /// Run SSH steps detached from their connection, so that a dropped
+    /// connection is dialled again instead of failing the step.
+    pub reattach: bool,
     /// How long a SIGTERM waits for running operations (milliseconds).
     pub drain_timeout_ms: u64,
     /// Wait between TERM and KILL when a step is aborted (milliseconds).
@@ -113,6 +116,7 @@ impl Default for RawRunner {
                 .allowed_nodes
                 .map_or_else(|| ALL_NODES.to_owned(), |a| a.as_str().to_owned()),
             local_executor: d.local_executor,
+            reattach: d.reattach,
             drain_timeout_ms: millis(d.drain_timeout),
             kill_grace_ms: millis(d.kill_grace),
             allow_insecure_creds_file: d.allow_insecure_creds_file,
@@ -142,6 +146,7 @@ impl RawRunner {
             report_batch_max: self.report_batch_max,
             allowed_nodes: allowed_nodes(&self.allowed_nodes)?,
             local_executor: self.local_executor,
+            reattach: self.reattach,
             drain_timeout: Duration::from_millis(self.drain_timeout_ms),
             kill_grace: Duration::from_millis(self.kill_grace_ms),
             allow_insecure_creds_file: self.allow_insecure_creds_file,
@@ -336,6 +341,9 @@ pub struct RawSsh {
     pub keepalive_interval_ms: u64,
     pub use_agent: bool,
     pub remote_tmp_dir: String,
+    /// How long a node whose connection dropped while a step ran may stay
+    /// out of reach before the step fails (milliseconds).
+    pub reattach_window_ms: u64,
     /// Key-store files bound to fewer nodes than `runner.allowedNodes`.
     pub key_bindings: Vec<RawKeyBinding>,
 }
@@ -368,6 +376,7 @@ impl Default for RawSsh {
             keepalive_interval_ms: millis(d.keepalive_interval),
             use_agent: d.use_agent,
             remote_tmp_dir: d.remote_tmp_dir,
+            reattach_window_ms: millis(d.reattach_window),
             key_bindings: d
                 .key_bindings
                 .iter()
@@ -415,6 +424,9 @@ impl RawSsh {
             keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
             use_agent: self.use_agent,
             remote_tmp_dir: self.remote_tmp_dir.clone(),
+            // `runner.reattach` decides; the daemon sets it.
+            reattach: defaults.reattach,
+            reattach_window: positive("ssh.reattachWindowMs", self.reattach_window_ms)?,
             allowed_nodes: allowed_nodes.map(NodeSet),
             key_bindings: key_bindings(&self.key_bindings)?,
         })

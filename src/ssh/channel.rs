@@ -8,6 +8,7 @@
 //! by the call timeout. A blocking call never waits on the step's own
 //! channel, which is what would stall every other call on the session.
 
+use std::cell::RefCell;
 use std::io::{ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,9 @@ pub(crate) fn reason_text(reason: AbortReason) -> &'static str {
 
 /// What a step run needs from its executor and connection.
 pub(crate) struct Runner<'a> {
-    pub conn: &'a Connection,
+    /// The session the step runs on; replaced when a detached step's
+    /// connection drops and the node is dialled again.
+    pub conn: RefCell<Connection>,
     pub settings: &'a SshSettings,
     pub log: &'a Logger,
     pub node: &'a str,
@@ -56,10 +59,14 @@ struct Abort {
 }
 
 impl Runner<'_> {
-    fn protocol(&self, what: &str, e: impl std::fmt::Display) -> ExecutorError {
+    pub(crate) fn protocol(&self, what: &str, e: impl std::fmt::Display) -> ExecutorError {
         ExecutorError::new(
             ExecutorErrorKind::Protocol,
-            format!("{what} on node '{}' ({}): {e}", self.node, self.conn.target),
+            format!(
+                "{what} on node '{}' ({}): {e}",
+                self.node,
+                self.conn.borrow().target
+            ),
         )
     }
 
@@ -73,7 +80,8 @@ impl Runner<'_> {
         abort: &AbortSignal,
         kill_grace: Duration,
     ) -> Result<StepOutcome, ExecutorError> {
-        let session = &self.conn.session;
+        let conn = self.conn.borrow();
+        let session = &conn.session;
         let marker = remote::new_marker();
         let script = remote::step_script(&marker, env, command)?;
         session.set_blocking(true);
@@ -231,7 +239,7 @@ impl Runner<'_> {
                     ExecutorErrorKind::NoExitStatus,
                     format!(
                         "no exit status from node '{}' ({}): the server closed the channel without reporting how the command ended{note}",
-                        self.node, self.conn.target
+                        self.node, self.conn.borrow().target
                     ),
                 ))
             }
@@ -256,7 +264,7 @@ impl Runner<'_> {
             ExecutorErrorKind::Protocol,
             format!(
                 "lost the connection to node '{}' ({}) while the step ran: reading the command's {stream} failed ({e}); {group}",
-                self.node, self.conn.target
+                self.node, self.conn.borrow().target
             ),
         )
     }
@@ -264,7 +272,8 @@ impl Runner<'_> {
     /// Ends process group `pgid` on the node (TERM, `grace`, KILL) over a
     /// channel of its own; returns what happened, for the step's message.
     pub(crate) fn terminate(&self, pgid: u32, grace: Duration) -> String {
-        let session = &self.conn.session;
+        let conn = self.conn.borrow();
+        let session = &conn.session;
         let was_blocking = session.is_blocking();
         session.set_blocking(true);
         let tenths = grace.as_millis().div_ceil(100) as u64;
@@ -297,7 +306,8 @@ impl Runner<'_> {
     /// Runs a short command of the executor's own (not the step's) in
     /// blocking mode; returns its exit status and output.
     pub(crate) fn side_command(&self, command: &str) -> Result<(i32, String), String> {
-        let session = &self.conn.session;
+        let conn = self.conn.borrow();
+        let session = &conn.session;
         session.set_blocking(true);
         let run = || -> Result<(i32, String), ssh2::Error> {
             let mut ch = session.channel_session()?;
@@ -315,14 +325,15 @@ impl Runner<'_> {
 
     /// Waits until the socket can move data in the direction libssh2 is
     /// blocked on, or `timeout` passes.
-    fn wait_socket(&self, timeout: Duration) {
-        let dirs = self.conn.session.block_directions();
+    pub(crate) fn wait_socket(&self, timeout: Duration) {
+        let conn = self.conn.borrow();
+        let dirs = conn.session.block_directions();
         let mut events = libc::POLLIN;
         if matches!(dirs, BlockDirections::Outbound | BlockDirections::Both) {
             events |= libc::POLLOUT;
         }
         let mut pfd = libc::pollfd {
-            fd: self.conn.fd,
+            fd: conn.fd,
             events,
             revents: 0,
         };

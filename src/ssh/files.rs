@@ -21,6 +21,7 @@ use slog::{debug, warn};
 use ssh2::{FileStat, OpenFlags, OpenType, Sftp};
 
 use super::channel::{reason_text, Runner};
+use super::detached::{self, Reattach};
 
 /// Upload chunk: the abort signal is looked at between chunks.
 const UPLOAD_CHUNK: usize = 64 * 1024;
@@ -28,6 +29,7 @@ const UPLOAD_CHUNK: usize = 64 * 1024;
 /// Uploads, runs and removes a script step.
 pub(crate) fn run_script(
     run: &Runner,
+    reattach: Option<&Reattach>,
     req: &StepRequest,
     step: &ScriptStep,
     output: &mut dyn OutputSink,
@@ -59,7 +61,15 @@ pub(crate) fn run_script(
             command.push(' ');
             command.push_str(&shell_quote(arg));
         }
-        run.run(&req.env, &command, output, abort, req.kill_grace)
+        detached::run_step(
+            run,
+            reattach,
+            &req.env,
+            &command,
+            output,
+            abort,
+            req.kill_grace,
+        )
     })();
     // Removed whatever happened, also after a failure or an abort.
     match run.side_command(&format!("rm -rf -- {}", shell_quote(&dir))) {
@@ -124,9 +134,9 @@ pub(crate) fn copy(
 }
 
 fn open_sftp(run: &Runner) -> Result<Sftp, ExecutorError> {
-    run.conn.session.set_blocking(true);
-    run.conn
-        .session
+    let conn = run.conn.borrow();
+    conn.session.set_blocking(true);
+    conn.session
         .sftp()
         .map_err(|e| sftp_error(run, "cannot start SFTP", e))
 }
@@ -311,7 +321,8 @@ fn sftp_error(run: &Runner, what: &str, e: ssh2::Error) -> ExecutorError {
         ExecutorErrorKind::Protocol,
         format!(
             "{what} on node '{}' ({}): {e}; check the path and the login user's permissions",
-            run.node, run.conn.target
+            run.node,
+            run.conn.borrow().target
         ),
     )
 }

@@ -5,10 +5,11 @@
 //! Codemap: `settings` (the executor's settings and their defaults),
 //! `session` (a connected session, shared by the parts below), `host_key`
 //! (known_hosts policies), `connect` (TCP and handshake), `auth` (the key
-//! store and its node bindings, password, agent), `remote` (the wrapper the
-//! step runs in on the node), `channel` (the output loop and abort),
-//! `files` (SFTP upload for scripts and copy steps). Each imports only
-//! modules listed before it.
+//! store and its node bindings, password, agent), `remote` (the wrappers the
+//! step runs in on the node), `channel` (the attached output loop and
+//! abort), `detached` (a step detached from its connection, followed over
+//! SFTP and reattached when the connection drops), `files` (SFTP upload for
+//! scripts and copy steps). Each imports only modules listed before it.
 //!
 //! All libssh2 work is blocking work on the thread that calls `execute`; the
 //! runtime gives every node step a thread of its own.
@@ -16,6 +17,7 @@
 mod auth;
 mod channel;
 mod connect;
+mod detached;
 mod files;
 mod host_key;
 mod remote;
@@ -28,10 +30,11 @@ pub use settings::{
     DEFAULT_KNOWN_HOSTS_FILE,
 };
 
-use rdrunner_actors::model::Step;
-use std::sync::{Mutex, MutexGuard};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use rdrunner_actors::model::{Node, Step};
 use rdrunner_actors::{
     AbortReason, AbortSignal, ExecutorError, ExecutorFigures, NodeExecutor, OutputSink,
     StepOutcome, StepRequest,
@@ -39,27 +42,57 @@ use rdrunner_actors::{
 use slog::{debug, o, Logger};
 
 use channel::reason_text;
+use detached::{Dial, Reattach, Undetachable};
+use session::Connection;
 
 /// The SSH `NodeExecutor`.
 pub struct SshExecutor {
-    settings: SshSettings,
+    settings: Arc<SshSettings>,
     log: Logger,
-    /// Connect times and errors by kind, for the runtime's counters.
-    figures: Mutex<ExecutorFigures>,
+    /// Nodes found unable to host a detached step.
+    undetachable: Undetachable,
+    /// Connect times (reattaching dials included) and errors by kind, for
+    /// the runtime's counters.
+    figures: Arc<Mutex<ExecutorFigures>>,
 }
 
 impl SshExecutor {
     pub fn new(settings: SshSettings, log: Logger) -> Self {
         SshExecutor {
-            settings,
+            settings: Arc::new(settings),
             log,
-            figures: Mutex::new(ExecutorFigures::default()),
+            undetachable: Undetachable::default(),
+            figures: Arc::new(Mutex::new(ExecutorFigures::default())),
         }
     }
 
     fn figures_mut(&self) -> MutexGuard<'_, ExecutorFigures> {
-        self.figures.lock().unwrap_or_else(|e| e.into_inner())
+        lock_figures(&self.figures)
     }
+}
+
+fn lock_figures(figures: &Mutex<ExecutorFigures>) -> MutexGuard<'_, ExecutorFigures> {
+    figures.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Connects to `node`, checks its host key and logs in as `user`; the time
+/// that took goes into `figures`.
+fn dial(
+    settings: &SshSettings,
+    credentials: &auth::Credentials,
+    node: &Node,
+    user: &str,
+    log: &Logger,
+    figures: &Mutex<ExecutorFigures>,
+) -> Result<Connection, ExecutorError> {
+    let connecting = Instant::now();
+    let conn = connect::connect(node, settings)?;
+    host_key::verify(&conn, settings, log)?;
+    auth::authenticate(&conn, settings, credentials, node, user)?;
+    lock_figures(figures)
+        .connect_duration
+        .observe(connecting.elapsed());
+    Ok(conn)
 }
 
 impl NodeExecutor for SshExecutor {
@@ -98,38 +131,57 @@ impl SshExecutor {
         }
         // Which credentials this node may have is decided, and they are
         // read and checked, before anything is sent anywhere.
-        let credentials = auth::Credentials::load(&self.settings, &req.node)?;
-        let connecting = Instant::now();
-        let conn = connect::connect(&req.node, &self.settings)?;
-        host_key::verify(&conn, &self.settings, &log)?;
+        let credentials = Arc::new(auth::Credentials::load(&self.settings, &req.node)?);
         let user = req
             .node
             .username
             .clone()
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| self.settings.default_user.clone());
-        auth::authenticate(&conn, &self.settings, &credentials, &req.node, &user)?;
-        self.figures_mut()
-            .connect_duration
-            .observe(connecting.elapsed());
+        let conn = dial(
+            &self.settings,
+            &credentials,
+            &req.node,
+            &user,
+            &log,
+            &self.figures,
+        )?;
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
         if let Some(reason) = abort.reason() {
             conn.disconnect();
             return Ok(aborted_before_start(reason));
         }
+        let reattach = self.settings.reattach.then(|| {
+            let (settings, node, log) = (self.settings.clone(), req.node.clone(), log.clone());
+            let figures = self.figures.clone();
+            let dial: Dial =
+                Arc::new(move || dial(&settings, &credentials, &node, &user, &log, &figures));
+            Reattach {
+                dial,
+                undetachable: &self.undetachable,
+            }
+        });
         let run = channel::Runner {
-            conn: &conn,
+            conn: RefCell::new(conn),
             settings: &self.settings,
             log: &log,
             node: &req.node.name,
         };
         let outcome = match &req.step {
-            Step::Command(c) => run.run(&req.env, &c.command, output, abort, req.kill_grace),
-            Step::Script(s) => files::run_script(&run, req, s, output, abort),
+            Step::Command(c) => detached::run_step(
+                &run,
+                reattach.as_ref(),
+                &req.env,
+                &c.command,
+                output,
+                abort,
+                req.kill_grace,
+            ),
+            Step::Script(s) => files::run_script(&run, reattach.as_ref(), req, s, output, abort),
             Step::Copy(c) => files::copy(&run, c, abort),
         };
-        conn.disconnect();
+        run.conn.into_inner().disconnect();
         outcome
     }
 }

@@ -57,6 +57,93 @@ pub(crate) fn step_script(
     let tag = &marker[1..];
     // `s` held this very text; the step has no use for it.
     let mut w = format!("{{\nunset s\nprintf '\\036{tag}pgid=%s\\n' \"$$\"\n");
+    w.push_str(&exports(env)?);
+    if command.contains('\0') {
+        return Err(config(
+            "the command holds a NUL byte, which no shell can run".to_owned(),
+        ));
+    }
+    w.push_str(&format!(
+        "\"${{SHELL:-/bin/sh}}\" -c {} </dev/null\nrc=$?\nprintf '\\036{tag}rc=%s\\n' \"$rc\"\nexit \"$rc\"\n}}\n",
+        shell_quote(command)
+    ));
+    Ok(w)
+}
+
+/// What the detached wrapper prints, before the reason, when the node
+/// cannot host it (then nothing of the step ran).
+pub(crate) const CANNOT_DETACH: &str = "rdrunner-cannot-detach: ";
+
+/// The detached step's own shell, in a session of its own: writes its pid
+/// (the process group's id) by rename, runs the command with stdout and
+/// stderr through a `cat` each into the directory's files (so that, as on
+/// an attached channel, the output ends when the last process holding it
+/// closes it), then writes the exit status by rename, so that neither is
+/// ever read half written; `none` when the command's shell was killed
+/// before it could say. Fixed text: the directory and the command are its
+/// arguments.
+const DETACHED_BODY: &str = r#"d=$1
+echo $$ >"$d/pgid.new" && mv -f "$d/pgid.new" "$d/pgid"
+{ { "${SHELL:-/bin/sh}" -c "$2" </dev/null 3>&-; echo "$?" >"$d/rc"; } 2>&1 >&3 3>&- | cat >>"$d/err"; } 3>&1 | cat >>"$d/out"
+if [ -s "$d/rc" ]; then cat "$d/rc"; else echo none; fi >"$d/status.new" && mv -f "$d/status.new" "$d/status""#;
+
+/// Builds the script [`LAUNCHER`] reads to start `command` detached from
+/// the SSH session: checks that the node can host it (`setsid`, a temp dir
+/// `base` that is safe to create in), creates the private directory `dir`
+/// (mkdir 0700 of a fresh random name, then checked), starts the step with
+/// `setsid` and stdin from `/dev/null`, and prints the group id record once
+/// the step wrote it. When the node cannot host the step it prints
+/// [`CANNOT_DETACH`] and the reason, and runs nothing.
+pub(crate) fn detached_script(
+    marker: &str,
+    base: &str,
+    dir: &str,
+    env: &[(String, String)],
+    command: &str,
+) -> Result<String, ExecutorError> {
+    // The same checks of names, values and command as the attached wrapper.
+    step_script(marker, env, command)?;
+    let exports = exports(env)?;
+    let tag = &marker[1..];
+    let (b, d) = (shell_quote(base), shell_quote(dir));
+    Ok(format!(
+        "{{\nunset s\numask 077\n\
+         no() {{ printf '{CANNOT_DETACH}%s\\n' \"$1\"; exit 0; }}\n\
+         command -v setsid >/dev/null 2>&1 || no 'no setsid command on the node'\n\
+         [ -d {b} ] || no 'the remote temp dir '{b}' is not a directory'\n\
+         case $(ls -ld {b} 2>/dev/null) in\n\
+         d????w???[tT]*|d???????w[tT]*) ;;\n\
+         d????w*|d???????w*) no 'the remote temp dir '{b}' is writable by others and has no sticky bit' ;;\n\
+         esac\n\
+         mkdir -m 700 {d} 2>/dev/null || no 'cannot create a directory in the remote temp dir '{b}\n\
+         if [ ! -d {d} ] || [ -h {d} ] || [ ! -O {d} ] || ! : >{d}/out || ! : >{d}/err; then rm -rf {d}; no 'cannot write a private directory in the remote temp dir '{b}; fi\n\
+         {exports}\
+         setsid /bin/sh -c {body} rdrunner-step {d} {c} </dev/null >/dev/null 2>&1 &\n\
+         i=0\n\
+         while [ ! -s {d}/pgid ] && [ $i -lt 3000 ]; do sleep 0.01 2>/dev/null || sleep 1; i=$((i+1)); done\n\
+         [ -s {d}/pgid ] && printf '\\036{tag}pgid=%s\\n' \"$(cat {d}/pgid)\"\n\
+         exit 0\n}}\n",
+        body = shell_quote(DETACHED_BODY),
+        c = shell_quote(command),
+    ))
+}
+
+/// The remote command that ends process group `pgid`: TERM, up to
+/// `grace_tenths` tenths of a second for the group to go, then KILL.
+pub(crate) fn terminate_group(pgid: u32, grace_tenths: u64) -> String {
+    format!(
+        "kill -TERM -{pgid} 2>/dev/null; i=0; \
+         while kill -0 -{pgid} 2>/dev/null && [ $i -lt {grace_tenths} ]; do \
+         sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; \
+         if kill -0 -{pgid} 2>/dev/null; then kill -KILL -{pgid} 2>/dev/null; echo killed; fi; exit 0"
+    )
+}
+
+/// `export NAME='value'` lines for `env`, every value single-quoted; names
+/// must be shell identifiers and no value may hold a NUL byte.
+fn exports(env: &[(String, String)]) -> Result<String, ExecutorError> {
+    let config = |m: String| ExecutorError::new(ExecutorErrorKind::Config, m);
+    let mut w = String::new();
     for (name, value) in env {
         if !is_identifier(name) {
             return Err(config(format!(
@@ -70,27 +157,7 @@ pub(crate) fn step_script(
         }
         w.push_str(&format!("export {name}={}\n", shell_quote(value)));
     }
-    if command.contains('\0') {
-        return Err(config(
-            "the command holds a NUL byte, which no shell can run".to_owned(),
-        ));
-    }
-    w.push_str(&format!(
-        "\"${{SHELL:-/bin/sh}}\" -c {} </dev/null\nrc=$?\nprintf '\\036{tag}rc=%s\\n' \"$rc\"\nexit \"$rc\"\n}}\n",
-        shell_quote(command)
-    ));
     Ok(w)
-}
-
-/// The remote command that ends process group `pgid`: TERM, up to
-/// `grace_tenths` tenths of a second for the group to go, then KILL.
-pub(crate) fn terminate_group(pgid: u32, grace_tenths: u64) -> String {
-    format!(
-        "kill -TERM -{pgid} 2>/dev/null; i=0; \
-         while kill -0 -{pgid} 2>/dev/null && [ $i -lt {grace_tenths} ]; do \
-         sleep 0.1 2>/dev/null || sleep 1; i=$((i+1)); done; \
-         if kill -0 -{pgid} 2>/dev/null; then kill -KILL -{pgid} 2>/dev/null; echo killed; fi; exit 0"
-    )
 }
 
 fn is_identifier(name: &str) -> bool {

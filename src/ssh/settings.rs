@@ -139,6 +139,13 @@ pub struct SshSettings {
     /// that group or others can write to must have the sticky bit (as
     /// `/tmp` has), or script steps are refused.
     pub remote_tmp_dir: String,
+    /// Whether steps run detached from their connection, so that one that
+    /// drops is dialled again and the step followed on (`runner.reattach`,
+    /// set by the daemon). Off: steps run attached, and fail with it.
+    pub reattach: bool,
+    /// How long a node whose connection dropped may stay out of reach
+    /// before its step fails (the step's timeout still ends it first).
+    pub reattach_window: Duration,
 }
 
 impl Default for SshSettings {
@@ -157,6 +164,8 @@ impl Default for SshSettings {
             keepalive_interval: Duration::from_secs(15),
             use_agent: false,
             remote_tmp_dir: "/tmp".to_owned(),
+            reattach: true,
+            reattach_window: Duration::from_secs(600),
         }
     }
 }

@@ -30,7 +30,9 @@ fn exit_codes_and_signals() {
     // A process killed by SIGKILL inside the step is exit 137 to its shell.
     let run = f.run_command("sh -c 'kill -KILL $$'");
     assert_eq!(run.outcome().exit_code, Some(137));
-    // The wrapper itself killed: the server reports an exit signal.
+    // The attached wrapper itself killed: the server reports an exit signal.
+    let mut f = f;
+    f.settings.reattach = false;
     let run = f.run_command("kill -TERM $PPID; sleep 5");
     let o = run.outcome();
     assert_eq!(o.signal.as_deref(), Some("TERM"), "{o:?}");
@@ -181,10 +183,12 @@ fn a_channel_closed_without_exit_status_is_a_failure() {
     // OpenSSH's ChannelTimeout closes an idle session channel with EOF and
     // CLOSE but no exit-status, and leaves the command running; libssh2
     // reports exit status 0 for such a channel.
-    let f = Fixture::with_options(SshdOptions {
+    let mut f = Fixture::with_options(SshdOptions {
         extra_config: vec!["ChannelTimeout session:command=1s".to_owned()],
         ..Default::default()
     });
+    // The attached wrapper's channel is what the timeout closes.
+    f.settings.reattach = false;
     let marker = unique_marker("nes");
     let run = f.run_command(&format!("sleep 30; echo {marker}"));
     let e = run.error();
@@ -200,7 +204,9 @@ fn a_channel_closed_without_exit_status_is_a_failure() {
 
 #[test]
 fn a_connection_lost_mid_step_is_a_protocol_error() {
-    let f = Fixture::new();
+    // An attached step: a detached one is followed on (`reattach`).
+    let mut f = Fixture::new();
+    f.settings.reattach = false;
     // The wrapper's parent is the server's process for this connection:
     // killing it drops the connection under the running step. The pause
     // lets sshd forward "started" first: output still in its buffers when

@@ -98,6 +98,8 @@ impl Fixture {
             keepalive_interval: Duration::from_secs(1),
             use_agent: false,
             remote_tmp_dir: remote_tmp.display().to_string(),
+            reattach: true,
+            reattach_window: Duration::from_secs(60),
         };
         Fixture {
             dir,

@@ -139,6 +139,11 @@ fn runner_config(config: &ChildConfig) -> Config {
         cfg.ssh.keepalive_interval = Duration::from_secs(2);
         cfg.ssh.use_agent = false;
     }
+    // `--break no-reattach`: SSH steps run attached, as before reattaching
+    // existed, and fail with their connection.
+    if config.breaks.iter().any(|b| b == "no-reattach") {
+        cfg.runner.reattach = false;
+    }
     cfg
 }
 

@@ -30,6 +30,10 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "node steps hanging on black-holed SSH connections, ended by the step timeout",
     ),
     (
+        "ssh-drop",
+        "every SSH connection cut and restored several times during long steps, which reattach",
+    ),
+    (
         "shipper-escalation",
         "LogShipper panics until supervision escalates; runner restarted; spool drained",
     ),
@@ -65,6 +69,10 @@ pub const BREAKS: &[(&str, &str)] = &[
         "the runner never delivers an operation's terminal report",
     ),
     ("hog-memory", "the runner holds 200 MB it never gives back"),
+    (
+        "no-reattach",
+        "runner.reattach = false: SSH steps run attached and fail with their connection",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -132,6 +140,7 @@ pub async fn run(name: &str, opts: &Options) -> Row {
         "flaky-api" => flaky_api(opts, &mut row).await,
         "step-panic" => step_panic(opts, &mut row).await,
         "ssh-blackhole" => ssh_blackhole(opts, &mut row).await,
+        "ssh-drop" => ssh_drop(opts, &mut row).await,
         "shipper-escalation" => shipper_escalation(opts, &mut row).await,
         "kill-9" => kill_9(opts, &mut row).await,
         "slow-api" => slow_api(opts, &mut row).await,
@@ -421,6 +430,62 @@ async fn ssh_blackhole(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await;
+    Ok(())
+}
+
+async fn ssh_drop(opts: &Options, row: &mut Row) -> anyhow::Result<()> {
+    let (execs, per_exec) = opts.pick((2usize, 3usize), (4, 5));
+    let mut w = World::new("ssh-drop", opts.seed, 0, &opts.breaks).await?;
+    let call_timeout_s = 5;
+    let nodes = w.add_ssh_nodes(execs * per_exec, call_timeout_s).await?;
+    w.start_runner(opts.fail_points())?;
+    // Steps print 50 lines a second for about 8 s (quick) or 20 s.
+    let n = opts.pick(400, 1000);
+    for chunk in nodes.chunks(per_exec) {
+        let cmd = w.paced_command(n, 10, 0.2);
+        w.submit(chunk, cmd, Lines::Numbered(n), Expect::Succeed, None)
+            .await?;
+    }
+    if !w.wait_all_running(Duration::from_secs(20)).await {
+        row.notes
+            .push("not every operation was running before the cuts".into());
+    }
+    let printing = Instant::now();
+    while printing.elapsed() < Duration::from_secs(30) && !w.every_node_printed() {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !w.every_node_printed() {
+        row.notes
+            .push("not every node step printed before the cuts".into());
+    }
+    // Every connection through the proxy is reset, new ones too, for a
+    // moment; then the network is back. Seeded pauses between cuts.
+    let mut rng = opts.rng("ssh-drop");
+    let cuts = opts.pick(3, 6);
+    let (_, proxy) = w.sshd.as_ref().expect("ssh nodes were added");
+    let before = proxy.stats();
+    for _ in 0..cuts {
+        actix_rt::time::sleep(Duration::from_millis(rng.gen_range(600..1200))).await;
+        proxy.cut();
+        actix_rt::time::sleep(Duration::from_millis(rng.gen_range(200..700))).await;
+        proxy.restore();
+    }
+    let after = proxy.stats();
+    row.notes.push(format!(
+        "ssh-drop: {} node steps, {cuts} cuts, {} connections reset, {} new connections",
+        nodes.len(),
+        after.resets - before.resets,
+        after.connections - before.connections
+    ));
+    if after.resets == before.resets {
+        row.failures
+            .push("no connection was reset: the cuts came after the steps".into());
+    }
+    let bounds = Bounds {
+        gap: NORMAL_GAP,
+        rss_mb: None,
+    };
+    finish(&mut w, "ssh-drop", bounds, row, Duration::from_secs(60)).await;
     Ok(())
 }
 

@@ -289,6 +289,11 @@ impl TestSshd {
         let _ = writeln!(c, "MaxAuthTries 50");
         let _ = writeln!(c, "LogLevel VERBOSE");
         let _ = writeln!(c, "Subsystem sftp internal-sftp");
+        // Debian's bash reads ~/.bashrc for a command sent over ssh unless
+        // SHLVL says it runs nested in another shell: with it set, the login
+        // user's startup files (a version manager taking a lock, say) stay
+        // out of the sessions of the tests.
+        let _ = writeln!(c, "SetEnv SHLVL=1");
         let path = self.dir.join("sshd_config");
         fs::write(&path, c)?;
         Ok(path)

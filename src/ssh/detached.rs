@@ -1,0 +1,678 @@
+//! A node step that survives a dropped connection: the wrapper starts it
+//! detached from the SSH session, writing to files in a private directory
+//! on the node, and the executor follows those files over SFTP, dialling
+//! the node again and resuming at the offsets it reached when the
+//! connection drops. A node that cannot host the detached wrapper runs its
+//! steps attached to the connection ([`Runner::run`]), as before.
+//!
+//! Offsets: every byte read from a file goes into the stream's line
+//! splitter, which is kept across reconnects, so resuming at the offset of
+//! the last byte read is resuming at the last byte handed towards the
+//! output sink: no line is lost or repeated. The status file is read once,
+//! after it appeared and both files were read to their end, and the
+//! directory is removed once it has been read.
+
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdrunner_actors::context::shell_quote;
+use rdrunner_actors::model::Stream;
+use rdrunner_actors::output::LineSplitter;
+use rdrunner_actors::{
+    AbortReason, AbortSignal, ExecutorError, ExecutorErrorKind, OutputSink, StepOutcome,
+};
+use slog::{debug, info, warn, Logger};
+
+use super::channel::{reason_text, Runner};
+use super::remote::{self, MarkerFilter, Records};
+use super::session::{millis, Connection};
+use super::settings::SshSettings;
+
+/// Dials the node again: a new session with the same host key check and
+/// authentication as the first one.
+pub(crate) type Dial = Arc<dyn Fn() -> Result<Connection, ExecutorError> + Send + Sync>;
+
+/// How often the files are looked at when nothing new arrived: bounds the
+/// report latency (half of it on average) and the abort latency.
+const TICK: Duration = Duration::from_millis(15);
+/// Most bytes read from one file before the loop looks at the abort
+/// signal and the other file again.
+const MAX_PER_TURN: usize = 256 * 1024;
+/// Pause between two failed dials.
+const REDIAL_PAUSE: Duration = Duration::from_millis(250);
+/// How long a step may print nothing before the executor looks whether
+/// its process group still exists (its status file may never come).
+const LIVENESS_EVERY: Duration = Duration::from_secs(2);
+/// libssh2's "would block" code, which keepalive_send may return.
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+/// libssh2's SFTP status for a file that does not exist.
+const SFTP_NO_SUCH_FILE: i32 = 2;
+
+/// Nodes that could not host the detached wrapper, so that runner.log says
+/// why once per node and later steps go attached at once.
+#[derive(Default)]
+pub(crate) struct Undetachable(Mutex<HashSet<String>>);
+
+impl Undetachable {
+    fn contains(&self, node: &str) -> bool {
+        self.0.lock().map(|s| s.contains(node)).unwrap_or(false)
+    }
+
+    /// Records `node`; true the first time.
+    fn insert(&self, node: &str) -> bool {
+        self.0
+            .lock()
+            .map(|mut s| s.insert(node.to_owned()))
+            .unwrap_or(false)
+    }
+}
+
+/// What reattaching needs beyond the runner: how to dial, and the nodes
+/// known not to host the detached wrapper.
+pub(crate) struct Reattach<'a> {
+    pub dial: Dial,
+    pub undetachable: &'a Undetachable,
+}
+
+/// A step started detached on the node.
+struct DetachedStep {
+    /// The step's private directory: `out`, `err`, `pgid`, `status`.
+    dir: String,
+    pgid: u32,
+}
+
+impl DetachedStep {
+    fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.dir)
+    }
+}
+
+/// One of the step's two output files, as far as it was read.
+struct Followed {
+    stream: Stream,
+    name: &'static str,
+    /// Bytes of the file read and handed to `lines`.
+    offset: u64,
+    lines: LineSplitter,
+}
+
+impl Followed {
+    fn new(stream: Stream, name: &'static str) -> Self {
+        Followed {
+            stream,
+            name,
+            offset: 0,
+            lines: LineSplitter::default(),
+        }
+    }
+}
+
+/// How following the files on one connection ended.
+enum Turn {
+    /// The status file said the step ended with this exit code; `None`
+    /// when its shell was killed before it could say.
+    Ended(Option<i32>),
+    /// The step's process group is gone and wrote no status (its wrapper
+    /// was killed).
+    Vanished,
+    Aborted(AbortReason),
+}
+
+/// Runs `command` detached when the settings and the node allow it, else
+/// attached to the connection as [`Runner::run`] does.
+pub(crate) fn run_step(
+    run: &Runner,
+    reattach: Option<&Reattach>,
+    env: &[(String, String)],
+    command: &str,
+    output: &mut dyn OutputSink,
+    abort: &AbortSignal,
+    kill_grace: Duration,
+) -> Result<StepOutcome, ExecutorError> {
+    if let Some(r) = reattach.filter(|r| !r.undetachable.contains(run.node)) {
+        match start(run, env, command, abort)? {
+            Ok(step) => return follow(run, r, &step, output, abort, kill_grace),
+            Err(why) => {
+                if r.undetachable.insert(run.node) {
+                    warn!(run.log, "steps on this node run attached to the connection, so a dropped connection fails them: {}", why);
+                }
+            }
+        }
+    }
+    run.run(env, command, output, abort, kill_grace)
+}
+
+/// Starts the step detached; `Ok(Err(why))` when the node cannot host it
+/// (then nothing of the step ran).
+fn start(
+    run: &Runner,
+    env: &[(String, String)],
+    command: &str,
+    abort: &AbortSignal,
+) -> Result<Result<DetachedStep, String>, ExecutorError> {
+    let base = run.settings.remote_tmp_dir.trim_end_matches('/');
+    let base = if base.is_empty() { "/" } else { base };
+    let bits: u128 = rand::random();
+    let dir = format!("{}/rdrunner-step-{bits:032x}", base.trim_end_matches('/'));
+    let marker = remote::new_marker();
+    let script = remote::detached_script(&marker, base, &dir, env, command)?;
+    let conn = run.conn.borrow();
+    let session = &conn.session;
+    session.set_blocking(true);
+    let said = (|| -> Result<Vec<u8>, String> {
+        let text = |e: ssh2::Error| e.to_string();
+        let mut ch = session.channel_session().map_err(text)?;
+        ch.exec(remote::LAUNCHER).map_err(text)?;
+        std::io::Write::write_all(&mut ch, script.as_bytes()).map_err(|e| e.to_string())?;
+        ch.send_eof().map_err(text)?;
+        // The login shell may take its time (a slow profile on a loaded
+        // node), as it may for an attached step: wait without a bound but
+        // the connection's, keepalives going, and once the step is aborted
+        // no longer than the call timeout.
+        session.set_blocking(false);
+        let mut said = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut aborted_at: Option<Instant> = None;
+        let mut next_keepalive = Instant::now() + run.settings.keepalive_interval;
+        loop {
+            match ch.read(&mut buf) {
+                Ok(0) if ch.eof() => break,
+                Ok(0) => {}
+                Ok(n) => {
+                    said.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if ch.eof() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_keepalive {
+                match session.keepalive_send() {
+                    Ok(secs) => next_keepalive = now + Duration::from_secs(u64::from(secs.max(1))),
+                    Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
+                    Err(e) => return Err(format!("keepalive failed: {e}")),
+                }
+            }
+            if abort.reason().is_some() {
+                let since = *aborted_at.get_or_insert(now);
+                if since.elapsed() >= run.settings.call_timeout {
+                    return Err("aborted, and the node did not answer".into());
+                }
+            }
+            run.wait_socket(TICK);
+        }
+        session.set_blocking(true);
+        let _ = ch.wait_close();
+        Ok(said)
+    })();
+    session.set_blocking(true);
+    let said = said.map_err(|e| run.protocol("cannot start the detached step", e))?;
+    let mut filter = MarkerFilter::new(&marker);
+    let mut records = Records::default();
+    let mut text = Vec::new();
+    filter.push(&said, &mut |b| text.extend_from_slice(b), &mut |r| {
+        records.take(r)
+    });
+    filter.finish(&mut |b| text.extend_from_slice(b));
+    let text = String::from_utf8_lossy(&text);
+    if let Some(pgid) = records.pgid {
+        debug!(run.log, "started the step detached"; "dir" => &dir, "pgid" => pgid);
+        return Ok(Ok(DetachedStep { dir, pgid }));
+    }
+    // The login shell's own noise (a bashrc) may come first: the reason is
+    // the wrapper's last line.
+    if let Some(why) = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(remote::CANNOT_DETACH))
+        .next_back()
+    {
+        return Ok(Err(why.trim().to_owned()));
+    }
+    Err(ExecutorError::new(
+        ExecutorErrorKind::Protocol,
+        format!(
+            "the detached step on node '{}' ({}) did not report its process group; it may run there, in {dir}: {}",
+            run.node,
+            conn.target,
+            text.trim()
+        ),
+    ))
+}
+
+/// Follows the step's files to its end, reattaching when the connection
+/// drops; ends the step's group on an abort.
+fn follow(
+    run: &Runner,
+    reattach: &Reattach,
+    step: &DetachedStep,
+    output: &mut dyn OutputSink,
+    abort: &AbortSignal,
+    kill_grace: Duration,
+) -> Result<StepOutcome, ExecutorError> {
+    let mut files = [
+        Followed::new(Stream::Stdout, "out"),
+        Followed::new(Stream::Stderr, "err"),
+    ];
+    let window = run.settings.reattach_window;
+    loop {
+        let why = match follow_connected(run, step, &mut files, output, abort) {
+            Ok(Turn::Ended(Some(code))) => {
+                flush(&mut files, output);
+                remove_dir(run, step);
+                return Ok(StepOutcome::exited(code));
+            }
+            Ok(end @ (Turn::Ended(None) | Turn::Vanished)) => {
+                flush(&mut files, output);
+                remove_dir(run, step);
+                let how = if matches!(end, Turn::Vanished) {
+                    "its process group is gone without writing a status"
+                } else {
+                    "the command's shell was killed before it could say"
+                };
+                return Err(ExecutorError::new(
+                    ExecutorErrorKind::NoExitStatus,
+                    format!(
+                        "no exit status from node '{}' ({}): {how}",
+                        run.node,
+                        run.conn.borrow().target
+                    ),
+                ));
+            }
+            Ok(Turn::Aborted(reason)) => {
+                let how = run.terminate(step.pgid, kill_grace);
+                if how.starts_with("could not be signalled") {
+                    // The connection is gone too: every further call would
+                    // wait out the call timeout. End the group from the
+                    // background once the node can be reached again.
+                    flush(&mut files, output);
+                    reap_later(run, reattach, step, kill_grace, Instant::now() + window);
+                    let mut outcome = aborted(reason, step.pgid, &how);
+                    if let Some(m) = &mut outcome.message {
+                        m.push_str("; it is ended as soon as the node can be reached again");
+                    }
+                    return Ok(outcome);
+                }
+                // What the step wrote before it went, then its directory.
+                let _ = read_once(run, step, &mut files, output);
+                flush(&mut files, output);
+                remove_dir(run, step);
+                return Ok(aborted(reason, step.pgid, &how));
+            }
+            Err(why) => why,
+        };
+        // The connection is gone: dial again until the window closes.
+        let lost = Instant::now();
+        warn!(run.log, "lost the connection to the node while the step ran; reattaching";
+            "error" => &why, "window_ms" => window.as_millis() as u64);
+        let mut last = why;
+        loop {
+            let left = window.saturating_sub(lost.elapsed());
+            if left.is_zero() {
+                flush(&mut files, output);
+                return Err(ExecutorError::new(
+                    ExecutorErrorKind::Protocol,
+                    format!(
+                        "lost the connection to node '{}' ({}) while the step ran and could not reach it again within ssh.reattachWindowMs ({} ms): {last}; the step's process group {} may still run there",
+                        run.node,
+                        run.conn.borrow().target,
+                        window.as_millis(),
+                        step.pgid
+                    ),
+                ));
+            }
+            match dial_abortable(&reattach.dial, abort, left) {
+                Dialled::Connected(conn) => {
+                    let old = std::mem::replace(&mut *run.conn.borrow_mut(), conn);
+                    drop(old);
+                    info!(run.log, "reattached to the step";
+                        "after_ms" => lost.elapsed().as_millis() as u64,
+                        "stdout_offset" => files[0].offset, "stderr_offset" => files[1].offset);
+                    break;
+                }
+                Dialled::Failed(e) => {
+                    debug!(run.log, "reattaching failed"; "error" => &e);
+                    last = e;
+                    pause(abort, REDIAL_PAUSE.min(left));
+                }
+                Dialled::TimedOut => {}
+                Dialled::Aborted(reason) => {
+                    // The node is out of reach: end the group from the
+                    // background once it can be reached, within the window.
+                    flush(&mut files, output);
+                    reap_later(run, reattach, step, kill_grace, lost + window);
+                    return Ok(StepOutcome {
+                        exit_code: None,
+                        signal: None,
+                        message: Some(format!(
+                            "{}: the connection to the node was lost ({last}); its process group {} is ended as soon as the node can be reached again",
+                            reason_text(reason),
+                            step.pgid
+                        )),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Follows the files on the current connection until the status file
+/// says the step ended, an abort, or an error (the connection's, as text).
+fn follow_connected(
+    run: &Runner,
+    step: &DetachedStep,
+    files: &mut [Followed; 2],
+    output: &mut dyn OutputSink,
+    abort: &AbortSignal,
+) -> Result<Turn, String> {
+    let conn = run.conn.borrow();
+    let session = &conn.session;
+    quiet_keepalives(session);
+    // One SFTP call may wait out the session's timeout several times over
+    // on a black-holed connection; a quarter of the call timeout keeps the
+    // whole call near that timeout. The guard puts the timeout back.
+    let _bound = PollTimeout::set(session, run.settings.call_timeout);
+    let sftp = session
+        .sftp()
+        .map_err(|e| format!("cannot start SFTP: {e}"))?;
+    let mut handles = Vec::with_capacity(2);
+    for f in files.iter() {
+        let path = step.file(f.name);
+        handles.push(
+            sftp.open(Path::new(&path))
+                .map_err(|e| format!("cannot open {path}: {e}"))?,
+        );
+    }
+    let status_path = step.file("status");
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut quiet_since = Instant::now();
+    let mut next_keepalive = Instant::now() + run.settings.keepalive_interval;
+    loop {
+        if let Some(reason) = abort.reason() {
+            return Ok(Turn::Aborted(reason));
+        }
+        let mut read = 0;
+        let mut at_end = true;
+        for (f, h) in files.iter_mut().zip(handles.iter_mut()) {
+            let (n, end) = read_new(h, f, output, &mut buf)?;
+            read += n;
+            at_end &= end;
+        }
+        if at_end {
+            // Nothing new: has the step ended? Its status is written once
+            // its output is complete, so what is read after seeing it is
+            // the rest of the output.
+            match sftp.open(Path::new(&status_path)) {
+                Ok(mut s) => {
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)
+                        .map_err(|e| format!("cannot read {status_path}: {e}"))?;
+                    loop {
+                        let mut rest_read = true;
+                        for (f, h) in files.iter_mut().zip(handles.iter_mut()) {
+                            rest_read &= read_new(h, f, output, &mut buf)?.1;
+                        }
+                        if rest_read {
+                            break;
+                        }
+                    }
+                    // Written by rename, so never partial; `none` or
+                    // anything else is no exit code.
+                    return Ok(Turn::Ended(text.trim().parse().ok()));
+                }
+                Err(e) if e.code() == ssh2::ErrorCode::SFTP(SFTP_NO_SUCH_FILE) => {}
+                Err(e) => return Err(format!("cannot look for {status_path}: {e}")),
+            }
+        }
+        let now = Instant::now();
+        if now >= next_keepalive {
+            // Polling is traffic enough to notice a dead connection, but a
+            // NAT or firewall on the way may want the SSH keepalives.
+            let secs = run.settings.keepalive_interval.as_secs().max(1) as u32;
+            session.set_keepalive(false, secs);
+            let sent = session.keepalive_send();
+            session.set_keepalive(false, 0);
+            match sent {
+                Ok(_) => {}
+                Err(e) if e.code() == ssh2::ErrorCode::Session(LIBSSH2_ERROR_EAGAIN) => {}
+                Err(e) => return Err(format!("keepalive failed: {e}")),
+            }
+            next_keepalive = now + run.settings.keepalive_interval.max(Duration::from_secs(1));
+        }
+        if read > 0 {
+            quiet_since = now;
+        } else if now.duration_since(quiet_since) >= LIVENESS_EVERY {
+            // Quiet and no status: is anything of the step left at all?
+            quiet_since = now;
+            session.set_timeout(millis(run.settings.call_timeout));
+            let alive = run.side_command(&format!("kill -0 -{} 2>/dev/null", step.pgid));
+            session.set_timeout(millis(poll_timeout(run.settings.call_timeout)));
+            let alive =
+                alive.map_err(|e| format!("cannot look at the step's process group: {e}"))?;
+            if alive.0 != 0 && sftp.stat(Path::new(&status_path)).is_err() {
+                return Ok(Turn::Vanished);
+            }
+        } else {
+            std::thread::sleep(TICK);
+        }
+    }
+}
+
+/// The bound of one blocking libssh2 call while polling the files.
+fn poll_timeout(call_timeout: Duration) -> Duration {
+    (call_timeout / 4).max(Duration::from_secs(1))
+}
+
+/// Sets the session's timeout to the polling bound; puts the call timeout
+/// back when dropped.
+struct PollTimeout<'a> {
+    session: &'a ssh2::Session,
+    call_timeout: Duration,
+}
+
+impl<'a> PollTimeout<'a> {
+    fn set(session: &'a ssh2::Session, call_timeout: Duration) -> Self {
+        session.set_timeout(millis(poll_timeout(call_timeout)));
+        PollTimeout {
+            session,
+            call_timeout,
+        }
+    }
+}
+
+impl Drop for PollTimeout<'_> {
+    fn drop(&mut self) {
+        self.session.set_timeout(millis(self.call_timeout));
+    }
+}
+
+/// Blocking mode with libssh2's keepalives off: with them on, a blocking
+/// call that waits longer than the keepalive interval fails as timed out.
+/// The follow loop sends its keepalives itself; what notices a dead
+/// connection is the polling of the files, each call bounded by the call
+/// timeout.
+fn quiet_keepalives(session: &ssh2::Session) {
+    session.set_blocking(true);
+    session.set_keepalive(false, 0);
+}
+
+/// Reads what `f`'s file holds past its offset (up to [`MAX_PER_TURN`]);
+/// returns the bytes read and whether the end was reached.
+fn read_new(
+    h: &mut ssh2::File,
+    f: &mut Followed,
+    output: &mut dyn OutputSink,
+    buf: &mut [u8],
+) -> Result<(usize, bool), String> {
+    let fail = |e: std::io::Error| format!("cannot read the step's {}: {e}", f.name);
+    h.seek(SeekFrom::Start(f.offset)).map_err(fail)?;
+    let mut total = 0;
+    while total < MAX_PER_TURN {
+        let n = h.read(buf).map_err(fail)?;
+        if n == 0 {
+            return Ok((total, true));
+        }
+        f.offset += n as u64;
+        total += n;
+        let stream = f.stream;
+        f.lines.push(&buf[..n], &mut |l| output.line(stream, l));
+    }
+    Ok((total, false))
+}
+
+/// One pass over both files on the current connection, after an abort.
+fn read_once(
+    run: &Runner,
+    step: &DetachedStep,
+    files: &mut [Followed; 2],
+    output: &mut dyn OutputSink,
+) -> Result<(), String> {
+    let conn = run.conn.borrow();
+    conn.session.set_blocking(true);
+    let sftp = conn.session.sftp().map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 32 * 1024];
+    for f in files.iter_mut() {
+        let mut h = sftp
+            .open(Path::new(&step.file(f.name)))
+            .map_err(|e| e.to_string())?;
+        read_new(&mut h, f, output, &mut buf)?;
+    }
+    Ok(())
+}
+
+/// Hands on the last line of each stream, cut short by the step's end.
+fn flush(files: &mut [Followed; 2], output: &mut dyn OutputSink) {
+    for f in files.iter_mut() {
+        let stream = f.stream;
+        f.lines.finish(&mut |l| output.line(stream, l));
+    }
+}
+
+fn remove_dir(run: &Runner, step: &DetachedStep) {
+    match run.side_command(&format!("rm -rf -- {}", shell_quote(&step.dir))) {
+        Ok((0, _)) => debug!(run.log, "removed the step's directory"; "dir" => &step.dir),
+        Ok((code, out)) => {
+            warn!(run.log, "could not remove the step's directory"; "dir" => &step.dir, "status" => code, "output" => out.trim())
+        }
+        Err(e) => {
+            warn!(run.log, "could not remove the step's directory"; "dir" => &step.dir, "error" => e)
+        }
+    }
+}
+
+fn aborted(reason: AbortReason, pgid: u32, how: &str) -> StepOutcome {
+    // The step's own shell goes with the TERM (what the attached step's
+    // exit signal says); a KILL after the grace is for what ignored it.
+    let signal = how.starts_with("got TERM").then(|| "TERM".to_owned());
+    StepOutcome {
+        exit_code: None,
+        signal,
+        message: Some(format!(
+            "{}: process group {pgid} on the node {how}",
+            reason_text(reason)
+        )),
+    }
+}
+
+enum Dialled {
+    Connected(Connection),
+    Failed(String),
+    /// `left` passed while the dial was still under way.
+    TimedOut,
+    Aborted(AbortReason),
+}
+
+/// Dials on a thread of its own, so that an abort or the end of the window
+/// is noticed within a tick while a handshake hangs.
+fn dial_abortable(dial: &Dial, abort: &AbortSignal, left: Duration) -> Dialled {
+    let (tx, rx) = mpsc::channel();
+    let dial = dial.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ssh-reattach".into())
+        .spawn(move || {
+            let _ = tx.send(dial());
+        });
+    if let Err(e) = spawned {
+        return Dialled::Failed(format!("cannot start a thread to dial: {e}"));
+    }
+    let until = Instant::now() + left;
+    loop {
+        if let Some(reason) = abort.reason() {
+            return Dialled::Aborted(reason);
+        }
+        match rx.recv_timeout(TICK * 4) {
+            Ok(Ok(conn)) => return Dialled::Connected(conn),
+            Ok(Err(e)) => return Dialled::Failed(e.message),
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= until => {
+                return Dialled::TimedOut
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Dialled::Failed("the dial ended without an answer".into())
+            }
+        }
+    }
+}
+
+/// Sleeps `d`, waking early on an abort.
+fn pause(abort: &AbortSignal, d: Duration) {
+    let until = Instant::now() + d;
+    while abort.reason().is_none() && Instant::now() < until {
+        std::thread::sleep(TICK);
+    }
+}
+
+/// Ends the step's group and removes its directory from a thread of its
+/// own, dialling until it can or `until` passes: an aborted step whose node
+/// is out of reach must not run on once the node is back.
+fn reap_later(
+    run: &Runner,
+    reattach: &Reattach,
+    step: &DetachedStep,
+    kill_grace: Duration,
+    until: Instant,
+) {
+    let dial = reattach.dial.clone();
+    let settings: SshSettings = run.settings.clone();
+    let log: Logger = run.log.clone();
+    let node = run.node.to_owned();
+    let (pgid, dir) = (step.pgid, step.dir.clone());
+    let spawned = std::thread::Builder::new()
+        .name("ssh-reap".into())
+        .spawn(move || {
+            while Instant::now() < until {
+                match dial() {
+                    Ok(conn) => {
+                        quiet_keepalives(&conn.session);
+                        let r = Runner {
+                            conn: std::cell::RefCell::new(conn),
+                            settings: &settings,
+                            log: &log,
+                            node: &node,
+                        };
+                        // The directory first: the runner may be stopping,
+                        // and the group's open files outlive their names.
+                        remove_dir(&r, &DetachedStep { dir, pgid });
+                        let how = r.terminate(pgid, kill_grace);
+                        info!(log, "ended the aborted step's process group once the node was back"; "pgid" => pgid, "how" => how);
+                        r.conn.into_inner().disconnect();
+                        return;
+                    }
+                    Err(e) => {
+                        debug!(log, "the node is still out of reach"; "error" => %e);
+                        std::thread::sleep(REDIAL_PAUSE * 4);
+                    }
+                }
+            }
+            warn!(log, "could not reach the node to end an aborted step's process group"; "pgid" => pgid, "dir" => dir);
+        });
+    if let Err(e) = spawned {
+        warn!(run.log, "cannot start a thread to end the step's process group later"; "error" => %e);
+    }
+}
