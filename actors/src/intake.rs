@@ -44,6 +44,10 @@ pub(crate) struct ReportIntake {
     /// The first report since the last batch was taken: ends an idle wait.
     arrived: Notify,
     acked: watch::Sender<u64>,
+    /// Unacked reports and when they were spooled. A lock of its own, taken
+    /// inside `inner`'s and never the other way round, so that reading the
+    /// figures (every scrape) does not queue behind spool writes.
+    backlog: Mutex<Backlog>,
     clock: Arc<dyn Clock>,
     stats: StatsCell,
     log: Logger,
@@ -63,8 +67,6 @@ struct IntakeInner {
     recent: HashMap<String, VecDeque<Report>>,
     recent_len: usize,
     batch_max: usize,
-    /// Unacked reports and when they were spooled.
-    backlog: Backlog,
 }
 
 impl ReportIntake {
@@ -115,11 +117,11 @@ impl ReportIntake {
                 recent: HashMap::new(),
                 recent_len: 0,
                 batch_max: 1000,
-                backlog,
             }),
             wake: Notify::new(),
             arrived: Notify::new(),
             acked: watch::channel(0).0,
+            backlog: Mutex::new(backlog),
             clock,
             stats,
             log,
@@ -128,6 +130,10 @@ impl ReportIntake {
 
     fn lock(&self) -> MutexGuard<'_, IntakeInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_backlog(&self) -> MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Numbers `body` as the next report of `op_id` and spools it. Returns
@@ -153,7 +159,7 @@ impl ReportIntake {
             return false;
         }
         g.keep_recent(&report);
-        g.backlog.spooled(op_id, seq, self.clock.now());
+        self.lock_backlog().spooled(op_id, seq, self.clock.now());
         if terminal {
             g.next_seq.remove(op_id);
             g.closed.insert(op_id.to_owned());
@@ -274,7 +280,7 @@ impl ReportIntake {
         g.spool.forget(op_id)?;
         g.spool.journal_release(op_id)?;
         g.forget_recent(op_id);
-        g.backlog.forget(op_id);
+        self.lock_backlog().forget(op_id);
         g.next_seq.remove(op_id);
         g.closed.insert(op_id.to_owned());
         g.forgotten.push_back(op_id.to_owned());
@@ -323,8 +329,8 @@ impl ReportIntake {
     /// Reports spooled and not acknowledged, and when the oldest of them
     /// was spooled (within [`crate::backlog::MARK_EVERY`]).
     pub(crate) fn backlog(&self) -> (u64, Option<Instant>) {
-        let g = self.lock();
-        (g.backlog.pending(), g.backlog.oldest())
+        let b = self.lock_backlog();
+        (b.pending(), b.oldest())
     }
 
     /// Applies the control plane's acks; returns how many reports they newly
@@ -336,7 +342,7 @@ impl ReportIntake {
         for step in ack_steps(&ops, acks) {
             g.spool.ack(&step.op_id, step.seq)?;
             g.acked_recent(&step.op_id, step.seq);
-            g.backlog.acked(&step.op_id, step.seq);
+            self.lock_backlog().acked(&step.op_id, step.seq);
             newly += step.newly;
             if step.complete {
                 g.spool.forget(&step.op_id)?;
