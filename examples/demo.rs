@@ -277,7 +277,7 @@ fn start_runner(
     cfg.ssh = ssh;
     let creds = Credentials::load(creds_path, &[], false)?;
     let logs = Logs::open(&cfg.log, cfg.log.stderr)?;
-    let runtime = daemon::assemble(&cfg, &creds, &logs)?.builder.start()?;
+    let runtime = daemon::assemble(&cfg, &creds, &logs)?.start()?;
     Ok((runtime, logs))
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the build and the tests
 # need when it is missing (OpenSSL's headers and pkg-config, which libssh2 is
-# built against; OpenSSH's server, for the SSH tests), then format, lint,
-# tests, the OpenAPI conformance run, a smoke run of the benchmark and a quick
-# seeded chaos run.
+# built against; OpenSSH's server, for the SSH tests; Prometheus, whose
+# promtool checks contrib/prometheus), then format, lint, tests, the OpenAPI
+# conformance run, the Prometheus rules, a smoke run of the benchmark and a
+# quick seeded chaos run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,9 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "== installing ${missing[*]} (the SSH tests start a private sshd on loopback)"
+  echo "== installing ${missing[*]} (the SSH tests start a private sshd on loopback; promtool checks the alert rules)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -42,6 +44,9 @@ CONFORMANCE_HARNESS_BIN="${CARGO_TARGET_DIR:-target}/debug/rdrunner-harness" scr
 # workspace and would build rdrunner and a dozen crates a second time
 # (three minutes on two cores).
 bin="${CARGO_TARGET_DIR:-target}/debug"
+echo "== contrib/prometheus: the scrape configuration and the alert rules (promtool)"
+promtool check config contrib/prometheus/prometheus.yml
+promtool test rules contrib/prometheus/rdrunner.rules.test.yml
 echo "== runner.example.toml is a valid configuration"
 "$bin/rdrunner" config --check runner.example.toml
 # Every benchmark at a tiny size (well under a minute), so that a change that

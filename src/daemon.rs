@@ -2,7 +2,8 @@
 //! ready to start (the HTTPS transport, the SSH executor, the local
 //! executor when `runner.localExecutor` grants it, the disk spool,
 //! runner.log and operations.log, the allowedNodes predicate, the restart
-//! intensity, the backoff and every other runtime setting).
+//! intensity, the backoff and every other runtime setting), and the
+//! metrics endpoint when `metrics.listen` asks for one.
 //!
 //! `rdrunner run` and `rdrunner check`, the demo, the benchmark's runner and
 //! the chaos runner all build their runner here, so each runs the daemon's
@@ -16,13 +17,15 @@ use std::time::Duration;
 
 use rdrunner_actors::model::{ExecutorKind, Node};
 use rdrunner_actors::{
-    NodeExecutor, NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, SpoolError,
+    NodeExecutor, NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError,
+    RuntimeHandle, SpoolError,
 };
 
 use crate::config::Config;
 use crate::creds::Credentials;
 use crate::local::{LocalExecutionOff, LocalExecutor};
 use crate::logging::Logs;
+use crate::metrics::{MetricsEndpoint, MetricsError};
 use crate::runner::{AllowedNodes, RunnerSettings, ALL_NODES};
 use crate::spool::DiskSpool;
 use crate::ssh::{SshExecutor, SshSettings, StepKey};
@@ -38,6 +41,10 @@ pub enum AssemblyError {
     Transport(#[from] TransportError),
     #[error("{0}; check spool.dir")]
     Spool(SpoolError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("the runtime did not start: {0}")]
+    Start(#[source] RuntimeError),
 }
 
 /// Where detached local steps keep their files, in the spool directory.
@@ -53,6 +60,22 @@ pub struct Assembly {
     /// How long a drain lets running operations finish
     /// (`runner.drainTimeoutMs`).
     pub drain_timeout: Duration,
+    /// The metrics endpoint, bound and not serving yet (`metrics.listen`).
+    pub metrics: Option<MetricsEndpoint>,
+    /// runner.log.
+    pub log: slog::Logger,
+}
+
+impl Assembly {
+    /// Starts the runtime, then serves the metrics endpoint (when one is
+    /// configured) on the same actix System. Call inside a running System.
+    pub fn start(self) -> Result<RuntimeHandle, AssemblyError> {
+        let handle = self.builder.start().map_err(AssemblyError::Start)?;
+        if let Some(endpoint) = self.metrics {
+            endpoint.serve(handle.clone(), VERSION, self.log)?;
+        }
+        Ok(handle)
+    }
 }
 
 /// Assembles the runner of `cfg` for the runner `creds` names, logging to
@@ -71,8 +94,11 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         "local_executor" => cfg.runner.local_executor,
         "reattach" => cfg.runner.reattach,
         "spool" => %cfg.spool.dir.display(),
+        "metrics" => cfg.metrics.listen_text(),
         "logs" => %cfg.log.dir.display());
     let transport = transport(cfg, creds, &log)?;
+    // Bound now: a busy or forbidden address stops the start with its name.
+    let metrics = MetricsEndpoint::bind(&cfg.metrics)?;
     let spool = DiskSpool::open(&cfg.spool.dir, cfg.spool.fsync, cfg.spool.segment_bytes)
         .map_err(AssemblyError::Spool)?;
     if spool.cut_on_open() > 0 {
@@ -112,12 +138,14 @@ pub fn assemble(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<Assemb
         .executor(ExecutorKind::Local, local)
         .executor(ExecutorKind::Ssh, Arc::new(ssh))
         .spool(Box::new(spool))
-        .logger(log)
+        .logger(log.clone())
         .operations_logger(logs.operations.clone());
     Ok(Assembly {
         builder,
         transport,
         drain_timeout: cfg.runner.drain_timeout,
+        metrics,
+        log,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod creds;
 pub mod daemon;
 pub mod local;
 pub mod logging;
+pub mod metrics;
 pub mod private_dir;
 pub mod runner;
 pub mod spool;

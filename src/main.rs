@@ -272,16 +272,18 @@ fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> Result<(), Failure> 
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let assembly = daemon::assemble(cfg, creds, logs)
+        #[allow(unused_mut)]
+        let mut assembly = daemon::assemble(cfg, creds, logs)
             .map_err(anyhow::Error::from)
             .map_err(fail(EXIT_USAGE))?;
         let drain_timeout = assembly.drain_timeout;
-        let builder = assembly.builder;
         // Only in builds for the chaos suite: fail points armed from the
         // environment, on top of the daemon's own assembly.
         #[cfg(feature = "failpoints")]
-        let builder = builder.fail_points(fail_points_from_env(&log)?);
-        let handle = builder
+        {
+            assembly.builder = assembly.builder.fail_points(fail_points_from_env(&log)?);
+        }
+        let handle = assembly
             .start()
             .map_err(anyhow::Error::from)
             .map_err(fail(EXIT_USAGE))?;

@@ -118,6 +118,21 @@ impl ControlPlaneError {
         }
     }
 
+    /// The kind of failure as metrics name it: `unauthorized`, `forbidden`,
+    /// `throttled`, `server`, `rejected`, `transport`, `timeout`, `protocol`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Throttled { .. } => "throttled",
+            Self::Server { .. } => "server",
+            Self::Rejected { .. } => "rejected",
+            Self::Transport(_) => "transport",
+            Self::Timeout(_) => "timeout",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
     /// The server's `Retry-After`, when it gave one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::figures::ExecutorFigures;
 use crate::model::{ExecutionInfo, Node, Step, Stream};
 
 /// Everything an executor needs for one node step. Data-context expansion
@@ -104,6 +105,13 @@ pub trait NodeExecutor: Send + Sync + 'static {
         output: &mut dyn OutputSink,
         abort: &AbortSignal,
     ) -> Result<StepOutcome, ExecutorError>;
+
+    /// What this executor measured of its own work so far (connect times,
+    /// errors by kind), for `RuntimeHandle::stats`; `None` when it keeps
+    /// no figures (the default).
+    fn figures(&self) -> Option<ExecutorFigures> {
+        None
+    }
 }
 
 /// Why a step was asked to stop.
@@ -187,6 +195,25 @@ pub enum ExecutorErrorKind {
     Io,
     /// The step panicked inside the executor.
     Panic,
+}
+
+impl ExecutorErrorKind {
+    /// The kind as metrics and logs name it (`connect_timeout`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorErrorKind::NotAllowed => "not_allowed",
+            ExecutorErrorKind::Config => "config",
+            ExecutorErrorKind::NameResolution => "name_resolution",
+            ExecutorErrorKind::ConnectionRefused => "connection_refused",
+            ExecutorErrorKind::ConnectTimeout => "connect_timeout",
+            ExecutorErrorKind::Authentication => "authentication",
+            ExecutorErrorKind::HostKey => "host_key",
+            ExecutorErrorKind::Protocol => "protocol",
+            ExecutorErrorKind::NoExitStatus => "no_exit_status",
+            ExecutorErrorKind::Io => "io",
+            ExecutorErrorKind::Panic => "panic",
+        }
+    }
 }
 
 /// A failure with a message that names the node and what to do.

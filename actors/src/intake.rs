@@ -9,10 +9,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use slog::{debug, error, warn, Logger};
 use tokio::sync::{watch, Notify};
 
+use crate::backlog::Backlog;
 use crate::batch::{ack_steps, plan_batch};
 use crate::clock::Clock;
 use crate::model::{rfc3339, OpReport, Report, ReportBody, State};
@@ -42,6 +44,10 @@ pub(crate) struct ReportIntake {
     /// The first report since the last batch was taken: ends an idle wait.
     arrived: Notify,
     acked: watch::Sender<u64>,
+    /// Unacked reports and when they were spooled. A lock of its own, taken
+    /// inside `inner`'s and never the other way round, so that reading the
+    /// figures (every scrape) does not queue behind spool writes.
+    backlog: Mutex<Backlog>,
     clock: Arc<dyn Clock>,
     stats: StatsCell,
     log: Logger,
@@ -83,16 +89,22 @@ impl ReportIntake {
         let mut held = HashSet::new();
         let ops = spool.operations()?;
         let ts = rfc3339(clock.wall());
+        let mut backlog = Backlog::default();
+        let now = clock.now();
         for op in ops {
             if op.terminal {
+                backlog.recovered(&op.op_id, op.acked, op.last_seq, now);
                 closed.insert(op.op_id);
                 continue;
             }
             if hold_open {
+                // Its next report is spooled through `push`, which counts it.
+                backlog.recovered(&op.op_id, op.acked, op.last_seq, now);
                 next_seq.insert(op.op_id.clone(), op.last_seq + 1);
                 held.insert(op.op_id);
                 continue;
             }
+            backlog.recovered(&op.op_id, op.acked, op.last_seq + 1, now);
             let report = Report {
                 op_id: op.op_id.clone(),
                 seq: op.last_seq + 1,
@@ -124,6 +136,7 @@ impl ReportIntake {
             wake: Notify::new(),
             arrived: Notify::new(),
             acked: watch::channel(0).0,
+            backlog: Mutex::new(backlog),
             clock,
             stats,
             log,
@@ -132,6 +145,10 @@ impl ReportIntake {
 
     fn lock(&self) -> MutexGuard<'_, IntakeInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_backlog(&self) -> MutexGuard<'_, Backlog> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Numbers `body` as the next report of `op_id` and spools it. Returns
@@ -157,6 +174,7 @@ impl ReportIntake {
             return false;
         }
         g.keep_recent(&report);
+        self.lock_backlog().spooled(op_id, seq, self.clock.now());
         if terminal {
             g.next_seq.remove(op_id);
             g.closed.insert(op_id.to_owned());
@@ -170,7 +188,11 @@ impl ReportIntake {
         let first = g.waiting == 1;
         let full = g.waiting >= g.batch_max;
         drop(g);
-        self.stats.update(|s| s.reports_spooled += 1);
+        let bytes = json_len(&report);
+        self.stats.update(|s| {
+            s.reports_spooled += 1;
+            s.report_bytes += bytes;
+        });
         if full {
             self.wake.notify_one();
         } else if first {
@@ -327,6 +349,7 @@ impl ReportIntake {
         g.spool.forget(op_id)?;
         g.spool.journal_release(op_id)?;
         g.forget_recent(op_id);
+        self.lock_backlog().forget(op_id);
         g.next_seq.remove(op_id);
         g.closed.insert(op_id.to_owned());
         g.forgotten.push_back(op_id.to_owned());
@@ -372,6 +395,13 @@ impl ReportIntake {
         self.lock().spool.recorded_replica()
     }
 
+    /// Reports spooled and not acknowledged, and when the oldest of them
+    /// was spooled (within [`crate::backlog::MARK_EVERY`]).
+    pub(crate) fn backlog(&self) -> (u64, Option<Instant>) {
+        let b = self.lock_backlog();
+        (b.pending(), b.oldest())
+    }
+
     /// Applies the control plane's acks; returns how many reports they newly
     /// cover.
     pub(crate) fn apply_acks(&self, acks: &BTreeMap<String, u64>) -> Result<u64, SpoolError> {
@@ -381,6 +411,7 @@ impl ReportIntake {
         for step in ack_steps(&ops, acks) {
             g.spool.ack(&step.op_id, step.seq)?;
             g.acked_recent(&step.op_id, step.seq);
+            self.lock_backlog().acked(&step.op_id, step.seq);
             newly += step.newly;
             if step.complete {
                 g.spool.forget(&step.op_id)?;
@@ -398,6 +429,25 @@ impl ReportIntake {
         self.stats.update(|s| s.reports_acked += newly);
         self.acked.send_modify(|n| *n += 1);
         Ok(newly)
+    }
+}
+
+/// The length of `report`'s JSON encoding, counted without building it.
+fn json_len(report: &Report) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, report) {
+        Ok(()) => c.0,
+        Err(_) => 0,
     }
 }
 

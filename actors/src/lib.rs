@@ -13,6 +13,8 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "runtime")]
+pub mod backlog;
+#[cfg(feature = "runtime")]
 pub mod batch;
 pub mod clock;
 pub mod context;
@@ -20,7 +22,10 @@ pub mod control_plane;
 pub mod executor;
 #[cfg(feature = "runtime")]
 pub mod failpoints;
+pub mod figures;
 pub mod filter;
+#[cfg(feature = "runtime")]
+pub mod health;
 #[cfg(feature = "runtime")]
 pub mod inbox;
 #[cfg(feature = "runtime")]
@@ -68,6 +73,9 @@ pub use executor::{
 };
 #[cfg(feature = "runtime")]
 pub use failpoints::{FailAction, FailPoints};
+pub use figures::{ExecutorFigures, Histogram};
+#[cfg(feature = "runtime")]
+pub use health::{liveness, readiness, Liveness, Readiness};
 #[cfg(feature = "runtime")]
 pub use runtime::{
     NodePredicate, Runtime, RuntimeBuilder, RuntimeConfig, RuntimeError, RuntimeHandle,

@@ -116,6 +116,7 @@ async fn ship(p: Arc<ShipperParts>) {
         let resp = match answer {
             Ok(resp) => resp,
             Err(e) => {
+                p.stats.control_plane_error("reports", e.kind());
                 match sizer.on_answer(Err(&e), n, &ops_in_batch) {
                     ShipDecision::Shrink { from, to } => {
                         warn!(log, "the control plane found a batch of reports too large; sending smaller ones";

@@ -329,6 +329,15 @@ impl OperationStore {
         self.active.send_replace(active);
     }
 
+    /// Counts an operation ended with `outcome`.
+    pub(crate) fn count_finished(&self, outcome: crate::model::State) {
+        self.stats.update(|s| {
+            *s.operations_finished
+                .entry(outcome.as_str().to_owned())
+                .or_default() += 1;
+        });
+    }
+
     /// Watches the number of operations offered, claimed or running.
     pub fn active(&self) -> watch::Receiver<usize> {
         self.active.subscribe()

@@ -35,6 +35,7 @@ impl Outcomes {
         if !self.intake.push(op_id, body) {
             return;
         }
+        self.operations.count_finished(state);
         let summary = self.operations.lock().finished(op_id, state);
         if let Some(s) = summary {
             let duration_ms = s

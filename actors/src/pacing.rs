@@ -62,6 +62,16 @@ impl CheckinPacer {
         }
     }
 
+    /// The time one check-in cycle takes when all is well: the hold with
+    /// long polling, the poll interval without, never under the floor.
+    pub fn cycle(&self) -> Duration {
+        if self.long_poll {
+            self.hold.max(self.floor)
+        } else {
+            self.interval.max(self.floor)
+        }
+    }
+
     pub fn started(&mut self, at: Instant) {
         self.last_start = Some(at);
     }

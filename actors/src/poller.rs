@@ -105,9 +105,13 @@ fn note_failure(
         warn!(log, "control plane call failed"; "call" => what, "error" => %e,
             "retry_in_ms" => retry_in.as_millis() as u64);
     }
+    p.stats.control_plane_error(what, e.kind());
     p.stats.update(|s| {
         s.last_error = Some(format!("{what}: {e}"));
         s.credentials_refused = e.is_auth();
+        if what == "startup" || what == "checkin" {
+            s.checkin_error = Some(format!("{what}: {e}"));
+        }
     });
 }
 
@@ -182,6 +186,7 @@ async fn run(p: Arc<PollerParts>) {
     let mut replica_id = startup_resp.replica_id.clone();
     let mut pacer = CheckinPacer::new(cfg, &startup_resp);
     loop {
+        p.stats.update(|s| s.checkin_interval = pacer.cycle());
         let at = pacer.next_start(p.clock.now());
         tokio::time::sleep_until(at.into()).await;
         let now = p.clock.now();
@@ -213,6 +218,9 @@ async fn run(p: Arc<PollerParts>) {
         };
         match res {
             Ok(resp) => {
+                let end = p.clock.now();
+                p.stats
+                    .checkin_succeeded(end, p.clock.wall(), end.saturating_duration_since(now));
                 retry.reset();
                 p.stats.update(|s| s.credentials_refused = false);
                 pacer.server_interval(resp.poll_interval_ms);
@@ -237,6 +245,7 @@ async fn run(p: Arc<PollerParts>) {
             }
             Err(e) => match checkin_recovery(&e, &mut retry) {
                 CheckinRecovery::Register => {
+                    p.stats.control_plane_error("checkin", e.kind());
                     warn!(log, "the control plane no longer knows this replica; registering again";
                         "replica" => &replica_id);
                     let resp = startup(&p, &log, &mut retry).await;
@@ -402,6 +411,7 @@ async fn resume_call(
             Ok(resp) => return Some(ResumeAnswer::States(resp.operations, resp.resumed)),
             Err(e) if e.is_unsupported_route() => return Some(ResumeAnswer::Unsupported),
             Err(e @ ControlPlaneError::Rejected { .. }) => {
+                p.stats.control_plane_error("resume", e.kind());
                 error!(log, "the control plane refused POST /resume; the operations of the previous replica are left to its down-timeout";
                     "previous_replica" => &call.previous_replica_id, "error" => %e);
                 p.stats.error(format!("resume: {e}"));
@@ -486,6 +496,7 @@ async fn claim_once(p: &PollerParts, log: &Logger, op_id: &str, replica_id: &str
     match res {
         Ok(Ok(ClaimOutcome::Claimed(op))) => {
             info!(log, "operation claimed"; "op" => op_id);
+            p.stats.update(|s| s.operations_claimed += 1);
             if failed(&p.fail_points, "poller::claimed") {
                 // Stands for a process killed between the server's answer
                 // and anything recorded of it (the chaos and daemon tests
@@ -512,12 +523,14 @@ async fn claim_once(p: &PollerParts, log: &Logger, op_id: &str, replica_id: &str
         Ok(Err(e @ ControlPlaneError::Rejected { .. })) => {
             // 404 / 409 / another 4xx: the claim did not take effect.
             warn!(log, "claim refused; the offer will come again if it is still this runner's"; "op" => op_id, "error" => %e);
+            p.stats.control_plane_error("claim", e.kind());
             p.stats.error(format!("claim {op_id}: {e}"));
             release(p, log, op_id);
             p.operations.lock().claim_failed(op_id);
         }
         Ok(Err(e)) => {
             warn!(log, "claim failed; the offer will come again"; "op" => op_id, "error" => %e);
+            p.stats.control_plane_error("claim", e.kind());
             p.stats.error(format!("claim {op_id}: {e}"));
             p.operations.lock().claim_failed(op_id);
         }

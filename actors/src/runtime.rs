@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::ArbiterHandle;
@@ -26,6 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::control_plane::ControlPlane;
 use crate::executor::{AbortReason, NodeExecutor};
 use crate::failpoints::FailPoints;
+use crate::health::{liveness, readiness, Liveness, Readiness};
 use crate::inbox::{RegistryCommand, RegistryInbox};
 use crate::intake::ReportIntake;
 use crate::log_shipper::{LogShipper, ShipperParts};
@@ -177,6 +178,8 @@ impl RuntimeBuilder {
             .unwrap_or_else(|| Logger::root(slog::Discard, o!()));
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let stats = StatsCell::default();
+        let started = clock.now();
+        let executors = Arc::new(self.executors);
         let spool = self.spool.unwrap_or_else(|| Box::new(MemorySpool::new()));
         let intake = ReportIntake::recover(
             spool,
@@ -250,10 +253,11 @@ impl RuntimeBuilder {
             outcomes: outcomes.clone(),
             workers: Arc::new(WorkerParts {
                 config: config.clone(),
-                executors: Arc::new(self.executors),
+                executors: executors.clone(),
                 intake: intake.clone(),
                 outcomes,
                 plans: plans.clone(),
+                stats: stats.clone(),
                 log: log.clone(),
                 fail_points: fail_points.clone(),
             }),
@@ -277,7 +281,7 @@ impl RuntimeBuilder {
             clock: clock.clone(),
             log: log.clone(),
             fail_points: fail_points.clone(),
-            started: clock.now(),
+            started,
         });
 
         supervisor.do_send(StartChild(ChildSpec::new(
@@ -315,6 +319,9 @@ impl RuntimeBuilder {
                 config,
                 control_plane,
                 stats,
+                clock,
+                started,
+                executors,
                 session,
                 draining,
                 fail_points,
@@ -339,6 +346,11 @@ struct HandleInner {
     config: Arc<RuntimeConfig>,
     control_plane: Arc<dyn ControlPlane>,
     stats: StatsCell,
+    clock: Arc<dyn Clock>,
+    /// When the runtime started, for the uptime and the ages in the stats.
+    started: Instant,
+    /// Read for their figures.
+    executors: Arc<HashMap<ExecutorKind, Arc<dyn NodeExecutor>>>,
     session: Arc<SessionStore>,
     draining: Arc<AtomicBool>,
     fail_points: FailPoints,
@@ -383,11 +395,33 @@ impl RuntimeHandle {
         self.inner.abort_now.notify_one();
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters, the ages in it as of now. Cheap enough
+    /// to call on every scrape: a few locks, no I/O.
     pub fn stats(&self) -> RuntimeStats {
-        let mut s = self.inner.stats.snapshot();
+        let now = self.inner.clock.now();
+        let mut s = self.inner.stats.snapshot_at(now, self.inner.started);
         s.replica_id = self.inner.session.replica_id();
+        let (pending, oldest) = self.inner.intake.backlog();
+        s.reports_pending = pending;
+        s.report_oldest_unacked_age = oldest.map(|t| now.saturating_duration_since(t));
+        for (kind, executor) in self.inner.executors.iter() {
+            if let Some(f) = executor.figures() {
+                s.executors.insert(kind.as_str().to_owned(), f);
+            }
+        }
         s
+    }
+
+    /// Alive while the supervision has not escalated and the Poller runs
+    /// (`health::liveness` of [`Self::stats`]).
+    pub fn liveness(&self) -> Liveness {
+        liveness(&self.stats())
+    }
+
+    /// Ready while the last check-in succeeded within three check-in
+    /// intervals (`health::readiness` of [`Self::stats`]).
+    pub fn readiness(&self) -> Readiness {
+        readiness(&self.stats())
     }
 
     /// The fail point registry of this runtime.

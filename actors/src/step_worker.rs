@@ -34,6 +34,7 @@ use crate::outcome::Outcomes;
 use crate::resume::ResumePlans;
 use crate::settings::RuntimeConfig;
 use crate::spool::ProgressMap;
+use crate::stats::{NodeStepGuard, StatsCell};
 use crate::supervisor::{panic_message, StopChild};
 
 /// What a StepWorker and its node-step threads touch, each by name.
@@ -47,6 +48,8 @@ pub(crate) struct WorkerParts {
     pub outcomes: Arc<Outcomes>,
     /// Where the steps of operations carried on with after a restart stood.
     pub plans: Arc<ResumePlans>,
+    /// Counts the node steps running.
+    pub stats: StatsCell,
     pub log: Logger,
     pub fail_points: FailPoints,
 }
@@ -573,10 +576,12 @@ impl NodeJob {
                 reattach,
                 resume_at,
             };
+            let running = NodeStepGuard::new(&self.parts.stats);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 executor.execute(&req, &mut sink, &signal)
             }))
             .map_err(|p| self.masker.mask(panic_message(&*p)));
+            drop(running);
             sink.finish();
             if step_timeout.is_some() {
                 self.worker.do_send(NodeEvent::StepEnded { token });

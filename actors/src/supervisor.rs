@@ -418,6 +418,7 @@ impl Supervisor {
         let kind = name.split('[').next().unwrap_or(&name).to_owned();
         self.count(|s| {
             *s.starts.entry(kind.clone()).or_default() += 1;
+            *s.children_running.entry(kind.clone()).or_default() += 1;
             if restarted {
                 *s.restarts.entry(kind).or_default() += 1;
             }
@@ -445,7 +446,13 @@ impl Supervisor {
         } else {
             info!(self.log, "child exited"; "child" => &name, "reason" => %reason);
         }
-        self.count(|s| s.exits += 1);
+        let kind = name.split('[').next().unwrap_or(&name).to_owned();
+        self.count(|s| {
+            s.exits += 1;
+            if let Some(n) = s.children_running.get_mut(&kind) {
+                *n = n.saturating_sub(1);
+            }
+        });
         let restart = !self.stopping
             && match restart_type {
                 RestartType::Permanent => true,

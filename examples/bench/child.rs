@@ -35,7 +35,7 @@ fn serve(cfg: &Config, creds: &Credentials, logs: &Logs) -> anyhow::Result<()> {
     let drain = assembly.drain_timeout;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let handle = assembly.builder.start().context("starting the runtime")?;
+        let handle = assembly.start().context("starting the runtime")?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {

@@ -293,6 +293,8 @@ pub struct RunnerOptions {
     /// `runner.reattach`: SSH steps run detached and followed, so that
     /// they survive a dropped connection (the default), or attached.
     pub reattach: bool,
+    /// `[metrics] listen`: the endpoint on this address, or off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunnerOptions {
@@ -302,8 +304,15 @@ impl Default for RunnerOptions {
             poll_interval_ms: 5000,
             max_running: 50,
             reattach: true,
+            metrics: None,
         }
     }
+}
+
+/// A free loopback address for a runner's metrics endpoint.
+pub fn free_loopback_addr() -> anyhow::Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?)
 }
 
 /// The runner's configuration file, in the daemon's format.
@@ -346,6 +355,10 @@ pub fn runner_toml(dir: &Path, nodes: &Nodes, opts: &RunnerOptions) -> String {
     let _ = writeln!(t, "dir = {:?}", dir.join("logs").display().to_string());
     let _ = writeln!(t, "level = \"warning\"");
     let _ = writeln!(t, "stderr = false");
+    if let Some(addr) = opts.metrics {
+        let _ = writeln!(t, "[metrics]");
+        let _ = writeln!(t, "listen = \"{addr}\"");
+    }
     t
 }
 
@@ -523,4 +536,105 @@ fn login_user() -> Result<String, String> {
         ));
     }
     Ok(BENCH_USER.to_owned())
+}
+
+/// Scrapes a runner's `/metrics` every second, as Prometheus would (5 s
+/// timeout), on the benchmark's System; keeps what each scrape gave.
+pub struct Scraper {
+    tally: std::sync::Arc<std::sync::Mutex<ScrapeTally>>,
+    task: actix_rt::task::JoinHandle<()>,
+}
+
+/// What the scrapes gave.
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeTally {
+    /// Time to each whole exposition.
+    pub answered: Vec<Duration>,
+    /// Scrapes with no answer within 5 s.
+    pub timed_out: u64,
+    /// Scrapes that failed otherwise (refused, reset, not a whole
+    /// exposition).
+    pub failed: u64,
+}
+
+impl ScrapeTally {
+    pub fn total(&self) -> u64 {
+        self.answered.len() as u64 + self.timed_out + self.failed
+    }
+
+    /// Fails unless most scrapes gave a whole exposition.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.answered.is_empty() || self.failed > 0 {
+            bail!(
+                "the metrics endpoint answered {} of {} scrapes whole ({} timed out, {} failed)",
+                self.answered.len(),
+                self.total(),
+                self.timed_out,
+                self.failed
+            );
+        }
+        Ok(())
+    }
+
+    /// "N of M answered, max X ms" for a table row.
+    pub fn describe(&self) -> String {
+        let max = self.answered.iter().max().copied().unwrap_or_default();
+        format!(
+            "{} of {} answered (max {:.1} ms){}",
+            self.answered.len(),
+            self.total(),
+            max.as_secs_f64() * 1000.0,
+            if self.timed_out > 0 {
+                format!(", {} timed out after 5 s", self.timed_out)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+impl Scraper {
+    pub fn start(addr: std::net::SocketAddr, every: Duration) -> Scraper {
+        let tally = std::sync::Arc::new(std::sync::Mutex::new(ScrapeTally::default()));
+        let tally2 = tally.clone();
+        let task = actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let t0 = Instant::now();
+                let got = actix_rt::time::timeout(Duration::from_secs(5), scrape_once(addr)).await;
+                let took = t0.elapsed();
+                let mut t = tally2.lock().unwrap_or_else(|e| e.into_inner());
+                match got {
+                    Ok(Ok(true)) => t.answered.push(took),
+                    Ok(_) => t.failed += 1,
+                    Err(_) => t.timed_out += 1,
+                }
+            }
+        });
+        Scraper { tally, task }
+    }
+
+    /// Stops scraping; what the scrapes gave.
+    pub fn stop(self) -> ScrapeTally {
+        self.task.abort();
+        self.tally.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One `GET /metrics`; whether it answered 200 with a whole exposition.
+async fn scrape_once(addr: std::net::SocketAddr) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\nHost: bench\r\nAccept: application/openmetrics-text\r\n\r\n",
+    )
+    .await?;
+    let mut body = Vec::with_capacity(8192);
+    s.read_to_end(&mut body).await?;
+    let text = String::from_utf8_lossy(&body);
+    Ok(text.starts_with("HTTP/1.1 200 ")
+        && text.contains("rdrunner_checkin_duration_seconds_count")
+        && text.ends_with("# EOF\n"))
 }

@@ -12,7 +12,8 @@ use rdrunner_actors::model::{CommandStep, Dispatch, Node, ReportBody, Step, Stre
 use rdrunner_harness::{Cadence, ExecutionStatus, RunState, SubmitExecution};
 
 use crate::fixture::{
-    release_binary, Nodes, Plane, RunnerKind, RunnerOptions, RunnerProcess, PROJECT,
+    free_loopback_addr, release_binary, Nodes, Plane, RunnerKind, RunnerOptions, RunnerProcess,
+    Scraper, PROJECT,
 };
 use crate::measure::{mib, ms, proc_usage, wall_ns, Samples};
 use crate::peers;
@@ -763,6 +764,9 @@ async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
     let window = Duration::from_secs(env.size().pick(60, 10, 2));
     let label = env.runner_label();
     let bench = format!("footprint, idle {} s", window.as_secs());
+    // Two runners idle over the same window, so that what the machine does
+    // meanwhile weighs on both alike: one without the metrics endpoint, one
+    // with it on and scraped every second.
     let (plane, runner) = env
         .start(
             "footprint",
@@ -771,6 +775,19 @@ async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
             RunnerOptions::default(),
         )
         .await?;
+    let metrics = free_loopback_addr()?;
+    let (plane_m, runner_m) = env
+        .start(
+            "footprint-metrics",
+            env.checkin_cadence(),
+            &[],
+            RunnerOptions {
+                metrics: Some(metrics),
+                ..RunnerOptions::default()
+            },
+        )
+        .await?;
+    let scraper = Scraper::start(metrics, Duration::from_secs(1));
     // Settle: the first check-ins and allocations are startup, not idle.
     actix_rt::time::sleep(env.size().pick(
         Duration::from_secs(2),
@@ -778,43 +795,78 @@ async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
         Duration::from_millis(500),
     ))
     .await;
-    let u0 = proc_usage(runner.pid()).context("runner gone")?;
-    let c0 = plane.checkins().len();
-    let mut max_rss = u0.rss_kib;
+    let mut idle = [
+        Idle::begin(&runner, &plane)?,
+        Idle::begin(&runner_m, &plane_m)?,
+    ];
     let end = Instant::now() + window;
-    let t0 = Instant::now();
     while Instant::now() < end {
         actix_rt::time::sleep(Duration::from_millis(500)).await;
-        let u = proc_usage(runner.pid()).context("runner exited while idle")?;
-        max_rss = max_rss.max(u.rss_kib);
+        for i in &mut idle {
+            i.sample()?;
+        }
     }
-    let u1 = proc_usage(runner.pid()).context("runner gone")?;
-    let elapsed = t0.elapsed();
-    let checkins = plane.checkins().len() - c0;
-    if checkins == 0 {
-        bail!("the runner did not check in while idle");
-    }
-    let cpu = match (u0.live_threads_cpu, u1.live_threads_cpu) {
-        (Some(a), Some(b)) if b >= a => b - a,
-        _ => u1.cpu - u0.cpu,
-    };
-    let cpu_pct = cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0;
+    let [off, on] = idle;
+    let off = off.end()?;
+    let on = on.end()?;
+    let tally = scraper.stop();
+    tally.check()?;
+    let scrapes = tally.answered.len();
     let mut rows = vec![
         Row::measured(
             &bench,
             label,
             "idle RSS (max of samples)",
-            mib(max_rss),
+            mib(off.max_rss),
             "<= 15 MiB",
-            Some(max_rss <= 15 * 1024),
+            Some(off.max_rss <= 15 * 1024),
         ),
         Row::measured(
             &bench,
             label,
-            &format!("idle CPU ({checkins} check-ins)"),
-            format!("{cpu_pct:.3}%"),
+            &format!("idle CPU ({} check-ins)", off.checkins),
+            format!("{:.3}%", off.cpu_pct),
             "<= 0.2%",
-            Some(cpu_pct <= 0.2),
+            Some(off.cpu_pct <= 0.2),
+        ),
+        Row::measured(
+            &bench,
+            label,
+            &format!("idle RSS, metrics endpoint on, {scrapes} scrapes (max of samples)"),
+            mib(on.max_rss),
+            "<= 15 MiB",
+            Some(on.max_rss <= 15 * 1024),
+        ),
+        Row::measured(
+            &bench,
+            label,
+            &format!(
+                "idle CPU, metrics endpoint on, {scrapes} scrapes ({} check-ins)",
+                on.checkins
+            ),
+            format!("{:.3}%", on.cpu_pct),
+            "<= 0.2%",
+            Some(on.cpu_pct <= 0.2),
+        ),
+        Row::measured(
+            &bench,
+            label,
+            "metrics endpoint cost (on and scraped, against off)",
+            format!(
+                "{:+.2} MiB RSS, {:+.3}% CPU",
+                (on.max_rss as f64 - off.max_rss as f64) / 1024.0,
+                on.cpu_pct - off.cpu_pct
+            ),
+            "",
+            None,
+        ),
+        Row::measured(
+            &bench,
+            label,
+            "metrics scrapes, every 1 s",
+            tally.describe(),
+            "",
+            None,
         ),
     ];
     match (&env.kind, release_binary()) {
@@ -845,18 +897,99 @@ async fn footprint(env: &Env) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// One idle runner's usage over a window.
+struct Idle<'a> {
+    runner: &'a RunnerProcess,
+    plane: &'a Plane,
+    u0: crate::measure::ProcUsage,
+    c0: usize,
+    t0: Instant,
+    max_rss: u64,
+}
+
+/// What [`Idle`] measured.
+struct IdleUsage {
+    max_rss: u64,
+    cpu_pct: f64,
+    checkins: usize,
+}
+
+impl<'a> Idle<'a> {
+    fn begin(runner: &'a RunnerProcess, plane: &'a Plane) -> anyhow::Result<Self> {
+        let u0 = proc_usage(runner.pid()).context("runner gone")?;
+        Ok(Idle {
+            runner,
+            plane,
+            max_rss: u0.rss_kib,
+            u0,
+            c0: plane.checkins().len(),
+            t0: Instant::now(),
+        })
+    }
+
+    fn sample(&mut self) -> anyhow::Result<()> {
+        let u = proc_usage(self.runner.pid()).context("runner exited while idle")?;
+        self.max_rss = self.max_rss.max(u.rss_kib);
+        Ok(())
+    }
+
+    fn end(self) -> anyhow::Result<IdleUsage> {
+        let u1 = proc_usage(self.runner.pid()).context("runner gone")?;
+        let elapsed = self.t0.elapsed();
+        let checkins = self.plane.checkins().len() - self.c0;
+        if checkins == 0 {
+            bail!("the runner did not check in while idle");
+        }
+        let cpu = match (self.u0.live_threads_cpu, u1.live_threads_cpu) {
+            (Some(a), Some(b)) if b >= a => b - a,
+            _ => u1.cpu - self.u0.cpu,
+        };
+        Ok(IdleUsage {
+            max_rss: self.max_rss.max(u1.rss_kib),
+            cpu_pct: cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+            checkins,
+        })
+    }
+}
+
 // ---- 6. check-in jitter under load -------------------------------------
 
+/// The jitter run twice: the metrics endpoint off, then on and scraped
+/// every second (the endpoint must not slow check-ins).
 async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
+    let mut rows = jitter_once(env, false).await?;
+    rows.extend(jitter_once(env, true).await?);
+    Ok(rows)
+}
+
+async fn jitter_once(env: &Env, metrics: bool) -> anyhow::Result<Vec<Row>> {
     let window = Duration::from_secs(env.size().pick(60, 20, 3));
     let per_kind = env.size().pick(250usize, 250, 5);
     let mut nodes = Nodes::local_nodes("quiet", per_kind, "quiet");
     nodes.extend(Nodes::local_nodes("loud", per_kind, "loud"));
     let cadence = env.checkin_cadence();
     let interval = Duration::from_millis(cadence.long_poll_ms);
+    let metrics = if metrics {
+        Some(free_loopback_addr()?)
+    } else {
+        None
+    };
     let (plane, _runner) = env
-        .start("jitter", cadence, &nodes, RunnerOptions::default())
+        .start(
+            if metrics.is_some() {
+                "jitter-metrics"
+            } else {
+                "jitter"
+            },
+            cadence,
+            &nodes,
+            RunnerOptions {
+                metrics,
+                ..RunnerOptions::default()
+            },
+        )
         .await?;
+    let scraper = metrics.map(|addr| Scraper::start(addr, Duration::from_secs(1)));
     let secs = window.as_secs();
     let quiet = submission(&format!("sleep {secs}"), "tags: quiet", per_kind as u32);
     // Five lines every 250 ms per node: 5,000 lines/s over 250 nodes.
@@ -889,6 +1022,10 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
         actix_rt::time::sleep(Duration::from_millis(200)).await;
     };
     let t_end = Instant::now();
+    let scrapes = scraper.map(Scraper::stop);
+    if let Some(t) = &scrapes {
+        t.check()?;
+    }
     all_succeeded(&sa, per_kind)?;
     all_succeeded(&sb, per_kind)?;
     let checkins: Vec<Instant> = plane
@@ -901,11 +1038,14 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
         bail!("fewer than two check-ins during the load");
     }
     let s = Samples::new(gaps);
-    let bench = format!("check-in jitter, {} local steps, {secs} s", 2 * per_kind);
+    let mut bench = format!("check-in jitter, {} local steps, {secs} s", 2 * per_kind);
+    if scrapes.is_some() {
+        bench.push_str(", metrics endpoint scraped every 1 s");
+    }
     let label = env.runner_label();
     let bound = interval + Duration::from_millis(250);
     let max = s.max().expect("gaps");
-    Ok(vec![
+    let mut rows = vec![
         Row::measured(
             &bench,
             label,
@@ -930,5 +1070,16 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
             &format!("<= {} (long poll {} + 250 ms)", ms(bound), ms(interval)),
             Some(max <= bound),
         ),
-    ])
+    ];
+    if let Some(t) = scrapes {
+        rows.push(Row::measured(
+            &bench,
+            label,
+            "metrics scrapes, every 1 s",
+            t.describe(),
+            "",
+            None,
+        ));
+    }
+    Ok(rows)
 }

@@ -3,7 +3,7 @@
 //! variables, read into raw serde structs (`raw`, from the sources in
 //! `source`) and validated into each subsystem's own settings type. The
 //! settings types and their defaults live beside their subsystems
-//! (`runner`, `transport`, `ssh`, `spool`, `logging`); this layer only
+//! (`runner`, `transport`, `ssh`, `spool`, `logging`, `metrics`); this layer only
 //! reads, validates, names bad keys and refuses unknown ones.
 
 mod error;
@@ -14,11 +14,13 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use raw::{
-    RawConfig, RawHttp, RawKeyBinding, RawLog, RawRunner, RawSpool, RawSsh, RawSupervision, RawTls,
+    RawConfig, RawHttp, RawKeyBinding, RawLog, RawMetrics, RawRunner, RawSpool, RawSsh,
+    RawSupervision, RawTls,
 };
 pub use source::ENV_PREFIX;
 
 use crate::logging::LogSettings;
+use crate::metrics::MetricsSettings;
 use crate::runner::{RunnerSettings, SupervisionSettings};
 use crate::spool::SpoolSettings;
 use crate::ssh::SshSettings;
@@ -34,6 +36,7 @@ pub struct Config {
     pub spool: SpoolSettings,
     pub log: LogSettings,
     pub supervision: SupervisionSettings,
+    pub metrics: MetricsSettings,
     /// What it was built from, for `rdrunner config`.
     pub raw: RawConfig,
 }
@@ -49,6 +52,7 @@ impl Default for Config {
             spool: SpoolSettings::default(),
             log: LogSettings::default(),
             supervision: SupervisionSettings::default(),
+            metrics: MetricsSettings::default(),
             raw: RawConfig::default(),
         }
     }
@@ -77,6 +81,7 @@ impl Config {
             spool: raw.spool.settings()?,
             log: raw.log.settings()?,
             supervision: raw.supervision.settings()?,
+            metrics: raw.metrics.settings()?,
             raw,
         })
     }
@@ -209,6 +214,16 @@ mod tests {
                 "http.proxy",
                 "http://",
             ),
+            (
+                "[metrics]\nlisten = \"localhost:nine\"\n",
+                "metrics.listen",
+                "`localhost:nine` is not an IP address and port",
+            ),
+            (
+                "[metrics]\nlisten = \"127.0.0.1\"\n",
+                "metrics.listen",
+                "127.0.0.1:9464",
+            ),
         ];
         for (text, key, allowed) in cases {
             let f = write(text);
@@ -218,6 +233,17 @@ mod tests {
         let f = write("[runner]\nmaxRunning = \"lots\"\n");
         let err = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
         assert!(err.contains("maxRunning"), "{err}");
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let f = write("[metrics]\nlisten = \"127.0.0.1:9464\"\n");
+        let cfg = Config::load(Some(f.path()), &[]).unwrap();
+        assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = env(&[("RDRUNNER__METRICS__LISTEN", "[::1]:9100")]);
+        let cfg = Config::load(None, &e).unwrap();
+        assert_eq!(cfg.metrics.listen, Some("[::1]:9100".parse().unwrap()));
     }
 
     #[test]

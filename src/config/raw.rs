@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, ConfigError};
 use crate::logging::{level_from_name, level_name, LogFormat, LogSettings};
+use crate::metrics::MetricsSettings;
 use crate::runner::{AllowedNodes, RunnerSettings, SupervisionSettings, ALL_NODES};
 use crate::spool::{FsyncPolicy, SpoolSettings};
 use crate::ssh::{
@@ -33,6 +34,7 @@ pub struct RawConfig {
     pub spool: RawSpool,
     pub log: RawLog,
     pub supervision: RawSupervision,
+    pub metrics: RawMetrics,
 }
 
 /// A duration as the file writes it: whole milliseconds.
@@ -621,5 +623,43 @@ impl RawSupervision {
             },
             backoff_max: positive("supervision.backoffMaxMs", self.backoff_max_ms)?,
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// [metrics]
+// ---------------------------------------------------------------------------
+
+/// `[metrics]`: the metrics and health endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct RawMetrics {
+    /// `address:port` to serve `/metrics`, `/health` and `/ready` on; empty
+    /// = off.
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: MetricsSettings::default().listen_text(),
+        }
+    }
+}
+
+impl RawMetrics {
+    pub fn settings(&self) -> Result<MetricsSettings, ConfigError> {
+        let Some(listen) = non_empty(&self.listen) else {
+            return Ok(MetricsSettings { listen: None });
+        };
+        let addr = listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!(
+                    "`{listen}` is not an IP address and port such as 127.0.0.1:9464 or [::1]:9464 (leave it empty to serve no metrics)"
+                ),
+            )
+        })?;
+        Ok(MetricsSettings { listen: Some(addr) })
     }
 }

@@ -31,12 +31,13 @@ pub use settings::{
 };
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use rdrunner_actors::model::{Node, Step};
 use rdrunner_actors::{
-    AbortReason, AbortSignal, ExecutorError, ExecutorErrorKind, NodeExecutor, OutputSink,
-    StepOutcome, StepRequest,
+    AbortReason, AbortSignal, ExecutorError, ExecutorErrorKind, ExecutorFigures, NodeExecutor,
+    OutputSink, StepOutcome, StepRequest,
 };
 use slog::{debug, o, Logger};
 
@@ -50,6 +51,9 @@ pub struct SshExecutor {
     log: Logger,
     /// Nodes found unable to host a detached step.
     undetachable: Undetachable,
+    /// Connect times (reattaching dials included) and errors by kind, for
+    /// the runtime's counters.
+    figures: Arc<Mutex<ExecutorFigures>>,
 }
 
 impl SshExecutor {
@@ -58,26 +62,60 @@ impl SshExecutor {
             settings: Arc::new(settings),
             log,
             undetachable: Undetachable::default(),
+            figures: Arc::new(Mutex::new(ExecutorFigures::default())),
         }
+    }
+
+    fn figures_mut(&self) -> MutexGuard<'_, ExecutorFigures> {
+        lock_figures(&self.figures)
     }
 }
 
-/// Connects to `node`, checks its host key and logs in as `user`.
+fn lock_figures(figures: &Mutex<ExecutorFigures>) -> MutexGuard<'_, ExecutorFigures> {
+    figures.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Connects to `node`, checks its host key and logs in as `user`; the time
+/// that took goes into `figures`.
 fn dial(
     settings: &SshSettings,
     credentials: &auth::Credentials,
     node: &Node,
     user: &str,
     log: &Logger,
+    figures: &Mutex<ExecutorFigures>,
 ) -> Result<Connection, ExecutorError> {
+    let connecting = Instant::now();
     let conn = connect::connect(node, settings)?;
     host_key::verify(&conn, settings, log)?;
     auth::authenticate(&conn, settings, credentials, node, user)?;
+    lock_figures(figures)
+        .connect_duration
+        .observe(connecting.elapsed());
     Ok(conn)
 }
 
 impl NodeExecutor for SshExecutor {
     fn execute(
+        &self,
+        req: &StepRequest,
+        output: &mut dyn OutputSink,
+        abort: &AbortSignal,
+    ) -> Result<StepOutcome, ExecutorError> {
+        let result = self.run_step(req, output, abort);
+        if let Err(e) = &result {
+            self.figures_mut().error(e.kind);
+        }
+        result
+    }
+
+    fn figures(&self) -> Option<ExecutorFigures> {
+        Some(self.figures_mut().clone())
+    }
+}
+
+impl SshExecutor {
+    fn run_step(
         &self,
         req: &StepRequest,
         output: &mut dyn OutputSink,
@@ -107,12 +145,18 @@ impl NodeExecutor for SshExecutor {
             // The step runs on the node whatever happened to the runner: a
             // node briefly out of reach is dialled again within the window.
             let (settings, node, log2) = (self.settings.clone(), req.node.clone(), log.clone());
-            let creds = credentials.clone();
-            let user2 = user.clone();
-            let d: Dial = Arc::new(move || dial(&settings, &creds, &node, &user2, &log2));
+            let (creds, user2, figures) = (credentials.clone(), user.clone(), self.figures.clone());
+            let d: Dial = Arc::new(move || dial(&settings, &creds, &node, &user2, &log2, &figures));
             detached::redial(&d, &self.settings, &req.node.name, abort, &log)?
         } else {
-            dial(&self.settings, &credentials, &req.node, &user, &log)?
+            dial(
+                &self.settings,
+                &credentials,
+                &req.node,
+                &user,
+                &log,
+                &self.figures,
+            )?
         };
         debug!(log, "connected"; "target" => &conn.target, "user" => &user);
         // Connecting is bounded but not abortable: look again before starting.
@@ -133,7 +177,9 @@ impl NodeExecutor for SshExecutor {
         }
         let reattach = self.settings.reattach.then(|| {
             let (settings, node, log) = (self.settings.clone(), req.node.clone(), log.clone());
-            let dial: Dial = Arc::new(move || dial(&settings, &credentials, &node, &user, &log));
+            let figures = self.figures.clone();
+            let dial: Dial =
+                Arc::new(move || dial(&settings, &credentials, &node, &user, &log, &figures));
             Reattach {
                 dial,
                 undetachable: &self.undetachable,

@@ -67,7 +67,7 @@ fn reported_nodes(world: &World, status: &ExecutionStatus) -> Vec<String> {
     let mut nodes: Vec<String> = status
         .operations
         .iter()
-        .flat_map(|op| world.harness.reports(&op.id))
+        .flat_map(|op| world.harness().reports(&op.id))
         .filter_map(|r| match r.body {
             ReportBody::Node(n) => Some(n.node),
             _ => None,

@@ -1,6 +1,6 @@
 //! The whole system end to end, one test binary: the `rdrunner` binary in a
 //! working directory of its own against the reference control plane and a
-//! private sshd (`dispatch`, `abort`, `secure`, `restart`, on the shared setup in
+//! private sshd (`dispatch`, `abort`, `secure`, `restart`, `metrics`, on the shared setup in
 //! `support`), the same binary against a hostile control plane (`hostile`),
 //! and the demo and the embedding example run as tests
 //! (`demo`, `embed`).
@@ -12,5 +12,6 @@ mod demo;
 mod dispatch;
 mod embed;
 mod hostile;
+mod metrics;
 mod restart;
 mod secure;

@@ -76,7 +76,7 @@ async fn a_secure_option_value_is_never_written_anywhere() {
     let stored: Vec<String> = status
         .operations
         .iter()
-        .flat_map(|op| world.harness.reports(&op.id))
+        .flat_map(|op| world.harness().reports(&op.id))
         .map(|r| serde_json::to_string(&r).unwrap())
         .collect();
     assert!(!stored.is_empty());

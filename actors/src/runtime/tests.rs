@@ -1172,3 +1172,70 @@ async fn allowed_nodes_sees_the_target_the_executor_is_given() {
     }
     finish(&rig).await;
 }
+
+/// The embedding API's figures move with what the runtime does: a claim, a
+/// node step running, its end, the check-ins, and a control plane that
+/// stops answering (readiness then says why).
+#[actix_rt::test]
+async fn the_stats_follow_operations_check_ins_and_control_plane_errors() {
+    let rig = start(test_config());
+    assert!(rig.cp.wait_until(WAIT, |s| s.checkins.len() >= 2).await);
+    let s = rig.handle.stats();
+    assert!(s.checkin_duration.count() >= 1, "{s:?}");
+    assert!(s.last_checkin_success.is_some());
+    assert!(rig.handle.readiness().ready, "{:?}", rig.handle.readiness());
+    assert!(rig.handle.liveness().alive, "{:?}", rig.handle.liveness());
+    assert_eq!(s.checkin_interval, Duration::from_millis(250), "the hold");
+
+    rig.cp
+        .offer(operation("op-1", vec![fake_node("n", "sleep:400")]));
+    assert!(rig.exec.wait_until(WAIT, |e| e.running == 1).await);
+    let s = rig.handle.stats();
+    assert_eq!(
+        (s.operations_claimed, s.running, s.node_steps_running),
+        (1, 1, 1)
+    );
+    wait_complete(&rig.cp, &["op-1"]).await;
+    let t0 = Instant::now();
+    loop {
+        let s = rig.handle.stats();
+        if s.reports_pending == 0 && s.operations_finished.get("succeeded") == Some(&1) {
+            assert_eq!((s.running, s.node_steps_running), (0, 0));
+            assert!(s.report_bytes > 0 && s.report_oldest_unacked_age.is_none());
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    rig.cp.state().fail_checkins = Some((
+        1_000,
+        crate::control_plane::ControlPlaneError::Transport("connection refused".into()),
+    ));
+    let t0 = Instant::now();
+    let r = loop {
+        let r = rig.handle.readiness();
+        if !r.ready {
+            break r;
+        }
+        assert!(t0.elapsed() < WAIT, "still ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Three intervals of 250 ms, plus the check-in that was held.
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(r.reason.contains("connection refused"), "{}", r.reason);
+    let s = rig.handle.stats();
+    assert!(s.control_plane_errors[&("checkin".to_owned(), "transport".to_owned())] >= 1);
+    assert!(rig.handle.liveness().alive, "alive while not ready");
+    rig.cp.state().fail_checkins = None;
+    let t0 = Instant::now();
+    while !rig.handle.readiness().ready {
+        assert!(t0.elapsed() < WAIT, "not ready again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    finish(&rig).await;
+}

@@ -25,7 +25,10 @@ pub const PROJECT: &str = "e2e";
 pub struct World {
     /// The runner's working directory (and the nodes' scratch space).
     pub dir: tempfile::TempDir,
-    pub harness: Harness,
+    /// `None` only while [`World::control_plane_outage`] has it stopped.
+    harness: Option<Harness>,
+    /// What the harness was started with, to start it again.
+    harness_config: HarnessConfig,
     pub sshd: TestSshd,
     pub runner_id: String,
     pub nodes: Vec<Node>,
@@ -35,8 +38,17 @@ impl World {
     /// Sets everything up; every name in `node_names` is an SSH node served
     /// by the same sshd.
     pub async fn new(node_names: &[&str]) -> World {
+        World::with_harness(node_names, |_, _| {}).await
+    }
+
+    /// As [`World::new`], with `adjust` changing the harness's
+    /// configuration first (it gets the working directory too).
+    pub async fn with_harness(
+        node_names: &[&str],
+        adjust: impl FnOnce(&mut HarnessConfig, &Path),
+    ) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let harness = Harness::start(HarnessConfig {
+        let mut harness_config = HarnessConfig {
             // A brisk cadence keeps the tests fast.
             cadence: Cadence {
                 poll_interval_ms: 500,
@@ -45,8 +57,12 @@ impl World {
                 ..Cadence::default()
             },
             ..HarnessConfig::default()
-        })
-        .expect("harness starts");
+        };
+        adjust(&mut harness_config, dir.path());
+        let harness = Harness::start(harness_config.clone()).expect("harness starts");
+        // Started again on the same address with the same admin token.
+        harness_config.listen = harness.addr();
+        harness_config.admin_token = Some(harness.admin_token().to_owned());
         let sshd = TestSshd::start(&dir.path().join("sshd")).expect("private sshd starts");
         let admin = harness.admin();
         let created = admin
@@ -86,19 +102,50 @@ impl World {
         fs::write(work.join("runner.toml"), runner_toml(work)).unwrap();
         World {
             dir,
-            harness,
+            harness: Some(harness),
+            harness_config,
             sshd,
             runner_id: created.runner_id,
             nodes,
         }
     }
 
+    pub fn harness(&self) -> &Harness {
+        self.harness.as_ref().expect("the control plane is running")
+    }
+
     pub fn admin(&self) -> AdminClient {
-        self.harness.admin()
+        self.harness().admin()
+    }
+
+    /// Stops the control plane, awaits `while_down`, then starts it again
+    /// on the same address (from its state file, when the world was given
+    /// one: otherwise it forgets the runner).
+    pub async fn control_plane_outage<T>(
+        &mut self,
+        while_down: impl std::future::Future<Output = T>,
+    ) -> T {
+        if let Some(h) = self.harness.take() {
+            h.stop();
+        }
+        let out = while_down.await;
+        self.harness =
+            Some(Harness::start(self.harness_config.clone()).expect("harness starts again"));
+        out
     }
 
     pub fn work(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Appends `text` to the runner's `runner.toml` (before it starts).
+    pub fn append_runner_toml(&self, text: &str) {
+        let path = self.work().join("runner.toml");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open runner.toml");
+        f.write_all(text.as_bytes()).expect("append to runner.toml");
     }
 
     /// A directory the node steps may write markers to (the nodes are this
