@@ -245,7 +245,7 @@ mod tests {
         s.checkin_duration.observe(Duration::from_millis(30));
         let mut ssh = rdrunner_actors::ExecutorFigures::default();
         ssh.connect_duration.observe(Duration::from_millis(20));
-        ssh.error(rdrunner_actors::ExecutorErrorKind::Authentication);
+        ssh.error(rdrunner_actors::ExecutorErrorKind::Authentication.name());
         s.executors.insert("ssh".into(), ssh);
         let text = render(s, "1.2.3").unwrap();
         for line in [

@@ -104,7 +104,7 @@ impl NodeExecutor for SshExecutor {
     ) -> Result<StepOutcome, ExecutorError> {
         let result = self.run_step(req, output, abort);
         if let Err(e) = &result {
-            self.figures_mut().error(e.kind);
+            self.figures_mut().error(e.kind.name());
         }
         result
     }
