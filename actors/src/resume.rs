@@ -147,7 +147,14 @@ pub fn resume_calls(
 pub fn resume_action(leftover: &Leftover, answer: &ResumeAnswer, carry_on: bool) -> ResumeAction {
     match answer {
         ResumeAnswer::States(states, resumed) => match states.get(&leftover.op_id) {
-            Some(ResumeState::Owned) if carry_on && resumed.contains_key(&leftover.op_id) => {
+            // Given back under another id is not given back: the answer is
+            // the control plane's word, checked like a claim's.
+            Some(ResumeState::Owned)
+                if carry_on
+                    && resumed
+                        .get(&leftover.op_id)
+                        .is_some_and(|op| op.id == leftover.op_id) =>
+            {
                 ResumeAction::CarryOn
             }
             Some(ResumeState::Owned) => ResumeAction::ReportRestarted,
@@ -331,6 +338,21 @@ mod tests {
             [("a".to_owned(), op)].into(),
         );
         assert_eq!(resume_action(&l, &given, true), ResumeAction::CarryOn);
+        // An operation given back under another operation's id is not
+        // carried on with.
+        let other: Operation = serde_json::from_value(serde_json::json!({
+            "id": "b", "execution": {"id": 1, "project": "p"},
+            "steps": [], "nodes": []
+        }))
+        .unwrap();
+        let swapped = ResumeAnswer::States(
+            [("a".to_owned(), ResumeState::Owned)].into(),
+            [("a".to_owned(), other)].into(),
+        );
+        assert_eq!(
+            resume_action(&l, &swapped, true),
+            ResumeAction::ReportRestarted
+        );
         assert_eq!(
             resume_action(&l, &given, false),
             ResumeAction::ReportRestarted
