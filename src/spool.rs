@@ -181,6 +181,9 @@ struct StepRecord {
     /// stderr's mark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     em: Option<Mark>,
+    /// When the step started (the time of its `running` report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<String>,
 }
 
 impl StepRecord {
@@ -193,6 +196,7 @@ impl StepRecord {
             state: p.state.clone(),
             om: p.stdout_mark,
             em: p.stderr_mark,
+            at: p.started.clone(),
         }
     }
 
@@ -205,6 +209,7 @@ impl StepRecord {
             state: self.state,
             stdout_mark: self.om,
             stderr_mark: self.em,
+            started: self.at,
         }
     }
 }
@@ -1198,9 +1203,23 @@ mod tests {
         Report {
             op_id: op.into(),
             seq,
-            ts: "2026-01-01T00:00:00.000Z".into(),
+            ts: ts_of(seq),
             body,
         }
+    }
+
+    /// A report time per seq.
+    fn ts_of(seq: u64) -> String {
+        format!("2026-01-01T00:{:02}:{:02}.000Z", seq / 60 % 60, seq % 60)
+    }
+
+    /// When each step started, as the spool has it.
+    fn started_of(s: &mut DiskSpool, op: &str) -> Vec<Option<String>> {
+        s.progress(op)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.started)
+            .collect()
     }
 
     fn progress_of(s: &mut DiskSpool, op: &str) -> Vec<(u32, String, u64, u64, Option<State>)> {
@@ -1252,6 +1271,9 @@ mod tests {
             (2, "n2".to_owned(), 30, 0, Some(State::Running)),
         ];
         assert_eq!(progress_of(&mut s, "a"), want);
+        // Each step started at the time of its running report.
+        let started = vec![Some(ts_of(1)), Some(ts_of(45)), Some(ts_of(46))];
+        assert_eq!(started_of(&mut s, "a"), started);
         // Most of it acked: the segments holding it are deleted, and the
         // progress they held lives on in acks.log.
         let last = reports.len() as u64;
@@ -1286,6 +1308,7 @@ mod tests {
         drop(s);
         let mut s = open(d.path());
         assert_eq!(progress_of(&mut s, "a"), want);
+        assert_eq!(started_of(&mut s, "a"), started);
         // Forgotten: nothing left.
         s.forget("a").unwrap();
         assert!(s.progress("a").unwrap().is_empty());

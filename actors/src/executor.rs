@@ -51,6 +51,16 @@ pub trait OutputSink: Send {
     fn mark(&mut self, stream: Stream, offset: u64) {
         let _ = (stream, offset);
     }
+
+    /// The step ended, and `execute` is about to return `result`: the sink
+    /// records the step's end durably now, before the executor removes what
+    /// a restarted runner would re-attach to (the step's files), so that a
+    /// runner dying in between finds the end recorded, not a step it cannot
+    /// find. Called by executors that can re-attach, at most once; the
+    /// default ignores it (the runtime records the result `execute` returns).
+    fn ended(&mut self, result: Result<&StepOutcome, &ExecutorError>) {
+        let _ = result;
+    }
 }
 
 impl<F: FnMut(Stream, String) + Send> OutputSink for F {

@@ -154,6 +154,11 @@ impl ReportIntake {
     /// Numbers `body` as the next report of `op_id` and spools it. Returns
     /// `false` when refused: the operation's terminal report is already
     /// spooled (so the terminal report stays the last), or the spool failed.
+    /// The wall clock report times are read from.
+    pub fn wall(&self) -> std::time::SystemTime {
+        self.clock.wall()
+    }
+
     pub fn push(&self, op_id: &str, body: ReportBody) -> bool {
         let mut g = self.lock();
         if g.closed.contains(op_id) {

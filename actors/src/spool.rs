@@ -57,6 +57,10 @@ pub struct StepProgress {
     pub stdout_mark: Option<Mark>,
     /// Likewise for stderr.
     pub stderr_mark: Option<Mark>,
+    /// When the step started on the node: the time of its `running` node
+    /// report, as the report gave it. A step re-attached to keeps its
+    /// timeout counted from there.
+    pub started: Option<String>,
 }
 
 /// A point of a step's output stream: `lines` lines were reported from the
@@ -100,11 +104,15 @@ impl ProgressMap {
             state: None,
             stdout_mark: None,
             stderr_mark: None,
+            started: None,
         });
         match &report.body {
             ReportBody::Log(l) if l.stream == Stream::Stdout => p.stdout_lines += 1,
             ReportBody::Log(_) => p.stderr_lines += 1,
             ReportBody::Node(n) => {
+                if n.state == State::Running {
+                    p.started = Some(report.ts.clone());
+                }
                 p.state = Some(NodeState {
                     state: n.state,
                     exit_code: n.exit_code,

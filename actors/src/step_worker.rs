@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use actix::prelude::*;
 use slog::{error, info, warn};
@@ -22,13 +22,14 @@ use slog::Logger;
 
 use crate::context::{DataContext, MaskedLines, Masker};
 use crate::executor::{
-    AbortReason, AbortSignal, NodeExecutor, OperationAbort, OutputSink, StepOutcome, StepRequest,
+    AbortReason, AbortSignal, ExecutorError, NodeExecutor, OperationAbort, OutputSink, StepOutcome,
+    StepRequest,
 };
 use crate::failpoints::{fail_point, FailPoints};
 use crate::intake::ReportIntake;
 use crate::model::{
-    printable, Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport, Operation, RankOrder,
-    ReportBody, State, Stream,
+    parse_rfc3339_utc, printable, Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport,
+    Operation, RankOrder, ReportBody, State, Stream,
 };
 use crate::outcome::Outcomes;
 use crate::resume::ResumePlans;
@@ -85,6 +86,15 @@ pub struct NodeStepResult {
     pub state: State,
     pub exit_code: Option<i32>,
     pub message: Option<String>,
+}
+
+/// What is left at `now` of a timeout `full` counted from `started` (all
+/// of it when the start is unknown; nothing once it passed).
+pub fn time_left(full: Duration, started: Option<SystemTime>, now: SystemTime) -> Duration {
+    match started {
+        Some(t) => full.saturating_sub(now.duration_since(t).unwrap_or_default()),
+        None => full,
+    }
 }
 
 /// Turns what `execute` returned (or its panic) and the step's abort
@@ -313,10 +323,16 @@ impl Actor for StepWorker {
         }
         fail_point!(self.parts.fail_points, "step_worker::started");
         if let Some(ms) = self.op.timeout_ms {
-            let abort = self.abort.clone();
-            ctx.run_later(Duration::from_millis(ms), move |_, _| {
-                abort.abort(AbortReason::TimedOut)
+            // Carried on with: counted from the operation's first node step
+            // (within milliseconds of its start), not from the restart.
+            let started = self.plan.as_ref().and_then(|p| {
+                p.values()
+                    .filter_map(|s| s.started.as_deref().and_then(parse_rfc3339_utc))
+                    .min()
             });
+            let left = time_left(Duration::from_millis(ms), started, self.parts.intake.wall());
+            let abort = self.abort.clone();
+            ctx.run_later(left, move |_, _| abort.abort(AbortReason::TimedOut));
         }
         self.dispatch(ctx);
     }
@@ -528,10 +544,15 @@ impl NodeJob {
                 .tokens
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Some(timeout) = step_timeout {
+                // Re-attached to: counted from the step's start.
+                let started = seen
+                    .filter(|_| reattach)
+                    .and_then(|p| p.started.as_deref())
+                    .and_then(parse_rfc3339_utc);
                 self.worker.do_send(NodeEvent::StepStarted {
                     token,
                     signal: signal.clone(),
-                    timeout,
+                    timeout: time_left(timeout, started, self.parts.intake.wall()),
                 });
             }
             let mut sink = StepOutput::new(
@@ -541,6 +562,7 @@ impl NodeJob {
                 node.name.clone(),
                 index,
             );
+            sink.ending = Some((signal.clone(), step_timeout));
             let mut resume_at = [0, 0];
             if let (true, Some(p)) = (reattach, seen) {
                 // Read on from the last mark of each stream whose lines the
@@ -586,10 +608,18 @@ impl NodeJob {
             if step_timeout.is_some() {
                 self.worker.do_send(NodeEvent::StepEnded { token });
             }
-            let r = classify(result, signal.reason(), step_timeout);
-            let ok = r.state == State::Succeeded;
-            self.report(index, r);
-            if !ok {
+            // Recorded already when the executor said the step ended
+            // before removing its files (`OutputSink::ended`).
+            let state = match sink.settled {
+                Some(state) => state,
+                None => {
+                    let r = classify(result, signal.reason(), step_timeout);
+                    let state = r.state;
+                    self.report(index, r);
+                    state
+                }
+            };
+            if state != State::Succeeded {
                 return false;
             }
         }
@@ -617,6 +647,12 @@ struct StepOutput {
     emitted: [u64; 2],
     /// The offset of the last mark recorded per stream.
     marked: [u64; 2],
+    /// The step's abort signal and timeout, to classify its end when the
+    /// executor says it ended (`OutputSink::ended`).
+    ending: Option<(AbortSignal, Option<Duration>)>,
+    /// The node state reported through `OutputSink::ended`.
+    settled: Option<State>,
+    masker: Arc<Masker>,
 }
 
 /// Bytes of a stream between two marks recorded in the spool.
@@ -642,6 +678,9 @@ impl StepOutput {
             skip: [0, 0],
             emitted: [0, 0],
             marked: [0, 0],
+            ending: None,
+            settled: None,
+            masker: masker.clone(),
         }
     }
 
@@ -702,6 +741,32 @@ impl OutputSink for StepOutput {
         lines.line(text, &mut push);
     }
 
+    fn ended(&mut self, result: Result<&StepOutcome, &ExecutorError>) {
+        let Some((signal, step_timeout)) = self.ending.clone() else {
+            return;
+        };
+        if self.settled.is_some() {
+            return;
+        }
+        // The lines held back first: the node report comes after them.
+        self.finish();
+        let result = result.cloned().map_err(Clone::clone);
+        let r = classify(Ok(result), signal.reason(), step_timeout);
+        // An executor's error text may quote the command, secrets included.
+        let message = r.message.map(|m| self.masker.mask(m));
+        self.intake.push(
+            &self.op_id,
+            ReportBody::Node(NodeReport {
+                node: self.node.clone(),
+                step: self.step,
+                state: r.state,
+                exit_code: r.exit_code,
+                message,
+            }),
+        );
+        self.settled = Some(r.state);
+    }
+
     fn mark(&mut self, stream: Stream, offset: u64) {
         let (i, lines) = match stream {
             Stream::Stdout => (0, &self.stdout),
@@ -731,7 +796,7 @@ impl OutputSink for StepOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::executor::{ExecutorError, ExecutorErrorKind};
+    use crate::executor::ExecutorErrorKind;
 
     fn node(name: &str, rank: Option<&str>) -> Node {
         let mut n = Node::local(name);
@@ -762,6 +827,18 @@ mod tests {
         assert_eq!(names(&dispatch_order(&nodes, &d)), ["b", "d", "c", "a"]);
         let by_name = dispatch_order(&nodes, &Dispatch::default());
         assert_eq!(names(&by_name), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn a_timeout_carried_on_with_counts_from_its_start() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let min = Duration::from_secs(60);
+        assert_eq!(time_left(min, None, now), min);
+        let ago = |s| Some(now - Duration::from_secs(s));
+        assert_eq!(time_left(min, ago(20), now), Duration::from_secs(40));
+        assert_eq!(time_left(min, ago(90), now), Duration::ZERO);
+        // A start in the future (a clock set back): all of it.
+        assert_eq!(time_left(min, Some(now + min), now), min);
     }
 
     #[test]

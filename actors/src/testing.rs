@@ -526,6 +526,16 @@ impl NodeExecutor for FakeExecutor {
                 None => Ok(StepOutcome::exited(0)),
             },
             "panic" => panic!("fake executor panicked on {}", req.node.name),
+            // Says the step ended (as an executor that can re-attach does
+            // before it removes the step's files), then panics.
+            "end-then-panic" => {
+                output.line(Stream::Stdout, "the last line".into());
+                output.ended(Ok(&StepOutcome::exited(0)));
+                panic!(
+                    "fake executor panicked after its step ended on {}",
+                    req.node.name
+                )
+            }
             // Prints the command, with the `"${RD_...}"` references secure
             // tokens become expanded from the step's environment, as the
             // shell would.

@@ -168,7 +168,9 @@ impl Detached {
         };
         let outcome = follow(&dir, leader, req, output, abort);
         // Its status is read, or it is gone for good: nothing of it is
-        // needed again.
+        // needed again once its end is recorded (not before: a runner dying
+        // in between would find neither).
+        output.ended(outcome.as_ref());
         if let Ok(work) = std::fs::read_to_string(dir.join("workdir")) {
             let work = Path::new(work.trim_end_matches('\n'));
             if work.is_absolute() && work.starts_with(std::env::temp_dir()) {

@@ -10,7 +10,7 @@
 //! the last byte read is resuming at the last byte handed towards the
 //! output sink: no line is lost or repeated. The status file is read once,
 //! after it appeared and both files were read to their end, and the
-//! directory is removed once it has been read.
+//! directory is removed once the step's end is recorded (`OutputSink::ended`).
 
 use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -333,25 +333,24 @@ fn follow(
         let why = match follow_connected(run, step, &mut files, output, abort) {
             Ok(Turn::Ended(Some(code))) => {
                 flush(&mut files, output);
-                remove_dir(run, step);
-                return Ok(StepOutcome::exited(code));
+                return settle(run, step, output, Ok(StepOutcome::exited(code)));
             }
             Ok(end @ (Turn::Ended(None) | Turn::Vanished)) => {
                 flush(&mut files, output);
-                remove_dir(run, step);
                 let how = if matches!(end, Turn::Vanished) {
                     "its process group is gone without writing a status"
                 } else {
                     "the command's shell was killed before it could say"
                 };
-                return Err(ExecutorError::new(
+                let e = ExecutorError::new(
                     ExecutorErrorKind::NoExitStatus,
                     format!(
                         "no exit status from node '{}' ({}): {how}",
                         run.node,
                         run.conn.borrow().target
                     ),
-                ));
+                );
+                return settle(run, step, output, Err(e));
             }
             Ok(Turn::Aborted(reason)) => {
                 let how = run.terminate(step.pgid, kill_grace);
@@ -360,18 +359,18 @@ fn follow(
                     // wait out the call timeout. End the group from the
                     // background once the node can be reached again.
                     flush(&mut files, output);
-                    reap_later(run, reattach, step, kill_grace, Instant::now() + window);
                     let mut outcome = aborted(reason, step.pgid, &how);
                     if let Some(m) = &mut outcome.message {
                         m.push_str("; it is ended as soon as the node can be reached again");
                     }
+                    output.ended(Ok(&outcome));
+                    reap_later(run, reattach, step, kill_grace, Instant::now() + window);
                     return Ok(outcome);
                 }
                 // What the step wrote before it went, then its directory.
                 let _ = read_once(run, step, &mut files, output);
                 flush(&mut files, output);
-                remove_dir(run, step);
-                return Ok(aborted(reason, step.pgid, &how));
+                return settle(run, step, output, Ok(aborted(reason, step.pgid, &how)));
             }
             Err(why) => why,
         };
@@ -414,8 +413,7 @@ fn follow(
                     // The node is out of reach: end the group from the
                     // background once it can be reached, within the window.
                     flush(&mut files, output);
-                    reap_later(run, reattach, step, kill_grace, lost + window);
-                    return Ok(StepOutcome {
+                    let outcome = StepOutcome {
                         exit_code: None,
                         signal: None,
                         message: Some(format!(
@@ -423,7 +421,10 @@ fn follow(
                             reason_text(reason),
                             step.pgid
                         )),
-                    });
+                    };
+                    output.ended(Ok(&outcome));
+                    reap_later(run, reattach, step, kill_grace, lost + window);
+                    return Ok(outcome);
                 }
             }
         }
@@ -621,6 +622,20 @@ fn flush(files: &mut [Followed; 2], output: &mut dyn OutputSink) {
         let stream = f.stream;
         f.lines.finish(&mut |l| output.line(stream, l));
     }
+}
+
+/// The step ended with `result`: the sink records it, and then (not
+/// before: a runner dying in between would find neither) the step's
+/// directory, which holds its status, is removed.
+fn settle(
+    run: &Runner,
+    step: &DetachedStep,
+    output: &mut dyn OutputSink,
+    result: Result<StepOutcome, ExecutorError>,
+) -> Result<StepOutcome, ExecutorError> {
+    output.ended(result.as_ref());
+    remove_dir(run, step);
+    result
 }
 
 fn remove_dir(run: &Runner, step: &DetachedStep) {

@@ -377,3 +377,35 @@ fn a_detached_step_runs_in_a_session_of_its_own_outside_the_runners_directory() 
     // Nothing is left under the root.
     assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 }
+
+/// Records, when the executor says the step ended, whether its directory
+/// (holding its status) was still there.
+struct EndSink {
+    dir: std::path::PathBuf,
+    ended: Vec<(Option<i32>, bool)>,
+}
+
+impl rdrunner_actors::OutputSink for EndSink {
+    fn line(&mut self, _: Stream, _: String) {}
+
+    fn ended(&mut self, result: Result<&StepOutcome, &rdrunner_actors::ExecutorError>) {
+        let code = result.ok().and_then(|o| o.exit_code);
+        self.ended.push((code, self.dir.join("status").exists()));
+    }
+}
+
+#[test]
+fn a_detached_steps_directory_goes_only_after_its_end_is_recorded() {
+    let root = tempfile::tempdir().unwrap();
+    let key = StepKey([5; 32]);
+    let exec = LocalExecutor::detached(root.path().to_path_buf(), key.clone());
+    let req = request(command("echo out; exit 7"));
+    let mut sink = EndSink {
+        dir: step_dir(root.path(), &key, &req),
+        ended: Vec::new(),
+    };
+    let outcome = exec.execute(&req, &mut sink, &AbortSignal::new()).unwrap();
+    assert_eq!(outcome.exit_code, Some(7));
+    assert_eq!(sink.ended, vec![(Some(7), true)]);
+    assert!(!sink.dir.exists());
+}

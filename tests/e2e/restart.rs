@@ -195,3 +195,60 @@ async fn a_node_out_of_reach_at_the_restart_is_dialled_again_until_it_answers() 
     );
     runner.stop();
 }
+
+#[actix_rt::test]
+async fn a_step_timeout_counts_from_the_steps_start_across_a_restart() {
+    let world = World::new(&["r1"]).await;
+    let runner = Runner::start(world.work());
+    let marker = format!(
+        "sleep 300.{}",
+        rand::random::<u32>() % 1_000_000 + 1_000_000
+    );
+    let mut submit = job(format!("echo started; {marker}; echo not reached"));
+    submit.step_timeout_ms = Some(8_000);
+    let admin = world.admin();
+    let id = admin
+        .submit_execution(PROJECT, &submit)
+        .await
+        .expect("submit");
+    world
+        .wait_output(id, Duration::from_secs(20), |out| {
+            out.iter().any(|e| e.text == "started")
+        })
+        .await;
+    runner.kill9();
+    // Down for half the step's timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted = Instant::now();
+    let runner = Runner::start(world.work());
+    let status = world.wait_terminal(id).await;
+    let after_restart = restarted.elapsed();
+    let stderr = runner.stderr();
+    let node = &status.nodes["r1"];
+    assert_eq!(node.state, RunState::Timedout, "{status:#?}\n{stderr}");
+    assert_eq!(node.message.as_deref(), Some("timed out after 8000 ms"));
+    // What was left of the 8 s when the runner came back (under 4 s), not
+    // 8 s from the restart.
+    assert!(
+        after_restart < Duration::from_millis(6_500),
+        "timed out {after_restart:?} after the restart\n{stderr}"
+    );
+    // The timeout ended the step's processes, re-attached as it was.
+    let left = loop {
+        let left = pgrep(&marker);
+        if left.is_empty() || restarted.elapsed() > Duration::from_secs(20) {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for pid in left.iter().filter_map(|l| l.split_whitespace().next()) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .status();
+    }
+    assert!(
+        left.is_empty(),
+        "processes of the step left: {left:?}\n{stderr}"
+    );
+    runner.stop();
+}

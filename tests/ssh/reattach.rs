@@ -98,6 +98,51 @@ fn cut_at(proxy: &FaultProxy, seen: &Seen, at: usize) {
     proxy.restore();
 }
 
+/// Records, when the executor says the step ended, whether the step's
+/// directory was still on the node.
+struct EndSink {
+    remote_tmp: std::path::PathBuf,
+    ended: Vec<(Result<StepOutcome, String>, usize)>,
+}
+
+impl rdrunner_actors::OutputSink for EndSink {
+    fn line(&mut self, _: Stream, _: String) {}
+
+    fn ended(&mut self, result: Result<&StepOutcome, &rdrunner_actors::ExecutorError>) {
+        let dirs = std::fs::read_dir(&self.remote_tmp)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("rdrunner-step-")
+            })
+            .count();
+        self.ended
+            .push((result.cloned().map_err(|e| e.message.clone()), dirs));
+    }
+}
+
+/// The step's end is handed to the sink (which records it durably) while
+/// its directory, which holds its status, is still there: a runner dying in
+/// between finds one or the other, never neither.
+#[test]
+fn the_steps_directory_goes_only_after_its_end_is_recorded() {
+    let f = Fixture::new();
+    let mut sink = EndSink {
+        remote_tmp: f.remote_tmp(),
+        ended: Vec::new(),
+    };
+    let req = request(f.node(), command_step("echo out; exit 3"));
+    let outcome = f
+        .executor()
+        .execute(&req, &mut sink, &AbortSignal::new())
+        .unwrap();
+    assert_eq!(outcome, StepOutcome::exited(3));
+    assert_eq!(sink.ended, vec![(Ok(StepOutcome::exited(3)), 1)]);
+    assert!(step_dirs(&f).is_empty(), "{:?}", step_dirs(&f));
+}
+
 #[test]
 fn a_step_survives_two_cuts_with_every_line_once_and_in_order() {
     let f = Fixture::new();

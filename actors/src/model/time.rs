@@ -77,6 +77,32 @@ pub fn is_rfc3339(s: &str) -> bool {
     }
 }
 
+/// The instant of a time [`rfc3339`] wrote (`YYYY-MM-DDTHH:MM:SS.mmmZ`);
+/// `None` for any other text. Reads back the runner's own report times.
+pub fn parse_rfc3339_utc(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() != 24 || !is_rfc3339(s) || !b[23].eq_ignore_ascii_case(&b'Z') || b[19] != b'.' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, m, d) = (num(0..4)? as i64, num(5..7)? as u32, num(8..10)? as u32);
+    let days = days_from_civil(y, m, d);
+    let secs =
+        u64::try_from(days).ok()? * 86_400 + num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    Some(UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + num(20..23)?))
+}
+
+/// (year, month, day) to days since 1970-01-01; Howard Hinnant's algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -103,6 +129,31 @@ mod tests {
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_873_599);
         assert_eq!(rfc3339(t), "2026-11-28T13:46:39.000Z");
+    }
+
+    #[test]
+    fn reads_back_the_times_it_writes() {
+        for ms in [0u64, 951_782_400_123, 1_795_873_599_000, 1_796_000_123_456] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(parse_rfc3339_utc(&rfc3339(t)), Some(t), "{ms}");
+        }
+        let now = UNIX_EPOCH
+            + Duration::from_millis(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis() as u64,
+            );
+        assert_eq!(parse_rfc3339_utc(&rfc3339(now)), Some(now));
+        for other in [
+            "2026-11-28T12:00:00Z",
+            "2026-11-28T12:00:00.000+01:00",
+            "2026-02-30T12:00:00.000Z",
+            "2026-11-28T12:00:00.0000Z",
+            "",
+        ] {
+            assert_eq!(parse_rfc3339_utc(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -622,6 +622,34 @@ async fn a_dying_step_worker_fails_its_operation_and_others_go_on() {
     finish(&rig).await;
 }
 
+/// An executor that says the step ended (`OutputSink::ended`) has its end
+/// recorded then, once: what it does afterwards, a panic included, does not
+/// make a second node report.
+#[actix_rt::test]
+async fn a_step_end_said_by_the_executor_is_recorded_at_once_and_once() {
+    let rig = start(test_config());
+    rig.cp
+        .offer(operation("said", vec![fake_node("n", "end-then-panic")]));
+    wait_complete(&rig.cp, &["said"]).await;
+    assert_well_formed(&rig.cp, "said");
+    let states: Vec<State> = node_reports(&rig.cp, "said")
+        .iter()
+        .map(|n| n.state)
+        .collect();
+    assert_eq!(states, [State::Running, State::Succeeded]);
+    assert_eq!(terminal(&rig.cp, "said").state, State::Succeeded);
+    // The line came before the end.
+    let stored = rig.cp.stored("said");
+    let line = stored
+        .iter()
+        .position(|r| matches!(&r.body, ReportBody::Log(l) if l.text == "the last line"));
+    let end = stored
+        .iter()
+        .position(|r| matches!(&r.body, ReportBody::Node(n) if n.state == State::Succeeded));
+    assert!(line.unwrap() < end.unwrap(), "{stored:?}");
+    finish(&rig).await;
+}
+
 #[actix_rt::test]
 async fn nodes_outside_allowed_nodes_or_without_an_executor_fail_before_any_call() {
     let config = RuntimeConfig {
