@@ -77,6 +77,52 @@ pub fn is_rfc3339(s: &str) -> bool {
     }
 }
 
+/// The instant an RFC 3339 time stands for (see [`is_rfc3339`]); `None`
+/// when `s` is not one, or is before 1970. Fractions past the nanosecond
+/// are cut.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    if !is_rfc3339(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    // Every position below was checked by `is_rfc3339`.
+    let num = |range: std::ops::Range<usize>| -> i64 {
+        b[range]
+            .iter()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
+    };
+    let days = days_from_civil(num(0..4), num(5..7) as u32, num(8..10) as u32);
+    let mut secs = days * 86_400 + num(11..13) * 3600 + num(14..16) * 60 + num(17..19);
+    let mut nanos = 0u32;
+    let mut i = 19;
+    if b[i] == b'.' {
+        i += 1;
+        let mut scale = 100_000_000u32;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            nanos += u32::from(b[i] - b'0') * scale;
+            scale /= 10;
+            i += 1;
+        }
+    }
+    if matches!(b[i], b'+' | b'-') {
+        let offset = num(i + 1..i + 3) * 3600 + num(i + 4..i + 6) * 60;
+        secs -= if b[i] == b'+' { offset } else { -offset };
+    }
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+}
+
+/// (year, month, day) to days since 1970-01-01; Howard Hinnant's algorithm.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -103,6 +149,26 @@ mod tests {
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_873_599);
         assert_eq!(rfc3339(t), "2026-11-28T13:46:39.000Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_honours_offsets() {
+        let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123);
+        assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        let now = SystemTime::now();
+        let back = parse_rfc3339(&rfc3339(now)).unwrap();
+        assert!(now.duration_since(back).unwrap() < Duration::from_millis(1));
+        assert_eq!(
+            parse_rfc3339("2026-11-28T13:46:39+01:00"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_873_599 - 3600))
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-28t13:46:39.5-00:30"),
+            Some(UNIX_EPOCH + Duration::from_millis(1_795_873_599_500 + 1_800_000))
+        );
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-31T12:00:00Z"), None);
+        assert_eq!(parse_rfc3339("now"), None);
     }
 
     #[test]
