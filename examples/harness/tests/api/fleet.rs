@@ -281,3 +281,86 @@ async fn metrics_count_runners_executions_reports_and_held_check_ins_without_nam
         Some(0.0)
     );
 }
+
+/// The next line `rx` gives for which `pred` holds, within 10 s.
+fn next_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    pred: &dyn Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no {what} printed within 10 s: {e}"),
+        }
+    }
+}
+
+/// `rdrunner-harness serve` removes a replica down longer than the prune
+/// delay (from its environment variable here) and prints the removal.
+#[actix_rt::test]
+async fn the_harness_program_prunes_a_down_replica_and_prints_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let token = "prune-test-admin-token";
+    /// Ends the program however the test ends.
+    struct Program(std::process::Child);
+    impl Drop for Program {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rdrunner-harness"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RDRUNNER_HARNESS_ADMIN_TOKEN", token)
+        .env("RDRUNNER_HARNESS_PRUNE_DOWN_REPLICAS_AFTER", "0s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rdrunner-harness");
+    let stdout = child.stdout.take().unwrap();
+    let _program = Program(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let listening = next_line(&rx, "listening line", &|l| l.contains("listening on"));
+    let base = listening.rsplit(' ').next().unwrap().to_owned();
+
+    let admin = rdrunner_harness::AdminClient::new(&base, token);
+    let (runner_id, runner_token) = web_runner(&admin).await;
+    let runner = RawRunner::new(&base, &runner_id, &runner_token);
+    let replica = runner.startup().await;
+    let (status, _) = runner
+        .post("/shutdown", json!({"replicaId": replica, "reason": "test"}))
+        .await;
+    assert_eq!(status, 204);
+    let line = actix_rt::task::spawn_blocking(move || {
+        next_line(&rx, "pruned replica line", &|l| {
+            l.contains("pruned replica")
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        line.contains(&format!(
+            "pruned replica {replica} of runner {runner_id} (host test-host): down for"
+        )),
+        "{line}"
+    );
+    assert!(admin
+        .get_runner(&runner_id)
+        .await
+        .unwrap()
+        .replicas
+        .is_empty());
+}
