@@ -186,6 +186,7 @@ fn check(cli: &Cli) -> Result<(), Failure> {
                     max_running: cfg.runner.max_running,
                     uptime_s: 0,
                     version: VERSION.to_owned(),
+                    pongs: Vec::new(),
                 },
                 Duration::ZERO,
             )

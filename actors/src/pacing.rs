@@ -21,6 +21,9 @@ pub struct CheckinPacer {
     floor: Duration,
     cap: Duration,
     last_start: Option<Instant>,
+    /// The next check-in carries an answer the control plane waits for (a
+    /// pong): it starts after the floor alone, even without long polling.
+    answer_soon: bool,
 }
 
 impl CheckinPacer {
@@ -33,6 +36,7 @@ impl CheckinPacer {
             floor: config.min_checkin_gap,
             cap,
             last_start: None,
+            answer_soon: false,
         }
     }
 
@@ -52,7 +56,7 @@ impl CheckinPacer {
         match self.last_start {
             None => now,
             Some(t) => {
-                let gap = if self.long_poll {
+                let gap = if self.long_poll || self.answer_soon {
                     self.floor
                 } else {
                     self.interval.max(self.floor)
@@ -74,6 +78,13 @@ impl CheckinPacer {
 
     pub fn started(&mut self, at: Instant) {
         self.last_start = Some(at);
+        self.answer_soon = false;
+    }
+
+    /// The next check-in has something to answer (pongs): let it start
+    /// after the floor alone, not a whole poll interval later.
+    pub fn answer_soon(&mut self) {
+        self.answer_soon = true;
     }
 
     /// A check-in answer's `pollIntervalMs`, within the config's cap.
@@ -155,6 +166,12 @@ mod tests {
         );
         p.server_interval(Some(700));
         assert_eq!(p.next_start(t), t + Duration::from_millis(700));
+        // A check-in with pongs to carry follows after the floor alone.
+        let mut q = p.clone();
+        q.answer_soon();
+        assert_eq!(q.next_start(t), t + cfg.min_checkin_gap);
+        q.started(t);
+        assert_eq!(q.next_start(t), t + Duration::from_millis(700));
         // A server's longPollMs of 0 turns long polling off too.
         let p = CheckinPacer::new(&RuntimeConfig::default(), &startup(300, 0));
         assert_eq!(p.hold(), Duration::ZERO);

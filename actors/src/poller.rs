@@ -23,7 +23,8 @@ use crate::failpoints::{failed, FailPoints};
 use crate::inbox::{RegistryCommand, RegistryInbox};
 use crate::intake::{ReportIntake, RESTARTED_MESSAGE};
 use crate::model::{
-    CheckinRequest, OpReport, ReportBody, ResumeRequest, StartupRequest, StartupResponse, State,
+    pongs_for, CheckinRequest, OpReport, ReportBody, ResumeRequest, StartupRequest,
+    StartupResponse, State,
 };
 use crate::operations::OperationStore;
 use crate::pacing::{checkin_recovery, CheckinPacer, CheckinRecovery};
@@ -185,6 +186,9 @@ async fn run(p: Arc<PollerParts>) {
     };
     let mut replica_id = startup_resp.replica_id.clone();
     let mut pacer = CheckinPacer::new(cfg, &startup_resp);
+    // Pings of the last answer, echoed by the next check-in; kept until a
+    // check-in carrying them gets through.
+    let mut pongs: Vec<String> = Vec::new();
     loop {
         p.stats.update(|s| s.checkin_interval = pacer.cycle());
         let at = pacer.next_start(p.clock.now());
@@ -203,6 +207,7 @@ async fn run(p: Arc<PollerParts>) {
             max_running: cfg.max_running,
             uptime_s: now.saturating_duration_since(p.started).as_secs(),
             version: cfg.version.clone(),
+            pongs: pongs.clone(),
         };
         let hold = pacer.hold();
         let res = if failed(&p.fail_points, "poller::checkin") {
@@ -224,6 +229,12 @@ async fn run(p: Arc<PollerParts>) {
                 retry.reset();
                 p.stats.update(|s| s.credentials_refused = false);
                 pacer.server_interval(resp.poll_interval_ms);
+                pongs = pongs_for(&resp.pings);
+                if !pongs.is_empty() {
+                    debug!(log, "pinged by the control plane; answering in the next check-in";
+                        "pings" => pongs.len());
+                    pacer.answer_soon();
+                }
                 for op_id in resp.cancel {
                     p.inbox.push(RegistryCommand::Cancel(op_id));
                 }

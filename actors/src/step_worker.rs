@@ -28,7 +28,7 @@ use crate::executor::{
 use crate::failpoints::{fail_point, FailPoints};
 use crate::intake::ReportIntake;
 use crate::model::{
-    parse_rfc3339_utc, printable, Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport,
+    parse_rfc3339, printable, Dispatch, ExecutorKind, LogReport, Node, NodeReport, OpReport,
     Operation, RankOrder, ReportBody, State, Stream,
 };
 use crate::outcome::Outcomes;
@@ -327,7 +327,7 @@ impl Actor for StepWorker {
             // (within milliseconds of its start), not from the restart.
             let started = self.plan.as_ref().and_then(|p| {
                 p.values()
-                    .filter_map(|s| s.started.as_deref().and_then(parse_rfc3339_utc))
+                    .filter_map(|s| s.started.as_deref().and_then(parse_rfc3339))
                     .min()
             });
             let left = time_left(Duration::from_millis(ms), started, self.parts.intake.wall());
@@ -548,7 +548,7 @@ impl NodeJob {
                 let started = seen
                     .filter(|_| reattach)
                     .and_then(|p| p.started.as_deref())
-                    .and_then(parse_rfc3339_utc);
+                    .and_then(parse_rfc3339);
                 self.worker.do_send(NodeEvent::StepStarted {
                     token,
                     signal: signal.clone(),

@@ -241,6 +241,7 @@ impl ControlPlane for FakeControlPlane {
                 operations: s.offers.drain(..).collect(),
                 cancel: std::mem::take(&mut s.cancels),
                 poll_interval_ms: None,
+                pings: Vec::new(),
             })
         })
     }

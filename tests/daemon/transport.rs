@@ -143,6 +143,7 @@ fn checkin_req() -> CheckinRequest {
         max_running: 5,
         uptime_s: 0,
         version: "1.2.3".into(),
+        pongs: vec![],
     }
 }
 

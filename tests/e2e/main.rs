@@ -1,6 +1,7 @@
 //! The whole system end to end, one test binary: the `rdrunner` binary in a
 //! working directory of its own against the reference control plane and a
-//! private sshd (`dispatch`, `abort`, `secure`, `restart`, `metrics`, on the shared setup in
+//! private sshd (`dispatch`, `abort`, `secure`, `restart`, `metrics`, and
+//! `fleet`: status, ping and the control plane's metrics, on the shared setup in
 //! `support`), the same binary against a hostile control plane (`hostile`),
 //! and the demo and the embedding example run as tests
 //! (`demo`, `embed`).
@@ -11,6 +12,7 @@ mod abort;
 mod demo;
 mod dispatch;
 mod embed;
+mod fleet;
 mod hostile;
 mod metrics;
 mod restart;

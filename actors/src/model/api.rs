@@ -71,6 +71,12 @@ pub struct CheckinRequest {
     pub uptime_s: u64,
     #[serde(default)]
     pub version: String,
+    /// The ping ids of the previous check-in answer, echoed back: the
+    /// control plane's ping (`POST /api/v1/runners/{id}/ping`) is answered.
+    /// At most [`PINGS_MAX`]; left out when empty, so a control plane that
+    /// never pings sees the v1 body it always saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pongs: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -84,6 +90,35 @@ pub struct CheckinResponse {
     pub cancel: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_ms: Option<u64>,
+    /// Pings to answer: the replica echoes these ids in its next check-in's
+    /// `pongs`, at once. Left out when empty; a runner that does not know
+    /// the field ignores it, and its pings time out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pings: Vec<String>,
+}
+
+/// The most ping ids a check-in answer carries and a check-in echoes; a
+/// runner drops those past it, and ids longer than [`PING_ID_MAX_LEN`].
+pub const PINGS_MAX: usize = 16;
+
+/// The longest ping id a runner echoes (the reference control plane's are
+/// 21 bytes).
+pub const PING_ID_MAX_LEN: usize = 64;
+
+/// The pongs a runner sends for a check-in answer's `pings`: at most
+/// [`PINGS_MAX`] of them, none longer than [`PING_ID_MAX_LEN`], each once.
+/// What a control plane sends is echoed only within these bounds.
+pub fn pongs_for(pings: &[String]) -> Vec<String> {
+    let mut pongs: Vec<String> = Vec::new();
+    for id in pings {
+        if pongs.len() == PINGS_MAX {
+            break;
+        }
+        if !id.is_empty() && id.len() <= PING_ID_MAX_LEN && !pongs.contains(id) {
+            pongs.push(id.clone());
+        }
+    }
+    pongs
 }
 
 /// `POST /operations/{opId}/claim`.
@@ -182,4 +217,34 @@ pub struct ErrorBody {
     pub error: String,
     /// Human text.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pongs_echo_pings_within_bounds_each_once() {
+        let long = "p".repeat(PING_ID_MAX_LEN + 1);
+        let pings: Vec<String> = ["a", "b", "a", "", long.as_str()]
+            .iter()
+            .map(|s| s.to_string())
+            .chain((0..40).map(|i| format!("ping-{i}")))
+            .collect();
+        let pongs = pongs_for(&pings);
+        assert_eq!(pongs.len(), PINGS_MAX);
+        assert_eq!(&pongs[..3], ["a", "b", "ping-0"]);
+        assert!(pongs_for(&[]).is_empty());
+    }
+
+    #[test]
+    fn pings_and_pongs_are_left_out_when_empty() {
+        let answer = CheckinResponse::default();
+        let json = serde_json::to_value(&answer).unwrap();
+        assert!(json.get("pings").is_none(), "{json}");
+        let old: CheckinRequest =
+            serde_json::from_str(r#"{"replicaId":"r","maxRunning":1}"#).unwrap();
+        assert!(old.pongs.is_empty());
+        assert!(serde_json::to_value(&old).unwrap().get("pongs").is_none());
+    }
 }

@@ -75,6 +75,9 @@ codes! {
     UnknownProject = "unknown_project",
     /// Admin API: the node filter selects no node.
     NoNodes = "no_nodes",
+    /// Admin API: no such ping of this runner (or it was dropped: a runner
+    /// keeps its latest pings only).
+    UnknownPing = "unknown_ping",
     /// Admin API: the node filter does not parse.
     BadFilter = "bad_filter",
     /// Admin API: a name, tag, description, project, job or user holds a

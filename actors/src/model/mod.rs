@@ -20,4 +20,4 @@ pub use operation::*;
 pub use report::*;
 pub use tagged::string_tagged;
 pub use text::{escape_controls, first_control, is_control};
-pub use time::{is_rfc3339, parse_rfc3339_utc, rfc3339};
+pub use time::{is_rfc3339, parse_rfc3339, rfc3339};

@@ -31,19 +31,44 @@ pub struct RunnerCredentials {
     pub credentials: String,
 }
 
-/// Health of a runner or of one replica.
+/// Health of a runner or of one replica (protocol.md §5, "Runner status").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunnerStatus {
     /// Never checked in.
     New,
+    /// Checked in recently, and takes work.
     Healthy,
-    /// At `maxRunning`.
-    Busy,
+    /// At `maxRunning` with work waiting for it. Earlier versions said
+    /// `busy` for "at `maxRunning`"; it is read as this.
+    #[serde(alias = "busy")]
+    Unhealthy,
     /// No check-in for the unknown threshold (30 s by default).
     Unknown,
     /// No check-in for the down threshold (120 s by default), or shut down.
     Down,
+}
+
+impl RunnerStatus {
+    /// Every status, in the order of the protocol's table.
+    pub const ALL: [RunnerStatus; 5] = [
+        RunnerStatus::New,
+        RunnerStatus::Healthy,
+        RunnerStatus::Unhealthy,
+        RunnerStatus::Unknown,
+        RunnerStatus::Down,
+    ];
+
+    /// The status as JSON names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunnerStatus::New => "new",
+            RunnerStatus::Healthy => "healthy",
+            RunnerStatus::Unhealthy => "unhealthy",
+            RunnerStatus::Unknown => "unknown",
+            RunnerStatus::Down => "down",
+        }
+    }
 }
 
 /// One runner as `GET /runners` shows it.
@@ -55,8 +80,18 @@ pub struct RunnerInfo {
     pub description: String,
     pub tags: Vec<String>,
     pub projects: BTreeMap<String, String>,
+    /// Derived from the replicas': the best of them (healthy, unhealthy,
+    /// new, unknown, down); `new` when none ever checked in.
     pub status: RunnerStatus,
-    /// RFC 3339 time of the last check-in of any replica.
+    /// Why the status is not `healthy`, for people; absent when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// What an operator should look at, for people (e.g. the live replicas
+    /// run different versions); empty when all is well.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// RFC 3339 time of the last check-in of any replica (kept when the
+    /// replicas are pruned).
     pub last_checkin: Option<String>,
     pub replicas: Vec<ReplicaInfo>,
 }
@@ -67,13 +102,69 @@ pub struct RunnerInfo {
 pub struct ReplicaInfo {
     pub id: String,
     pub hostname: String,
+    /// The address the control plane saw the replica's last startup or
+    /// check-in come from: the TCP peer, so behind a proxy or a TLS front
+    /// the proxy's. `None` when not known.
+    #[serde(default)]
+    pub ip: Option<String>,
     pub version: String,
     pub pid: u32,
     pub max_running: u32,
     pub status: RunnerStatus,
+    /// Why the status is not `healthy`, for people; absent when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
     pub last_checkin: Option<String>,
+    /// RFC 3339 time the replica's process started (from the uptime its
+    /// first check-in gave; its registration until then).
+    #[serde(default)]
+    pub started_at: Option<String>,
+    /// Seconds from `startedAt` to now, or to its last sign of life once
+    /// it is down.
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
     /// How many operations the replica said it was running at its last check-in.
     pub running: u32,
+    /// How many operations it had claimed and not started for want of a
+    /// slot, at its last check-in.
+    #[serde(default)]
+    pub queued: u32,
+}
+
+/// The answer to `POST /runners/{id}/ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingCreated {
+    /// Ask `GET /runners/{id}/ping/{pingId}` for the answer.
+    pub ping_id: String,
+}
+
+/// Where a ping stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PingState {
+    /// Not answered yet, and not timed out.
+    Pending,
+    /// A replica echoed it.
+    Answered,
+    /// No replica echoed it within the ping timeout (30 s by default); an
+    /// answer after that does not change it.
+    TimedOut,
+}
+
+/// `GET /runners/{id}/ping/{pingId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PingStatus {
+    pub ping_id: String,
+    pub state: PingState,
+    /// From the ping's creation to the arrival of the check-in that echoed
+    /// it, in milliseconds (answered only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip_ms: Option<u64>,
+    /// The replica that answered (answered only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_id: Option<String>,
 }
 
 /// `PUT /runners/{id}/projects/{project}`.
@@ -152,6 +243,30 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// Every state, in the order of the protocol's table.
+    pub const ALL: [RunState; 7] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Aborted,
+        RunState::Timedout,
+        RunState::Lost,
+    ];
+
+    /// The state as JSON names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Aborted => "aborted",
+            RunState::Timedout => "timedout",
+            RunState::Lost => "lost",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         !matches!(self, RunState::Queued | RunState::Running)
     }

@@ -351,6 +351,74 @@ impl AdminClient {
         self.send::<(), _>("GET", &format!("/observe/operations/{op_id}/reports"), None)
             .await
     }
+
+    /// `POST /runners/{id}/ping`: the runner answers on its next check-in.
+    pub async fn ping(&self, id: &str) -> Result<PingCreated, AdminError> {
+        self.send::<(), _>("POST", &format!("/runners/{id}/ping"), None)
+            .await
+    }
+
+    /// `GET /runners/{id}/ping/{pingId}`.
+    pub async fn ping_status(&self, id: &str, ping_id: &str) -> Result<PingStatus, AdminError> {
+        self.send::<(), _>("GET", &format!("/runners/{id}/ping/{ping_id}"), None)
+            .await
+    }
+
+    /// Pings the runner and waits for the answer, polling every 20 ms, for
+    /// at most `timeout`: the last status (`pending` when `timeout` passed
+    /// first).
+    pub async fn ping_and_wait(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<PingStatus, AdminError> {
+        let ping = self.ping(id).await?;
+        let start = Instant::now();
+        loop {
+            let status = self.ping_status(id, &ping.ping_id).await?;
+            if status.state != PingState::Pending || start.elapsed() >= timeout {
+                return Ok(status);
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET /metrics` (outside the admin API's base, and without its token):
+    /// the exposition text.
+    pub async fn metrics(&self) -> Result<String, AdminError> {
+        let url = format!("{}/metrics", self.base_url);
+        let fail = |message: String| AdminError::Transport {
+            method: "GET",
+            url: url.clone(),
+            message,
+        };
+        let mut resp = self
+            .client
+            .get(&url)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let bytes = resp
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(AdminError::Api {
+                method: "GET",
+                url: url.clone(),
+                status: resp.status().as_u16(),
+                code: status_code_name(resp.status()),
+                message: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| AdminError::Decode {
+            method: "GET",
+            url: url.clone(),
+            message: e.to_string(),
+        })
+    }
 }
 
 fn status_code_name(s: StatusCode) -> String {

@@ -7,7 +7,7 @@
 //! thin HTTP layer over it, built from the named route table in `routes`;
 //! `client` is the typed admin client; `persist` writes the state file;
 //! `faults` injects seeded faults per runner API route; `proxy` is a TCP
-//! fault proxy.
+//! fault proxy; `metrics` writes `/metrics`.
 //! [`Harness::start`] runs the server on its own thread and actix System.
 
 #![forbid(unsafe_code)]
@@ -17,6 +17,7 @@ pub mod client;
 pub mod error;
 pub mod faults;
 pub mod invariants;
+mod metrics;
 mod persist;
 pub mod proxy;
 pub mod routes;
@@ -84,6 +85,16 @@ pub struct HarnessConfig {
     /// when none is down, so a runner restarting in a loop cannot grow the
     /// state without bound.
     pub max_replicas: usize,
+    /// How long a replica stays listed once down (10 minutes by default);
+    /// then it is removed, and the removal is logged when `log_events` is on.
+    pub prune_down_replicas_after: Duration,
+    /// How long a ping waits for a runner's answer before it is `timedOut`
+    /// (30 s by default).
+    pub ping_timeout: Duration,
+    /// Print control plane events (a pruned replica) on standard output,
+    /// one line each with its time, as `rdrunner-harness serve` does; off
+    /// by default.
+    pub log_events: bool,
 }
 
 impl Default for HarnessConfig {
@@ -99,6 +110,9 @@ impl Default for HarnessConfig {
             max_wait: Duration::from_secs(60),
             faults: FaultPlan::default(),
             max_replicas: state::DEFAULT_MAX_REPLICAS,
+            prune_down_replicas_after: state::DEFAULT_PRUNE_DOWN_REPLICAS_AFTER,
+            ping_timeout: state::DEFAULT_PING_TIMEOUT,
+            log_events: false,
         }
     }
 }
@@ -147,6 +161,8 @@ impl Harness {
         let mut control =
             ControlState::new(config.cadence.clone(), config.thresholds, base_url.clone());
         control.set_max_replicas(config.max_replicas);
+        control.set_prune_after(config.prune_down_replicas_after);
+        control.set_ping_timeout(config.ping_timeout);
         if let Some(path) = &config.state_file {
             let snapshot = persist::load(path).map_err(|message| HarnessError::StateLoad {
                 path: path.clone(),
@@ -171,9 +187,11 @@ impl Harness {
             state_file: config.state_file.clone(),
             save_lock: Mutex::new(()),
             faults,
+            checkins_held: std::sync::atomic::AtomicU64::new(0),
         });
         let sweep_every = (config.thresholds.down_after / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let log_events = config.log_events;
 
         let (tx, rx) = std::sync::mpsc::channel();
         let for_thread = shared.clone();
@@ -216,7 +234,14 @@ impl Harness {
                     let sweeper = actix_rt::spawn(async move {
                         loop {
                             actix_rt::time::sleep(sweep_every).await;
-                            for_thread.lock().sweep(Instant::now());
+                            let pruned = for_thread.lock().prune(Instant::now());
+                            if log_events {
+                                let at =
+                                    rdrunner_actors::model::rfc3339(std::time::SystemTime::now());
+                                for p in pruned {
+                                    println!("{at} {p}");
+                                }
+                            }
                             let _ = for_thread.persist();
                         }
                     });

@@ -79,6 +79,16 @@ struct Serve {
     #[arg(long, default_value_t = rdrunner_harness::state::DEFAULT_MAX_REPLICAS as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_replicas: u64,
+    /// How long a replica stays listed once down (shut down, or silent for
+    /// --down-after-s): then it is removed, and the removal is printed.
+    /// A number of seconds, or with units: 600s, 10m, 1h30m.
+    #[arg(long, env = "RDRUNNER_HARNESS_PRUNE_DOWN_REPLICAS_AFTER", default_value = "10m",
+          value_name = "DURATION", value_parser = parse_duration)]
+    prune_down_replicas_after: Duration,
+    /// How long a ping (POST /api/v1/runners/{id}/ping) waits for the
+    /// runner's answer before it is timed out. Seconds, or with units.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    ping_timeout: Duration,
 }
 
 /// The environment variable that may hold the admin token.
@@ -126,6 +136,45 @@ fn read_token_file(path: &Path) -> anyhow::Result<String> {
     Ok(token.to_owned())
 }
 
+/// A duration as people write it: `600` (seconds), or numbers with units
+/// `ms`, `s`, `m`, `h`, one after another (`600s`, `10m`, `1h30m`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("`{text}` is not a duration; write e.g. 600 (seconds), 600s, 10m or 1h30m");
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per_unit_ms: u64 = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit..];
+        let part = n.checked_mul(per_unit_ms).ok_or_else(bad)?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
+}
+
 fn parse_fault(text: &str) -> Result<FaultRule, String> {
     rdrunner_harness::faults::parse_rule(text).map_err(|e| e.to_string())
 }
@@ -157,6 +206,9 @@ fn main() -> anyhow::Result<()> {
             rules: args.faults,
         },
         max_replicas: usize::try_from(args.max_replicas).unwrap_or(usize::MAX),
+        prune_down_replicas_after: args.prune_down_replicas_after,
+        ping_timeout: args.ping_timeout,
+        log_events: true,
         ..HarnessConfig::default()
     };
     let harness = Harness::start(config).context("starting the harness")?;
@@ -231,6 +283,37 @@ mod tests {
         std::fs::write(&path, "two\nlines\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(admin_token(&serve(&["--admin-token-file", file]), None).is_err());
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("600s"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "m",
+            "10x",
+            "ten minutes",
+            "-5s",
+            "1.5h",
+            "99999999999999999999h",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("10m"), "{bad}: {e}");
+        }
+        assert_eq!(
+            serve(&[]).prune_down_replicas_after,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            serve(&["--prune-down-replicas-after", "90s"]).prune_down_replicas_after,
+            Duration::from_secs(90)
+        );
+        assert_eq!(serve(&[]).ping_timeout, Duration::from_secs(30));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum RouteName {
     GetFaults,
     SetFaults,
     ClearFaults,
+    Ping,
+    GetPing,
+    Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +104,9 @@ routes! {
     GetFaults Get "/api/v1/faults",
     SetFaults Put "/api/v1/faults",
     ClearFaults Delete "/api/v1/faults",
+    Ping Post "/api/v1/runners/{id}/ping",
+    GetPing Get "/api/v1/runners/{id}/ping/{pingId}",
+    Metrics Get "/metrics",
 }
 
 pub use crate::faults::{Fault, FaultTable};

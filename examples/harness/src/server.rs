@@ -4,6 +4,7 @@
 
 use rdrunner_actors::model::ErrorCode;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,25 @@ pub(crate) struct Shared {
     /// by an older one.
     pub save_lock: Mutex<()>,
     pub faults: FaultTable,
+    /// Check-ins held open now, waiting for work (for `/metrics`).
+    pub checkins_held: AtomicU64,
+}
+
+/// Counts one held check-in while it lives: dropped when the check-in is
+/// answered, or when its client goes away and the handler with it.
+struct Held<'a>(&'a AtomicU64);
+
+impl<'a> Held<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -163,6 +183,9 @@ fn handler(name: RouteName, route: actix_web::Route) -> actix_web::Route {
         RouteName::GetFaults => route.to(get_faults),
         RouteName::SetFaults => route.to(set_faults),
         RouteName::ClearFaults => route.to(clear_faults),
+        RouteName::Ping => route.to(ping),
+        RouteName::GetPing => route.to(get_ping),
+        RouteName::Metrics => route.to(metrics),
     }
 }
 
@@ -375,7 +398,8 @@ async fn startup(req: HttpRequest, payload: web::Payload, data: Data) -> Answer 
     let runner = runner_auth(&req, &data)?;
     let body: StartupRequest = read_json(payload, &data, "startup").await?;
     let replica = format!("rep-{}", crate::random_id(8));
-    let answer = data.lock().startup(&runner, body, replica, now)?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let answer = data.lock().startup(&runner, body, replica, peer, now)?;
     data.persist()?;
     ok(&answer)
 }
@@ -394,11 +418,15 @@ async fn checkin(req: HttpRequest, payload: web::Payload, data: Data) -> Answer 
     let wait: WaitQuery = query(&req)?;
     let body: CheckinRequest = read_json(payload, &data, "check-in").await?;
     let deadline = arrived + Duration::from_millis(wait.wait_ms).min(data.max_wait);
+    let peer = req.peer_addr().map(|a| a.ip());
     let mut wakeup = {
         let mut st = data.lock();
-        st.record_checkin(&runner, &body, arrived)?;
+        st.record_checkin(&runner, &body, peer, arrived)?;
         st.subscribe(&runner)
     };
+    // Counted from the first wait to the answer (dropped with the handler
+    // if the client goes away).
+    let mut held: Option<Held<'_>> = None;
     loop {
         let now = Instant::now();
         let poll = data
@@ -407,6 +435,9 @@ async fn checkin(req: HttpRequest, payload: web::Payload, data: Data) -> Answer 
         match poll {
             CheckinPoll::Ready(answer) => return ok(&answer),
             CheckinPoll::Wait { recheck_at } => {
+                if held.is_none() {
+                    held = Some(Held::new(&data.checkins_held));
+                }
                 let until = recheck_at.map_or(deadline, |r| r.min(deadline));
                 tokio::select! {
                     changed = wakeup.changed() => {
@@ -589,6 +620,38 @@ async fn observe_reports(req: HttpRequest, data: Data) -> Answer {
     ok(&StoredReports {
         op_id: op_id.to_owned(),
         reports,
+    })
+}
+
+async fn ping(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let id = format!("ping-{}", crate::random_id(8));
+    let answer = data.lock().ping(param(&req, "id"), id, Instant::now())?;
+    Ok(HttpResponse::Created().json(answer))
+}
+
+async fn get_ping(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let answer =
+        data.lock()
+            .ping_status(param(&req, "id"), param(&req, "pingId"), Instant::now())?;
+    ok(&answer)
+}
+
+/// `/metrics` takes no token: it holds counts only (no runner, replica or
+/// project name), and a Prometheus scrape usually carries none.
+async fn metrics(data: Data) -> Answer {
+    let census = data.lock().census(Instant::now());
+    let held = data.checkins_held.load(Ordering::Relaxed);
+    // Writing into a String fails only if a collector does, which these
+    // never do; were it to happen, the scrape fails, the harness goes on.
+    Ok(match crate::metrics::render(census, held) {
+        Ok(text) => HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(text),
+        Err(e) => HttpResponse::InternalServerError()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("could not write the metrics: {e}\n")),
     })
 }
 

@@ -9,8 +9,11 @@
 //! state file holds their names and a marker.
 
 use rdrunner_actors::model::ErrorCode;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdrunner_actors::Histogram;
 
 use rdrunner_actors::filter::NodeFilter;
 use rdrunner_actors::model::{
@@ -25,8 +28,34 @@ use tokio::sync::watch;
 use crate::admin_api::*;
 use crate::error::ApiError;
 
+mod ping;
+mod status;
+
+pub use ping::{DEFAULT_PING_TIMEOUT, PINGS_KEPT};
+pub use status::{Census, PrunedReplica, DEFAULT_PRUNE_DOWN_REPLICAS_AFTER};
+
 /// The most check-in instants kept per replica for observation.
 const CHECKINS_KEPT: usize = 10_000;
+
+/// Upper bounds of the report latency buckets (from a report's `ts` to its
+/// storage): a report waits up to the runner's report interval (200 ms by
+/// default) in its spool, longer while the control plane is out of reach.
+pub const REPORT_LATENCY_BUCKETS: &[Duration] = &[
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_millis(2500),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+];
 
 /// Replicas kept per runner unless configured otherwise
 /// ([`ControlState::set_max_replicas`]).
@@ -107,6 +136,10 @@ struct RunnerRecord {
     projects: BTreeMap<String, String>,
     token_hash: [u8; 32],
     replicas: BTreeMap<String, ReplicaRecord>,
+    /// The last check-in of any replica, kept when replicas are pruned: a
+    /// runner without replicas that once checked in is down, not new.
+    #[serde(default)]
+    last_checkin_unix_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +154,16 @@ struct ReplicaRecord {
     running: u32,
     queued: u32,
     shut_down: bool,
+    /// The TCP peer of its last startup or check-in.
+    #[serde(default)]
+    ip: Option<String>,
+    /// When its process started: its first check-in's arrival less the
+    /// uptime it gave. `None` before that (its registration stands in).
+    #[serde(default)]
+    process_started_unix_ms: Option<u64>,
+    /// Monotonic twin of the start (process, else registration), for the uptime.
+    #[serde(skip)]
+    started_at: Option<Instant>,
     /// Monotonic twin of `last_checkin_unix_ms` (or of startup), for the thresholds.
     #[serde(skip)]
     last_seen: Option<Instant>,
@@ -320,6 +363,17 @@ pub struct ControlState {
     /// Replicas kept per runner; a startup beyond it prunes the oldest down
     /// replica, or is refused when all are alive.
     max_replicas: usize,
+    /// How long a replica stays listed once down ([`ControlState::prune`]).
+    prune_after: Duration,
+    /// Replicas removed by [`ControlState::prune`] since the start.
+    replicas_pruned: u64,
+    /// How long a ping waits for its answer.
+    ping_timeout: Duration,
+    /// The latest pings per runner (at most [`PINGS_KEPT`]), oldest first;
+    /// not persisted.
+    pings: BTreeMap<String, VecDeque<ping::PingRecord>>,
+    /// From each stored report's `ts` to its storage.
+    report_latency: Histogram,
 }
 
 impl ControlState {
@@ -337,6 +391,11 @@ impl ControlState {
             wakers: BTreeMap::new(),
             dirty: false,
             max_replicas: DEFAULT_MAX_REPLICAS,
+            prune_after: DEFAULT_PRUNE_DOWN_REPLICAS_AFTER,
+            replicas_pruned: 0,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
+            pings: BTreeMap::new(),
+            report_latency: Histogram::new(REPORT_LATENCY_BUCKETS),
         }
     }
 
@@ -356,6 +415,9 @@ impl ControlState {
                 let seen = r.last_checkin_unix_ms.unwrap_or(r.started_unix_ms);
                 let ago = Duration::from_millis(sys_now.saturating_sub(seen));
                 r.last_seen = Some(now.checked_sub(ago).unwrap_or(now));
+                let started = r.process_started_unix_ms.unwrap_or(r.started_unix_ms);
+                let ago = Duration::from_millis(sys_now.saturating_sub(started));
+                r.started_at = Some(now.checked_sub(ago).unwrap_or(now));
             }
         }
         // Secure option values were never written: an operation that still
@@ -457,6 +519,7 @@ impl ControlState {
             projects: req.projects,
             token_hash: token_hash(&token),
             replicas: BTreeMap::new(),
+            last_checkin_unix_ms: None,
         };
         let credentials = self.credentials_text(&record, Some(&token));
         self.data.runners.insert(id.clone(), record);
@@ -480,80 +543,6 @@ impl ControlState {
         })
     }
 
-    fn replica_status(&self, r: &ReplicaRecord, now: Instant) -> RunnerStatus {
-        let silent = r
-            .last_seen
-            .map(|t| now.saturating_duration_since(t))
-            .unwrap_or_default();
-        if r.shut_down || silent >= self.thresholds.down_after {
-            RunnerStatus::Down
-        } else if r.last_checkin_unix_ms.is_none() {
-            RunnerStatus::New
-        } else if silent >= self.thresholds.unknown_after {
-            RunnerStatus::Unknown
-        } else if r.max_running > 0 && r.running >= r.max_running {
-            RunnerStatus::Busy
-        } else {
-            RunnerStatus::Healthy
-        }
-    }
-
-    fn runner_info(&self, runner: &RunnerRecord, now: Instant) -> RunnerInfo {
-        let replicas: Vec<ReplicaInfo> = runner
-            .replicas
-            .values()
-            .map(|r| ReplicaInfo {
-                id: r.id.clone(),
-                hostname: r.hostname.clone(),
-                version: r.version.clone(),
-                pid: r.pid,
-                max_running: r.max_running,
-                status: self.replica_status(r, now),
-                last_checkin: r.last_checkin_unix_ms.map(ts_of_unix_ms),
-                running: r.running,
-            })
-            .collect();
-        let has = |s: RunnerStatus| replicas.iter().any(|r| r.status == s);
-        let status = if has(RunnerStatus::Healthy) {
-            RunnerStatus::Healthy
-        } else if has(RunnerStatus::Busy) {
-            RunnerStatus::Busy
-        } else if has(RunnerStatus::Unknown) {
-            RunnerStatus::Unknown
-        } else if has(RunnerStatus::Down) {
-            RunnerStatus::Down
-        } else {
-            RunnerStatus::New
-        };
-        let last = runner
-            .replicas
-            .values()
-            .filter_map(|r| r.last_checkin_unix_ms)
-            .max();
-        RunnerInfo {
-            id: runner.id.clone(),
-            name: runner.name.clone(),
-            description: runner.description.clone(),
-            tags: runner.tags.clone(),
-            projects: runner.projects.clone(),
-            status,
-            last_checkin: last.map(ts_of_unix_ms),
-            replicas,
-        }
-    }
-
-    pub fn list_runners(&self, now: Instant) -> Vec<RunnerInfo> {
-        self.data
-            .runners
-            .values()
-            .map(|r| self.runner_info(r, now))
-            .collect()
-    }
-
-    pub fn get_runner(&self, id: &str, now: Instant) -> Result<RunnerInfo, ApiError> {
-        Ok(self.runner_info(self.runner(id)?, now))
-    }
-
     /// Removes a runner; its token is refused (403) from now on. Operations
     /// it had not claimed yet can no longer run and are failed.
     pub fn delete_runner(&mut self, id: &str) -> Result<(), ApiError> {
@@ -561,6 +550,7 @@ impl ControlState {
             ApiError::not_found(ErrorCode::UnknownRunner, format!("no runner `{id}`"))
         })?;
         self.data.deleted.insert(id.to_owned(), record.token_hash);
+        self.drop_pings(id);
         for op in self.data.operations.values_mut() {
             if op.runner == id && op.claimed_by.is_none() && !op.is_terminal() {
                 op.terminal = Some((
@@ -804,26 +794,7 @@ impl ControlState {
             });
         }
         let states: Vec<RunState> = operations.iter().map(|o| o.state).collect();
-        let any = |s: RunState| states.contains(&s);
-        let state = if states.iter().any(|s| !s.is_terminal()) {
-            if any(RunState::Running) || states.iter().any(|s| s.is_terminal()) {
-                RunState::Running
-            } else {
-                RunState::Queued
-            }
-        } else if exec.abort_requested && any(RunState::Aborted) {
-            RunState::Aborted
-        } else if any(RunState::Timedout) {
-            RunState::Timedout
-        } else if any(RunState::Failed) || !exec.uncovered.is_empty() {
-            RunState::Failed
-        } else if any(RunState::Lost) {
-            RunState::Lost
-        } else if any(RunState::Aborted) {
-            RunState::Aborted
-        } else {
-            RunState::Succeeded
-        };
+        let state = execution_state(exec, &states);
         Ok(ExecutionStatus {
             id,
             project: exec.project.clone(),
@@ -901,11 +872,14 @@ impl ControlState {
         )))
     }
 
+    /// Registers a replica that `peer` (the request's TCP peer, when known)
+    /// started at `now`.
     pub fn startup(
         &mut self,
         runner_id: &str,
         req: StartupRequest,
         replica_id: String,
+        peer: Option<IpAddr>,
         now: Instant,
     ) -> Result<StartupResponse, ApiError> {
         self.make_room_for_a_replica(runner_id, now)?;
@@ -923,6 +897,9 @@ impl ControlState {
                 running: 0,
                 queued: 0,
                 shut_down: false,
+                ip: peer.map(|ip| ip.to_string()),
+                process_started_unix_ms: None,
+                started_at: Some(now),
                 last_seen: Some(now),
                 checkins: Vec::new(),
             },
@@ -953,7 +930,7 @@ impl ControlState {
         let mut down: Vec<(Option<Instant>, String)> = runner
             .replicas
             .values()
-            .filter(|r| self.replica_status(r, now) == RunnerStatus::Down)
+            .filter(|r| self.is_down(r, now))
             .map(|r| (r.last_seen, r.id.clone()))
             .collect();
         let excess = count + 1 - self.max_replicas;
@@ -992,20 +969,34 @@ impl ControlState {
             })
     }
 
-    /// Records a check-in that arrived at `now`.
+    /// Records a check-in from `peer` (its TCP peer, when known) that
+    /// arrived at `now`, and the pongs it carries.
     pub fn record_checkin(
         &mut self,
         runner_id: &str,
         req: &CheckinRequest,
+        peer: Option<IpAddr>,
         now: Instant,
     ) -> Result<(), ApiError> {
+        let sys_now = unix_ms(SystemTime::now());
         let r = self.replica_mut(runner_id, &req.replica_id)?;
+        if r.last_checkin_unix_ms.is_none() {
+            // A replica is one run of a process: its start, from the
+            // uptime of its first check-in, does not move after.
+            let uptime = Duration::from_secs(req.uptime_s);
+            r.process_started_unix_ms =
+                Some(sys_now.saturating_sub(u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX)));
+            r.started_at = Some(now.checked_sub(uptime).unwrap_or(now));
+        }
         r.last_seen = Some(now);
-        r.last_checkin_unix_ms = Some(unix_ms(SystemTime::now()));
+        r.last_checkin_unix_ms = Some(sys_now);
         r.running = req.running.len() as u32;
         r.queued = req.queued;
         r.max_running = req.max_running;
         r.shut_down = false;
+        if let Some(ip) = peer {
+            r.ip = Some(ip.to_string());
+        }
         if !req.version.is_empty() {
             r.version = req.version.clone();
         }
@@ -1013,6 +1004,8 @@ impl ControlState {
             r.checkins.remove(0);
         }
         r.checkins.push(now);
+        self.runner_mut(runner_id)?.last_checkin_unix_ms = Some(sys_now);
+        self.answer_pings(runner_id, &req.replica_id, &req.pongs, now);
         Ok(())
     }
 
@@ -1049,6 +1042,9 @@ impl ControlState {
         let mut operations = Vec::new();
         let mut cancel = Vec::new();
         let mut new_cancel = false;
+        // Pings this replica was not given yet: each ends a held check-in once.
+        let pings = self.pings_for(runner_id, replica_id, now);
+        let new_ping = !pings.is_empty();
         let mut recheck_at: Option<Instant> = None;
         for op in self.data.operations.values_mut() {
             if op.runner != runner_id || op.is_terminal() {
@@ -1075,13 +1071,15 @@ impl ControlState {
                 }
             }
         }
-        if operations.is_empty() && !new_cancel && !force {
+        if operations.is_empty() && !new_cancel && !new_ping && !force {
             return Ok(CheckinPoll::Wait { recheck_at });
         }
+        self.delivered_pings(runner_id, replica_id, &pings);
         Ok(CheckinPoll::Ready(CheckinResponse {
             operations,
             cancel,
             poll_interval_ms: Some(self.cadence.poll_interval_ms),
+            pings,
         }))
     }
 
@@ -1227,6 +1225,13 @@ impl ControlState {
                 apply_report(op, &rep, self.data.executions.get_mut(&op.execution));
                 op.reports.push(rep.clone());
                 self.dirty = true;
+                // The runner's clock against ours: a report "from the
+                // future" (clock skew) counts as stored at once.
+                if let Some(ts) = rdrunner_actors::model::parse_rfc3339(&rep.ts) {
+                    let stored = SystemTime::now();
+                    self.report_latency
+                        .observe(stored.duration_since(ts).unwrap_or_default());
+                }
             }
             acks.insert(rep.op_id.clone(), op.reports.len() as u64);
         }
@@ -1342,7 +1347,7 @@ impl ControlState {
         let mut down: BTreeMap<(String, String), String> = BTreeMap::new();
         for runner in self.data.runners.values() {
             for r in runner.replicas.values() {
-                if self.replica_status(r, now) == RunnerStatus::Down {
+                if self.is_down(r, now) {
                     let why = if r.shut_down {
                         format!("replica `{}` of runner `{}` on {} shut down before the operation ended; its outcome is unknown", r.id, runner.id, r.hostname)
                     } else {
@@ -1436,6 +1441,30 @@ impl ControlState {
             .operations
             .get(op_id)
             .map(|o| (o.duplicates, o.gaps))
+    }
+}
+
+/// An execution's state from its operations' (protocol.md §7).
+fn execution_state(exec: &ExecutionRecord, states: &[RunState]) -> RunState {
+    let any = |s: RunState| states.contains(&s);
+    if states.iter().any(|s| !s.is_terminal()) {
+        if any(RunState::Running) || states.iter().any(|s| s.is_terminal()) {
+            RunState::Running
+        } else {
+            RunState::Queued
+        }
+    } else if exec.abort_requested && any(RunState::Aborted) {
+        RunState::Aborted
+    } else if any(RunState::Timedout) {
+        RunState::Timedout
+    } else if any(RunState::Failed) || !exec.uncovered.is_empty() {
+        RunState::Failed
+    } else if any(RunState::Lost) {
+        RunState::Lost
+    } else if any(RunState::Aborted) {
+        RunState::Aborted
+    } else {
+        RunState::Succeeded
     }
 }
 

@@ -40,7 +40,7 @@ fn replica(s: &mut ControlState, runner: &str, replica: &str, now: Instant) {
         max_running: 4,
         tags: vec![],
     };
-    s.startup(runner, req, replica.into(), now).unwrap();
+    s.startup(runner, req, replica.into(), None, now).unwrap();
 }
 
 fn checkin(s: &mut ControlState, runner: &str, replica: &str, now: Instant) -> CheckinPoll {
@@ -51,8 +51,9 @@ fn checkin(s: &mut ControlState, runner: &str, replica: &str, now: Instant) -> C
         max_running: 4,
         uptime_s: 0,
         version: "1".into(),
+        pongs: vec![],
     };
-    s.record_checkin(runner, &req, now).unwrap();
+    s.record_checkin(runner, &req, None, now).unwrap();
     s.poll_checkin(runner, replica, now, false).unwrap()
 }
 
@@ -413,28 +414,6 @@ fn shutdown_shows_down_at_once() {
 }
 
 #[test]
-fn busy_at_max_running() {
-    let (mut s, now, _) = setup();
-    let req = CheckinRequest {
-        replica_id: "a".into(),
-        running: vec!["x".into(), "y".into()],
-        queued: 0,
-        max_running: 2,
-        uptime_s: 1,
-        version: "1".into(),
-    };
-    s.record_checkin("r1", &req, now).unwrap();
-    assert_eq!(s.get_runner("r1", now).unwrap().status, RunnerStatus::Busy);
-    assert!(
-        matches!(
-            s.poll_checkin("r1", "a", now, false).unwrap(),
-            CheckinPoll::Wait { .. }
-        ),
-        "nothing is offered to a full replica"
-    );
-}
-
-#[test]
 fn credentials_and_tokens() {
     let (mut s, _, _) = setup();
     assert!(s.authenticate("r1", "tok-r1").is_ok());
@@ -585,7 +564,7 @@ fn replicas_are_capped_pruning_the_oldest_down_ones() {
         tags: vec![],
     };
     let e = s
-        .startup("r1", req.clone(), "d".into(), t)
+        .startup("r1", req.clone(), "d".into(), None, t)
         .expect_err("a fourth live replica");
     assert_eq!((e.status, e.code), (409, ErrorCode::TooManyReplicas), "{e}");
     assert!(e.message.contains("at most 3"), "{e}");
@@ -595,7 +574,7 @@ fn replicas_are_capped_pruning_the_oldest_down_ones() {
     // and its operation is lost rather than left running for ever.
     let t = t0 + Duration::from_secs(11);
     checkin(&mut s, "r1", "c", t);
-    s.startup("r1", req.clone(), "d".into(), t).unwrap();
+    s.startup("r1", req.clone(), "d".into(), None, t).unwrap();
     let ids: Vec<String> = s
         .get_runner("r1", t)
         .unwrap()
@@ -624,11 +603,11 @@ fn replicas_are_capped_pruning_the_oldest_down_ones() {
             .collect()
     };
     // `b` (silent longest) goes for `e`, then `c` (shut down) for `f`.
-    s.startup("r1", req.clone(), "e".into(), t).unwrap();
+    s.startup("r1", req.clone(), "e".into(), None, t).unwrap();
     assert_eq!(ids(&s), ["c", "d", "e"]);
-    s.startup("r1", req.clone(), "f".into(), t).unwrap();
+    s.startup("r1", req.clone(), "f".into(), None, t).unwrap();
     assert_eq!(ids(&s), ["d", "e", "f"]);
-    s.startup("r1", req, "g".into(), t)
+    s.startup("r1", req, "g".into(), None, t)
         .expect_err("d, e and f are alive");
 }
 
@@ -821,4 +800,498 @@ fn resume_refuses_bad_requests() {
     s.claim("r1", &op, "a").unwrap();
     let ans = s.resume("r2", &resume_req("y", "a", &[&op]), now).unwrap();
     assert_eq!(ans.operations[&op], ResumeState::Unknown);
+}
+
+// ---- status model, pruning, pings, census ------------------------------------
+
+/// A check-in of replica `replica` of `r1` at `now` saying it runs `running`
+/// operations of at most `max`, with `queued` waiting, up `uptime_s`.
+fn checkin_with(
+    s: &mut ControlState,
+    replica: &str,
+    running: usize,
+    max: u32,
+    queued: u32,
+    uptime_s: u64,
+    now: Instant,
+) {
+    let req = CheckinRequest {
+        replica_id: replica.into(),
+        running: (0..running).map(|i| format!("x{i}")).collect(),
+        queued,
+        max_running: max,
+        uptime_s,
+        version: String::new(),
+        pongs: vec![],
+    };
+    s.record_checkin("r1", &req, None, now).unwrap();
+}
+
+fn status_of(s: &ControlState, now: Instant) -> (RunnerStatus, Option<String>) {
+    let info = s.get_runner("r1", now).unwrap();
+    (info.status, info.status_reason)
+}
+
+#[test]
+fn a_replica_goes_new_healthy_unhealthy_healthy_unknown_down_with_reasons() {
+    let (mut s, now, op) = setup();
+    // Registered, not checked in yet.
+    let (status, why) = status_of(&s, now);
+    assert_eq!(status, RunnerStatus::New);
+    assert!(why.unwrap().contains("no check-in yet"));
+    let info = s.get_runner("r1", now).unwrap();
+    assert_eq!(info.replicas[0].status, RunnerStatus::New);
+    assert_eq!(info.last_checkin, None);
+
+    // Checked in with free slots.
+    checkin_with(&mut s, "a", 0, 2, 0, 5, now);
+    assert_eq!(status_of(&s, now), (RunnerStatus::Healthy, None));
+    let r = &s.get_runner("r1", now).unwrap().replicas[0];
+    assert_eq!(
+        (r.status, r.status_reason.as_deref()),
+        (RunnerStatus::Healthy, None)
+    );
+    assert_eq!(r.uptime_secs, Some(5), "the uptime of its first check-in");
+
+    // At maxRunning with the setup's operation waiting for it: unhealthy.
+    let t1 = now + Duration::from_secs(1);
+    checkin_with(&mut s, "a", 2, 2, 0, 6, t1);
+    let (status, why) = status_of(&s, t1);
+    assert_eq!(status, RunnerStatus::Unhealthy);
+    assert_eq!(
+        why.as_deref(),
+        Some("at maxRunning (2 of 2 running), 1 queued")
+    );
+    let r = &s.get_runner("r1", t1).unwrap().replicas[0];
+    assert_eq!(r.status, RunnerStatus::Unhealthy);
+    assert_eq!(r.uptime_secs, Some(6));
+
+    // Claimed: at maxRunning with nothing waiting is healthy...
+    s.claim("r1", &op, "a").unwrap();
+    assert_eq!(status_of(&s, t1), (RunnerStatus::Healthy, None));
+    // ...and a queue of its own makes it unhealthy again.
+    checkin_with(&mut s, "a", 2, 2, 3, 6, t1);
+    assert_eq!(
+        status_of(&s, t1),
+        (
+            RunnerStatus::Unhealthy,
+            Some("at maxRunning (2 of 2 running), 3 queued".into())
+        )
+    );
+    // maxRunning 0 is no limit: never full.
+    checkin_with(&mut s, "a", 9, 0, 3, 6, t1);
+    assert_eq!(status_of(&s, t1), (RunnerStatus::Healthy, None));
+    checkin_with(&mut s, "a", 1, 2, 0, 6, t1);
+    assert_eq!(status_of(&s, t1), (RunnerStatus::Healthy, None));
+
+    // Silent past the unknown threshold (3 s), then the down one (10 s).
+    let (status, why) = status_of(&s, t1 + Duration::from_secs(4));
+    assert_eq!(status, RunnerStatus::Unknown);
+    assert_eq!(
+        why.as_deref(),
+        Some("no check-in for 4 s (unknown after 3 s, down after 10 s)")
+    );
+    let t2 = t1 + Duration::from_secs(12);
+    let (status, why) = status_of(&s, t2);
+    assert_eq!(status, RunnerStatus::Down);
+    assert_eq!(
+        why.as_deref(),
+        Some("no check-in for 12 s (down after 10 s)")
+    );
+    let info = s.get_runner("r1", t2).unwrap();
+    assert_eq!(
+        info.replicas[0].uptime_secs,
+        Some(6),
+        "a down replica's uptime ends at its last check-in"
+    );
+    assert!(info.last_checkin.is_some());
+
+    // It checks in again: healthy.
+    checkin_with(&mut s, "a", 0, 2, 0, 18, t2);
+    assert_eq!(status_of(&s, t2), (RunnerStatus::Healthy, None));
+}
+
+#[test]
+fn a_replica_that_shuts_down_is_down_at_once_saying_so() {
+    let (mut s, now, _) = setup();
+    checkin(&mut s, "r1", "a", now);
+    let req = ShutdownRequest {
+        replica_id: "a".into(),
+        reason: "SIGTERM".into(),
+    };
+    s.shutdown("r1", &req, now).unwrap();
+    let (status, why) = status_of(&s, now);
+    assert_eq!(status, RunnerStatus::Down);
+    assert_eq!(why.as_deref(), Some("shut down (last seen 0 s ago)"));
+}
+
+#[test]
+fn a_runner_shows_its_best_replica_and_names_the_replica_behind_its_reason() {
+    let (mut s, now, _) = setup();
+    checkin_with(&mut s, "a", 0, 2, 0, 0, now);
+    replica(&mut s, "r1", "b", now);
+    // a healthy, b new: healthy.
+    assert_eq!(status_of(&s, now), (RunnerStatus::Healthy, None));
+    // a silent (unknown), b new: new is better news than silence.
+    let t = now + Duration::from_secs(4);
+    replica(&mut s, "r1", "c", t);
+    let (status, why) = status_of(&s, t);
+    assert_eq!(status, RunnerStatus::New);
+    assert!(
+        why.unwrap().starts_with("replica c: registered"),
+        "the latest one"
+    );
+    // Both full with work waiting: the reason sums them up.
+    checkin_with(&mut s, "b", 2, 2, 1, 0, t);
+    checkin_with(&mut s, "c", 3, 3, 0, 0, t);
+    let (status, why) = status_of(&s, t);
+    assert_eq!(status, RunnerStatus::Unhealthy);
+    assert_eq!(
+        why.as_deref(),
+        Some("at maxRunning (5 of 5 running on 2 replicas), 2 queued")
+    );
+}
+
+#[test]
+fn a_runner_without_replicas_is_new_until_one_checked_in() {
+    let mut s = state();
+    runner(&mut s, "r1", ".*");
+    let (status, why) = status_of(&s, Instant::now());
+    assert_eq!(status, RunnerStatus::New);
+    assert_eq!(why.as_deref(), Some("no replica has registered yet"));
+    let info = s.get_runner("r1", Instant::now()).unwrap();
+    assert!(info.warnings.is_empty() && info.replicas.is_empty());
+}
+
+#[test]
+fn each_replica_shows_the_address_it_came_from_its_start_and_its_queue() {
+    let (mut s, now, _) = setup();
+    let first: IpAddr = "192.0.2.7".parse().unwrap();
+    let req = StartupRequest {
+        hostname: "h2".into(),
+        version: "2".into(),
+        pid: 77,
+        max_running: 3,
+        tags: vec![],
+    };
+    s.startup("r1", req, "b".into(), Some(first), now).unwrap();
+    let b = |s: &ControlState, at| {
+        s.get_runner("r1", at)
+            .unwrap()
+            .replicas
+            .into_iter()
+            .find(|r| r.id == "b")
+            .unwrap()
+    };
+    let info = b(&s, now);
+    assert_eq!(info.ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!((info.hostname.as_str(), info.pid), ("h2", 77));
+    assert!(rdrunner_actors::model::is_rfc3339(
+        info.started_at.as_deref().unwrap()
+    ));
+    assert_eq!(info.uptime_secs, Some(0));
+
+    let moved: IpAddr = "2001:db8::1".parse().unwrap();
+    let req = CheckinRequest {
+        replica_id: "b".into(),
+        running: vec!["x".into()],
+        queued: 2,
+        max_running: 3,
+        uptime_s: 100,
+        version: "2.1".into(),
+        pongs: vec![],
+    };
+    s.record_checkin("r1", &req, Some(moved), now).unwrap();
+    let info = b(&s, now);
+    assert_eq!(info.ip.as_deref(), Some("2001:db8::1"));
+    assert_eq!((info.running, info.queued), (1, 2));
+    assert_eq!(info.version, "2.1");
+    assert_eq!(info.uptime_secs, Some(100));
+    let started = rdrunner_actors::model::parse_rfc3339(info.started_at.as_deref().unwrap());
+    let ago = SystemTime::now().duration_since(started.unwrap()).unwrap();
+    assert!(ago.as_secs().abs_diff(100) <= 2, "started {ago:?} ago");
+    // The start does not move with later check-ins (the uptime grows with it).
+    let later = now + Duration::from_secs(5);
+    let req = CheckinRequest {
+        uptime_s: 105,
+        ..req
+    };
+    s.record_checkin("r1", &req, None, later).unwrap();
+    let again = b(&s, later);
+    assert_eq!(again.started_at, info.started_at);
+    assert_eq!(again.uptime_secs, Some(105));
+    assert_eq!(
+        again.ip.as_deref(),
+        Some("2001:db8::1"),
+        "kept when unknown"
+    );
+}
+
+#[test]
+fn live_replicas_on_different_versions_are_warned_about_naming_the_versions() {
+    let (mut s, now, _) = setup();
+    let start = |s: &mut ControlState, id: &str, version: &str| {
+        let req = StartupRequest {
+            hostname: "h".into(),
+            version: version.into(),
+            pid: 1,
+            max_running: 4,
+            tags: vec![],
+        };
+        s.startup("r1", req, id.into(), None, now).unwrap();
+    };
+    start(&mut s, "b", "1");
+    start(&mut s, "c", "0.9.0");
+    let info = s.get_runner("r1", now).unwrap();
+    assert_eq!(
+        info.warnings,
+        vec!["live replicas run different versions: 0.9.0 (c); 1 (a, b)".to_owned()]
+    );
+    // A replica that is down does not count.
+    let req = ShutdownRequest {
+        replica_id: "c".into(),
+        reason: "upgrade".into(),
+    };
+    s.shutdown("r1", &req, now).unwrap();
+    assert!(s.get_runner("r1", now).unwrap().warnings.is_empty());
+}
+
+#[test]
+fn replicas_down_longer_than_the_prune_delay_are_removed_and_reported() {
+    let (mut s, now, op) = setup();
+    s.set_prune_after(Duration::from_secs(60));
+    checkin(&mut s, "r1", "a", now);
+    s.claim("r1", &op, "a").unwrap();
+    replica(&mut s, "r1", "b", now);
+    checkin(&mut s, "r1", "b", now);
+    let req = ShutdownRequest {
+        replica_id: "b".into(),
+        reason: "stop".into(),
+    };
+    s.shutdown("r1", &req, now).unwrap();
+
+    // b is down since its shutdown; a since 10 s after its last check-in.
+    assert!(s.prune(now + Duration::from_secs(60)).is_empty());
+    let pruned = s.prune(now + Duration::from_secs(61));
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(
+        (pruned[0].runner.as_str(), pruned[0].replica.as_str()),
+        ("r1", "b")
+    );
+    assert_eq!(pruned[0].down_for, Duration::from_secs(61));
+    assert_eq!(
+        pruned[0].to_string(),
+        "pruned replica b of runner r1 (host h): down for 61 s"
+    );
+    assert!(s.prune(now + Duration::from_secs(70)).is_empty());
+    let pruned = s.prune(now + Duration::from_secs(71));
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(pruned[0].down_for, Duration::from_secs(61));
+    // Its running operation was lost first, and the runner, without
+    // replicas now, is down (not new: it did check in).
+    assert_eq!(s.execution(1).unwrap().operations[0].state, RunState::Lost);
+    let info = s.get_runner("r1", now + Duration::from_secs(71)).unwrap();
+    assert!(info.replicas.is_empty());
+    assert_eq!(info.status, RunnerStatus::Down);
+    assert!(info.status_reason.unwrap().contains("pruned"));
+    assert!(info.last_checkin.is_some());
+    assert_eq!(s.census(now).replicas_pruned, 2);
+    // A replica that is alive is never pruned.
+    replica(&mut s, "r1", "c", now + Duration::from_secs(71));
+    checkin(&mut s, "r1", "c", now + Duration::from_secs(71));
+    assert!(s.prune(now + Duration::from_secs(75)).is_empty());
+}
+
+#[test]
+fn a_ping_goes_out_once_per_replica_and_the_first_echo_answers_it() {
+    let (mut s, now, _) = setup();
+    // Nothing to say: the check-in waits.
+    checkin(&mut s, "r1", "a", now);
+    let wakeup = s.subscribe("r1");
+    let ping = s.ping("r1", "ping-1".into(), now).unwrap();
+    assert_eq!(ping.ping_id, "ping-1");
+    assert!(wakeup.has_changed().unwrap(), "a held check-in is woken");
+    let status = s.ping_status("r1", "ping-1", now).unwrap();
+    assert_eq!(status.state, PingState::Pending);
+    assert_eq!((status.round_trip_ms, status.replica_id), (None, None));
+
+    // The held check-in answers at once, carrying the ping...
+    let t = now + Duration::from_millis(40);
+    let CheckinPoll::Ready(answer) = s.poll_checkin("r1", "a", t, false).unwrap() else {
+        panic!("a new ping ends a held check-in");
+    };
+    assert_eq!(answer.pings, vec!["ping-1".to_owned()]);
+    // ...once: the next one waits again.
+    assert!(matches!(
+        s.poll_checkin("r1", "a", t, false).unwrap(),
+        CheckinPoll::Wait { .. }
+    ));
+    let CheckinPoll::Ready(forced) = s.poll_checkin("r1", "a", t, true).unwrap() else {
+        panic!("a forced poll answers");
+    };
+    assert!(forced.pings.is_empty());
+
+    // The next check-in echoes it: answered, with the round trip.
+    let echo = CheckinRequest {
+        replica_id: "a".into(),
+        running: vec![],
+        queued: 0,
+        max_running: 4,
+        uptime_s: 1,
+        version: "1".into(),
+        pongs: vec!["ping-1".into(), "ping-unknown".into()],
+    };
+    s.record_checkin("r1", &echo, None, now + Duration::from_millis(150))
+        .unwrap();
+    let status = s
+        .ping_status("r1", "ping-1", now + Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(status.state, PingState::Answered);
+    assert_eq!(status.round_trip_ms, Some(150));
+    assert_eq!(status.replica_id.as_deref(), Some("a"));
+    // A second echo (another replica) does not change the answer.
+    replica(&mut s, "r1", "b", now);
+    let echo_b = CheckinRequest {
+        replica_id: "b".into(),
+        ..echo
+    };
+    s.record_checkin("r1", &echo_b, None, now + Duration::from_millis(300))
+        .unwrap();
+    let again = s.ping_status("r1", "ping-1", now).unwrap();
+    assert_eq!(again.replica_id.as_deref(), Some("a"));
+    assert_eq!(again.round_trip_ms, Some(150));
+    // An answered ping is not handed out any more.
+    let CheckinPoll::Ready(answer) = s.poll_checkin("r1", "b", now, true).unwrap() else {
+        panic!("a forced poll answers");
+    };
+    assert!(answer.pings.is_empty());
+}
+
+#[test]
+fn a_ping_nobody_echoes_times_out_and_stays_timed_out() {
+    let (mut s, now, _) = setup();
+    s.set_ping_timeout(Duration::from_secs(5));
+    s.ping("r1", "ping-1".into(), now).unwrap();
+    let at = |secs| now + Duration::from_secs(secs);
+    assert_eq!(
+        s.ping_status("r1", "ping-1", at(4)).unwrap().state,
+        PingState::Pending
+    );
+    assert_eq!(
+        s.ping_status("r1", "ping-1", at(5)).unwrap().state,
+        PingState::TimedOut
+    );
+    // A timed-out ping is no longer handed out, and a late echo is ignored.
+    checkin(&mut s, "r1", "a", at(6));
+    let CheckinPoll::Ready(answer) = s.poll_checkin("r1", "a", at(6), true).unwrap() else {
+        panic!("a forced poll answers");
+    };
+    assert!(answer.pings.is_empty());
+    let late = CheckinRequest {
+        replica_id: "a".into(),
+        running: vec![],
+        queued: 0,
+        max_running: 4,
+        uptime_s: 1,
+        version: "1".into(),
+        pongs: vec!["ping-1".into()],
+    };
+    s.record_checkin("r1", &late, None, at(6)).unwrap();
+    let status = s.ping_status("r1", "ping-1", at(6)).unwrap();
+    assert_eq!(
+        (status.state, status.round_trip_ms),
+        (PingState::TimedOut, None)
+    );
+}
+
+#[test]
+fn pings_are_bounded_per_runner_and_unknown_ones_are_404() {
+    let (mut s, now, _) = setup();
+    for i in 0..=PINGS_KEPT {
+        s.ping("r1", format!("ping-{i}"), now).unwrap();
+    }
+    let gone = s.ping_status("r1", "ping-0", now).unwrap_err();
+    assert_eq!((gone.status, gone.code), (404, ErrorCode::UnknownPing));
+    assert!(s.ping_status("r1", "ping-1", now).is_ok());
+    let e = s.ping("nobody", "ping-x".into(), now).unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownRunner);
+    let e = s.ping_status("nobody", "ping-1", now).unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownRunner);
+    // At most PINGS_MAX go out in one answer.
+    checkin(&mut s, "r1", "a", now);
+    let CheckinPoll::Ready(answer) = s.poll_checkin("r1", "a", now, false).unwrap() else {
+        panic!("pending pings end a held check-in");
+    };
+    assert_eq!(answer.pings.len(), rdrunner_actors::model::PINGS_MAX);
+    s.delete_runner("r1").unwrap();
+    assert!(s.pings.is_empty(), "a deleted runner's pings go with it");
+}
+
+#[test]
+fn the_census_counts_runners_replicas_executions_operations_and_report_latency() {
+    let (mut s, now, op) = setup();
+    runner(&mut s, "r2", "tags: none");
+    let idx = |st: RunnerStatus| RunnerStatus::ALL.iter().position(|x| *x == st).unwrap();
+    let run = |st: RunState| RunState::ALL.iter().position(|x| *x == st).unwrap();
+    let c = s.census(now);
+    assert_eq!(c.runners[idx(RunnerStatus::New)], 2);
+    assert_eq!(c.replicas[idx(RunnerStatus::New)], 1);
+    assert_eq!(c.executions[run(RunState::Failed)], 0);
+    assert_eq!(c.executions[run(RunState::Queued)], 1);
+    assert_eq!(c.operations[run(RunState::Queued)], 1);
+    assert_eq!(c.report_latency.count(), 0);
+
+    checkin(&mut s, "r1", "a", now);
+    s.claim("r1", &op, "a").unwrap();
+    let c = s.census(now);
+    assert_eq!(c.runners[idx(RunnerStatus::Healthy)], 1);
+    assert_eq!(c.replicas[idx(RunnerStatus::Healthy)], 1);
+    assert_eq!(c.operations[run(RunState::Running)], 1);
+    assert_eq!(c.executions[run(RunState::Running)], 1);
+
+    // Reports stored count into the latency; duplicates do not.
+    let ts = rfc3339(SystemTime::now() - Duration::from_millis(1500));
+    let mut first = log(&op, 1);
+    first.ts = ts.clone();
+    let done = Report {
+        op_id: op.clone(),
+        seq: 2,
+        ts,
+        body: ReportBody::Op(OpReport {
+            state: State::Succeeded,
+            message: None,
+        }),
+    };
+    s.reports("r1", batch("a", vec![first.clone(), done]))
+        .unwrap();
+    s.reports("r1", batch("a", vec![first])).unwrap();
+    let c = s.census(now);
+    assert_eq!(c.report_latency.count(), 2);
+    assert!(c.report_latency.sum() >= Duration::from_secs(3));
+    assert_eq!(c.operations[run(RunState::Succeeded)], 1);
+    // web1 succeeded, db1 has no runner: the execution failed.
+    assert_eq!(c.executions[run(RunState::Failed)], 1);
+    assert_eq!(c.operations.iter().sum::<u64>(), 1);
+}
+
+#[test]
+fn busy_from_an_earlier_control_plane_reads_as_unhealthy() {
+    let old: RunnerStatus = serde_json::from_str("\"busy\"").unwrap();
+    assert_eq!(old, RunnerStatus::Unhealthy);
+    assert_eq!(
+        serde_json::to_string(&RunnerStatus::Unhealthy).unwrap(),
+        "\"unhealthy\""
+    );
+    for s in RunnerStatus::ALL {
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str())
+        );
+    }
+    for s in RunState::ALL {
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str())
+        );
+    }
 }

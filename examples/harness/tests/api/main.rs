@@ -1,5 +1,6 @@
 //! The reference control plane's integration tests, one binary: every kind
-//! of bad input (`bad_input`), fault injection (`faults`), the in-process
+//! of bad input (`bad_input`), fault injection (`faults`), a runner's status,
+//! pings and `/metrics` (`fleet`), the in-process
 //! handle (`harness_handle`), HTTP and the protocol's contract
 //! (`http_contract`), the runner lifecycle over real HTTP (`lifecycle`), the
 //! route table against docs/openapi.yaml (`openapi_routes`) and the admin
@@ -10,6 +11,7 @@ mod common;
 
 mod bad_input;
 mod faults;
+mod fleet;
 mod harness_handle;
 mod http_contract;
 mod lifecycle;

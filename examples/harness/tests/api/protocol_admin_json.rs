@@ -54,8 +54,9 @@ fn every_admin_example_round_trips() {
             "ExecutionStatus" => round_trip::<ExecutionStatus>(label, *line, text),
             "OutputPage" => round_trip::<OutputPage>(label, *line, text),
             "RunnerObservation" => round_trip::<RunnerObservation>(label, *line, text),
+            "PingStatus" => round_trip::<PingStatus>(label, *line, text),
             other => panic!("docs/protocol.md:{line}: unknown admin block label `{other}`"),
         }
     }
-    assert!(blocks.len() >= 8, "admin examples found: {}", blocks.len());
+    assert!(blocks.len() >= 9, "admin examples found: {}", blocks.len());
 }
