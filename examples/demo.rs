@@ -8,7 +8,9 @@
 //!
 //! `cargo run --release --example demo [-- --keep]`. Everything lives in a
 //! temporary directory that is removed at the end (kept with `--keep`). The
-//! exit status is 0 only when the job succeeded.
+//! exit status is 0 only when the job succeeded. With `--keep` the control
+//! plane and the runner stay up after the job, serving the Runner
+//! Management page (its URL and the admin token are printed), until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = actix_rt::System::new().block_on(demo(work.path()));
+    let result = actix_rt::System::new().block_on(run(work.path(), keep));
     if keep {
         let kept = work.keep();
         println!("\nkept {} (remove it when done)", kept.display());
@@ -64,6 +66,12 @@ fn main() -> ExitCode {
 /// Runs the demo in `work`; `Ok(true)` when the job succeeded.
 /// (`tests/e2e/demo.rs` runs it too.)
 pub async fn demo(work: &Path) -> anyhow::Result<bool> {
+    run(work, false).await
+}
+
+/// The demo; with `serve_page`, the control plane and a runner stay up
+/// after the job until Ctrl-C, for the Runner Management page.
+async fn run(work: &Path, serve_page: bool) -> anyhow::Result<bool> {
     let t0 = Instant::now();
 
     // 1. The control plane, with a brisk cadence so the demo is quick.
@@ -82,6 +90,16 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
         "control plane listening on {}",
         harness.base_url()
     ));
+    println!(
+        "Runner Management page: {}/ (admin token {}{})",
+        harness.base_url(),
+        harness.admin_token(),
+        if serve_page {
+            "; served until Ctrl-C after the job"
+        } else {
+            "; served while the demo runs, and after it with --keep"
+        }
+    );
 
     // 2. A runner on it, and its credentials saved as the operator would.
     let created = admin
@@ -148,7 +166,7 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
     );
 
     // 4. The runner, in this process, from the daemon's own assembly.
-    let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings)?;
+    let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings.clone())?;
     section("runner started (HTTP transport, disk spool, local + SSH executors)");
 
     // 5. The job: a command with an option, a script with arguments, a copy.
@@ -226,6 +244,29 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
         state_name(status.state),
         t0.elapsed().as_secs_f64()
     ));
+    if serve_page {
+        // The runner again, from the same directory, so that the page shows
+        // a healthy runner that takes jobs.
+        let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings)?;
+        section(&format!(
+            "serving the Runner Management page at {}/ until Ctrl-C",
+            harness.base_url()
+        ));
+        println!(
+            "sign in with the admin token {}; project `{PROJECT}` has the nodes above",
+            harness.admin_token()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        tokio::time::timeout(
+            Duration::from_secs(15),
+            runtime.drain(Duration::from_secs(5)),
+        )
+        .await
+        .context("the runner did not stop within 15 s")?;
+        logs.shutdown();
+    }
     drop(sshd);
     harness.stop();
     Ok(ok)

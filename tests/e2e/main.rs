@@ -2,12 +2,13 @@
 //! working directory of its own against the reference control plane and a
 //! private sshd (`dispatch`, `abort`, `secure`, `restart`, `metrics`, on the shared setup in
 //! `support`), the same binary against a hostile control plane (`hostile`),
-//! and the demo and the embedding example run as tests
-//! (`demo`, `embed`).
+//! the demo and the embedding example run as tests (`demo`, `embed`), and
+//! the Runner Management page in headless chromium (`browser`).
 
 mod support;
 
 mod abort;
+mod browser;
 mod demo;
 mod dispatch;
 mod embed;
