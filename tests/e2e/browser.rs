@@ -141,19 +141,31 @@ async fn flow() {
 
     // 1. Sign in: a wrong token is refused next to the field, the right one
     //    is kept in sessionStorage and never in the URL.
-    browser.goto(&format!("{base}/")).await.expect("open the page");
+    browser
+        .goto(&format!("{base}/"))
+        .await
+        .expect("open the page");
     fill(&browser, "#sign-in input[type=password]", "not-the-token").await;
     screenshot(&browser, "sign-in").await;
     click(&browser, "#sign-in button[type=submit]").await;
     browser
         .wait_text("#sign-in .field-error", WAIT, |t| t.contains("401"))
         .await;
-    fill(&browser, "#sign-in input[type=password]", harness.admin_token()).await;
+    fill(
+        &browser,
+        "#sign-in input[type=password]",
+        harness.admin_token(),
+    )
+    .await;
     click(&browser, "#sign-in button[type=submit]").await;
     browser
         .wait_text("main", WAIT, |t| t.contains("No runners yet"))
         .await;
-    let stored = script(&browser, "return sessionStorage.getItem('rdrunner.adminToken')").await;
+    let stored = script(
+        &browser,
+        "return sessionStorage.getItem('rdrunner.adminToken')",
+    )
+    .await;
     assert_eq!(stored, json!(harness.admin_token()));
     assert!(!browser.url().await.unwrap().contains(harness.admin_token()));
     screenshot(&browser, "runners-empty").await;
@@ -203,7 +215,10 @@ async fn flow() {
 
     // 3. Create a runner: a bad filter is refused next to its row, then
     //    the credentials are shown once.
-    browser.goto(&format!("{base}/#/runners/new")).await.unwrap();
+    browser
+        .goto(&format!("{base}/#/runners/new"))
+        .await
+        .unwrap();
     fill(&browser, "#create-runner input[type=text]", "shop-runner").await;
     let inputs = browser
         .find_all("#create-runner > .field input")
@@ -216,18 +231,31 @@ async fn flow() {
     browser.fill(&inputs[2], "dc1, web").await.unwrap();
     click(&browser, "#create-runner fieldset > button").await;
     fill(&browser, "#create-runner .project-name", "staging").await;
-    fill(&browser, "#create-runner .project-row .node-filter", "name: (").await;
+    fill(
+        &browser,
+        "#create-runner .project-row .node-filter",
+        "name: (",
+    )
+    .await;
     click(&browser, "#create-runner button[type=submit]").await;
+    // The refusal shows under the filter that caused it, which is marked.
     browser
-        .wait_text("#create-runner .project-row .field-error", WAIT, |t| {
-            t.contains("400 bad_filter")
-        })
+        .wait_text(
+            "#create-runner .project-row .field:has(.node-filter) .field-error",
+            WAIT,
+            |t| t.contains("400 bad_filter") && t.contains("projects.staging"),
+        )
+        .await;
+    browser
+        .wait_for("#create-runner .node-filter[aria-invalid=true]", WAIT)
         .await;
     fill(&browser, "#create-runner .project-row .node-filter", ".*").await;
     screenshot(&browser, "create-runner").await;
     click(&browser, "#create-runner button[type=submit]").await;
     let panel = browser
-        .wait_text(".credentials", WAIT, |t| t.contains("will not be shown again"))
+        .wait_text(".credentials", WAIT, |t| {
+            t.contains("will not be shown again")
+        })
         .await;
     assert!(panel.contains("chmod 600 .rdrunner-creds"), "{panel}");
     assert!(panel.contains("rdrunner run"), "{panel}");
@@ -241,7 +269,10 @@ async fn flow() {
     assert!(name.ends_with("rdrunner-creds"), "downloaded as {name}");
     let creds = fs::read_to_string(&file).unwrap();
     assert!(creds.contains("RUNDECK_RUNNER_TOKEN="), "{creds}");
-    assert!(creds.contains(&format!("RUNDECK_SERVER_URL={base}\n")), "{creds}");
+    assert!(
+        creds.contains(&format!("RUNDECK_SERVER_URL={base}\n")),
+        "{creds}"
+    );
     let creds_path: PathBuf = work.join(".rdrunner-creds");
     fs::copy(&file, &creds_path).unwrap();
     fs::set_permissions(&creds_path, fs::Permissions::from_mode(0o600)).unwrap();
@@ -285,7 +316,11 @@ async fn flow() {
         )
         .await;
     assert_eq!(shown, HOSTILE_NAME);
-    let imgs = script(&browser, "return document.querySelectorAll('main img').length").await;
+    let imgs = script(
+        &browser,
+        "return document.querySelectorAll('main img').length",
+    )
+    .await;
     assert_eq!(imgs, json!(0));
     assert_eq!(browser.alert_text().await, None, "a script ran");
     screenshot(&browser, "runners").await;
@@ -307,15 +342,25 @@ async fn flow() {
             |t| t == "2 nodes: web1, web2",
         )
         .await;
-    fill(&browser, "tr[data-project='staging'] input", "name: nothing").await;
+    fill(
+        &browser,
+        "tr[data-project='staging'] input",
+        "name: nothing",
+    )
+    .await;
+    let old_row = browser.find("tr[data-project='staging']").await.unwrap();
     click(&browser, "tr[data-project='staging'] button.secondary").await;
-    browser
-        .wait_text("tr[data-project='staging'] .selected", WAIT, |t| {
-            t.contains("no node inventory")
-        })
-        .await;
-    let staging = admin.get_runner(&runner_id).await.unwrap();
-    assert_eq!(staging.projects["staging"], "name: nothing");
+    // The assignments are drawn again from the API's answer.
+    let start = std::time::Instant::now();
+    while browser.property(&old_row, "isConnected").await.ok() == Some(json!(true)) {
+        assert!(
+            start.elapsed() < WAIT,
+            "the assignments were not drawn again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = admin.get_runner(&runner_id).await.unwrap();
+    assert_eq!(info.projects["staging"], "name: nothing", "{info:?}");
     let remove = browser
         .find_all("tr[data-project='staging'] button")
         .await
@@ -379,8 +424,14 @@ async fn flow() {
         .await;
     // Each node sleeps 3 s between its first and its last line: the first
     // lines are on the page while the job still runs.
-    let live = browser.text(&browser.find("#output").await.unwrap()).await.unwrap();
-    assert!(!live.contains("second"), "the output came only at the end: {live}");
+    let live = browser
+        .text(&browser.find("#output").await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !live.contains("second"),
+        "the output came only at the end: {live}"
+    );
     browser
         .wait_text("#summary", Duration::from_secs(30), |t| {
             t.contains("succeeded")
@@ -397,13 +448,14 @@ async fn flow() {
     )
     .await;
     assert!(
-        lines
-            .as_array()
-            .unwrap()
-            .contains(&json!(HOSTILE_LINE)),
+        lines.as_array().unwrap().contains(&json!(HOSTILE_LINE)),
         "{lines}"
     );
-    let scripts = script(&browser, "return document.querySelectorAll('#output script').length").await;
+    let scripts = script(
+        &browser,
+        "return document.querySelectorAll('#output script').length",
+    )
+    .await;
     assert_eq!(scripts, json!(0));
     let stderr = script(
         &browser,
@@ -446,7 +498,9 @@ async fn flow() {
         .await;
     click(&browser, "#abort").await;
     browser
-        .wait_text("#summary", Duration::from_secs(30), |t| t.contains("aborted"))
+        .wait_text("#summary", Duration::from_secs(30), |t| {
+            t.contains("aborted")
+        })
         .await;
     assert!(!browser.body_text().await.contains("not reached"));
     browser.goto(&format!("{base}/#/executions")).await.unwrap();
@@ -465,7 +519,9 @@ async fn flow() {
         .unwrap();
     click(&browser, "#regenerate").await;
     browser
-        .wait_text("#confirm-slot", WAIT, |t| t.contains("stops working at once"))
+        .wait_text("#confirm-slot", WAIT, |t| {
+            t.contains("stops working at once")
+        })
         .await;
     click(&browser, "#confirm-slot button.danger").await;
     browser
@@ -486,7 +542,9 @@ async fn flow() {
     // 10. Delete it, after a confirmation naming it.
     click(&browser, "#delete").await;
     let confirm = browser
-        .wait_text("#confirm-slot .confirm", WAIT, |t| t.contains("Delete runner"))
+        .wait_text("#confirm-slot .confirm", WAIT, |t| {
+            t.contains("Delete runner")
+        })
         .await;
     assert!(confirm.contains("shop-runner"), "{confirm}");
     click(&browser, "#confirm-slot button.danger").await;
@@ -500,7 +558,11 @@ async fn flow() {
     // Sign out: the token leaves the tab.
     click(&browser, "#sign-out").await;
     browser.wait_for("#sign-in", WAIT).await;
-    let stored = script(&browser, "return sessionStorage.getItem('rdrunner.adminToken')").await;
+    let stored = script(
+        &browser,
+        "return sessionStorage.getItem('rdrunner.adminToken')",
+    )
+    .await;
     assert_eq!(stored, Value::Null);
 
     browser.quit().await;

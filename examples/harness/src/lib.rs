@@ -464,7 +464,9 @@ mod tests {
         assert_eq!(check_public_url("http://127.0.0.1:4440"), Ok(None));
         assert_eq!(check_public_url("http://localhost:4440/"), Ok(None));
         assert_eq!(check_public_url("http://[::1]:4440"), Ok(None));
-        let w = check_public_url("http://cp.example.com:4440").unwrap().unwrap();
+        let w = check_public_url("http://cp.example.com:4440")
+            .unwrap()
+            .unwrap();
         assert!(w.contains("unencrypted"), "{w}");
         assert!(check_public_url("http://10.1.2.3").unwrap().is_some());
         assert!(check_public_url("cp.example.com").is_err());

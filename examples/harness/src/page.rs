@@ -23,15 +23,18 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// Adds the page's three routes.
 pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(|| async { file("text/html; charset=utf-8", INDEX_HTML) }))
-        .route(
-            "/app.js",
-            web::get().to(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/app.css",
-            web::get().to(|| async { file("text/css; charset=utf-8", APP_CSS) }),
-        );
+    cfg.route(
+        "/",
+        web::get().to(|| async { file("text/html; charset=utf-8", INDEX_HTML) }),
+    )
+    .route(
+        "/app.js",
+        web::get().to(|| async { file("text/javascript; charset=utf-8", APP_JS) }),
+    )
+    .route(
+        "/app.css",
+        web::get().to(|| async { file("text/css; charset=utf-8", APP_CSS) }),
+    );
 }
 
 fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
@@ -59,7 +62,10 @@ mod tests {
         assert!(!INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"));
         assert!(!APP_JS.contains("innerHTML") && !APP_JS.contains("outerHTML"));
         assert!(!APP_JS.contains("insertAdjacentHTML") && !APP_JS.contains("eval("));
-        assert!(!APP_JS.contains("localStorage"), "the token stays in sessionStorage");
+        assert!(
+            !APP_JS.contains("localStorage"),
+            "the token stays in sessionStorage"
+        );
         assert!(!APP_CSS.contains("url(http"));
     }
 }

@@ -672,7 +672,11 @@ impl ControlState {
     }
 
     /// The project's nodes that `filter` selects (all of them without one).
-    pub fn nodes_matching(&self, project: &str, filter: Option<&str>) -> Result<Vec<Node>, ApiError> {
+    pub fn nodes_matching(
+        &self,
+        project: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Node>, ApiError> {
         let nodes = self.nodes(project)?;
         let Some(text) = filter else {
             return Ok(nodes);

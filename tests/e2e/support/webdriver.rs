@@ -40,7 +40,8 @@ pub struct Browser {
     base: String,
     session: String,
     driver: Child,
-    _profile: tempfile::TempDir,
+    /// Chromium's profile, removed with the browser.
+    profile: tempfile::TempDir,
 }
 
 /// Why the browser cannot run here, if it cannot: the packages missing.
@@ -87,7 +88,7 @@ impl Browser {
             base: format!("http://127.0.0.1:{port}"),
             session: String::new(),
             driver,
-            _profile: profile,
+            profile,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -114,7 +115,7 @@ impl Browser {
                     "--disable-dev-shm-usage", "--window-size=1280,800",
                     "--no-first-run", "--no-default-browser-check",
                     "--force-device-scale-factor=1", "--hide-scrollbars",
-                    format!("--user-data-dir={}", browser._profile.path().display()),
+                    format!("--user-data-dir={}", browser.profile.path().display()),
                 ],
                 "prefs": {
                     "download.default_directory": downloads.display().to_string(),
@@ -147,7 +148,10 @@ impl Browser {
                        "params": {"behavior": "allow", "downloadPath": downloads.display().to_string()}}),
             )
             .await;
-        browser.set_window(1280, 800).await.map_err(|e| e.to_string())?;
+        browser
+            .set_window(1280, 800)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(browser)
     }
 
@@ -192,13 +196,19 @@ impl Browser {
     }
 
     pub async fn set_window(&self, width: u32, height: u32) -> Result<(), WdError> {
-        self.cmd("POST", "/window/rect", json!({"width": width, "height": height}))
-            .await
-            .map(drop)
+        self.cmd(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn goto(&self, url: &str) -> Result<(), WdError> {
-        self.cmd("POST", "/url", json!({ "url": url })).await.map(drop)
+        self.cmd("POST", "/url", json!({ "url": url }))
+            .await
+            .map(drop)
     }
 
     pub async fn url(&self) -> Result<String, WdError> {
@@ -208,14 +218,22 @@ impl Browser {
 
     pub async fn find(&self, css: &str) -> Result<Element, WdError> {
         let v = self
-            .cmd("POST", "/element", json!({"using": "css selector", "value": css}))
+            .cmd(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
             .await?;
         Ok(Element(v[ELEMENT].as_str().unwrap_or_default().to_owned()))
     }
 
     pub async fn find_all(&self, css: &str) -> Result<Vec<Element>, WdError> {
         let v = self
-            .cmd("POST", "/elements", json!({"using": "css selector", "value": css}))
+            .cmd(
+                "POST",
+                "/elements",
+                json!({"using": "css selector", "value": css}),
+            )
             .await?;
         Ok(v.as_array()
             .map(|a| {
@@ -280,9 +298,13 @@ impl Browser {
     pub async fn fill(&self, e: &Element, text: &str) -> Result<(), WdError> {
         self.cmd("POST", &format!("/element/{}/clear", e.0), json!({}))
             .await?;
-        self.cmd("POST", &format!("/element/{}/value", e.0), json!({ "text": text }))
-            .await
-            .map(drop)
+        self.cmd(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            json!({ "text": text }),
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn text(&self, e: &Element) -> Result<String, WdError> {
@@ -293,14 +315,22 @@ impl Browser {
     }
 
     pub async fn property(&self, e: &Element, name: &str) -> Result<Value, WdError> {
-        self.cmd("GET", &format!("/element/{}/property/{name}", e.0), Value::Null)
-            .await
+        self.cmd(
+            "GET",
+            &format!("/element/{}/property/{name}", e.0),
+            Value::Null,
+        )
+        .await
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page.
     pub async fn execute(&self, script: &str, args: Value) -> Result<Value, WdError> {
-        self.cmd("POST", "/execute/sync", json!({"script": script, "args": args}))
-            .await
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": args}),
+        )
+        .await
     }
 
     /// The text of an open alert, if one is open.

@@ -64,7 +64,9 @@ function field(labelText, input, hint) {
 
 function setError(slot, message) {
   slot.textContent = message || '';
-  const input = slot.parentElement && slot.parentElement.querySelector('input, textarea, select');
+  // A field's own error marks its input; a form-wide one marks nothing.
+  const own = slot.classList.contains('field-error');
+  const input = own && slot.parentElement && slot.parentElement.querySelector('input, textarea, select');
   if (input) {
     if (message) input.setAttribute('aria-invalid', 'true');
     else input.removeAttribute('aria-invalid');

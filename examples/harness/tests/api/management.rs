@@ -47,10 +47,18 @@ async fn the_page_is_served_with_a_policy_that_forbids_inline_scripts_and_other_
         };
         assert!(header("content-type").starts_with(kind), "{path}");
         let csp = header("content-security-policy");
-        for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
             assert!(csp.contains(directive), "{path}: {csp}");
         }
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert_eq!(header("x-content-type-options"), "nosniff");
     }
     // Anything else is still the API's JSON 404.
@@ -92,7 +100,10 @@ async fn credentials_carry_the_public_url() {
         .unwrap();
     assert!(again.credentials.contains("https://cp.example.com\n"));
     let text = admin.credentials(&created.runner_id).await.unwrap();
-    assert!(text.contains("RUNDECK_SERVER_URL=https://cp.example.com\n"), "{text}");
+    assert!(
+        text.contains("RUNDECK_SERVER_URL=https://cp.example.com\n"),
+        "{text}"
+    );
 }
 
 #[actix_rt::test]
@@ -101,7 +112,8 @@ async fn a_filter_selects_nodes_an_assignment_is_removed_and_executions_are_list
     let admin = harness.admin();
     let (runner_id, token) = web_runner(&admin).await;
 
-    let (status, nodes) = admin_call(&harness, "GET", "/projects/ops/nodes?filter=tags%3A%20web").await;
+    let (status, nodes) =
+        admin_call(&harness, "GET", "/projects/ops/nodes?filter=tags%3A%20web").await;
     assert_eq!(status, 200, "{nodes}");
     assert_eq!(nodes.as_array().unwrap().len(), 1);
     assert_eq!(nodes[0]["name"], "web1");
@@ -139,7 +151,11 @@ async fn a_filter_selects_nodes_an_assignment_is_removed_and_executions_are_list
     let mut done = node_report(&op, 2, "succeeded", Some(0));
     done["ts"] = json!("2026-11-28T12:00:02.500Z");
     runner.reports(&replica, vec![running]).await;
-    let exec = if answer["operations"][0]["execution"]["id"] == first { first } else { second };
+    let exec = if answer["operations"][0]["execution"]["id"] == first {
+        first
+    } else {
+        second
+    };
     let node = &admin.execution(exec).await.unwrap().nodes["web1"];
     assert_eq!(node.started_at.as_deref(), Some("2026-11-28T12:00:00.000Z"));
     assert_eq!(node.ended_at, None);
@@ -148,10 +164,20 @@ async fn a_filter_selects_nodes_an_assignment_is_removed_and_executions_are_list
     assert_eq!(node.ended_at.as_deref(), Some("2026-11-28T12:00:02.500Z"));
 
     // Removing the assignment; removing it again says it is not there.
-    let (status, info) = admin_call(&harness, "DELETE", &format!("/runners/{runner_id}/projects/ops")).await;
+    let (status, info) = admin_call(
+        &harness,
+        "DELETE",
+        &format!("/runners/{runner_id}/projects/ops"),
+    )
+    .await;
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["projects"], json!({}));
-    let (status, again) = admin_call(&harness, "DELETE", &format!("/runners/{runner_id}/projects/ops")).await;
+    let (status, again) = admin_call(
+        &harness,
+        "DELETE",
+        &format!("/runners/{runner_id}/projects/ops"),
+    )
+    .await;
     assert_eq!(status, 404, "{again}");
     assert_eq!(again["error"], "unknown_project");
 }
