@@ -353,11 +353,12 @@ impl Browser {
             })
     }
 
-    /// What the page shows as text (for failure messages).
+    /// Where the page is and what it shows as text (for failure messages).
     pub async fn body_text(&self) -> String {
+        let url = self.url().await.unwrap_or_default();
         match self.find("body").await {
-            Ok(b) => self.text(&b).await.unwrap_or_default(),
-            Err(e) => format!("(no body: {e})"),
+            Ok(b) => format!("({url})\n{}", self.text(&b).await.unwrap_or_default()),
+            Err(e) => format!("({url}) no body: {e}"),
         }
     }
 

@@ -30,7 +30,7 @@ function el(tag, props, ...children) {
   return node;
 }
 
-function add(node, children) {
+function add(node, ...children) {
   for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
@@ -232,13 +232,18 @@ function route() {
     if (a.dataset.section === section) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  if (section === 'runners' && arg === 'new') createRunnerView(current);
-  else if (section === 'runners' && arg) runnerView(current, arg);
-  else if (section === 'projects') projectsView(current, arg);
-  else if (section === 'executions' && arg === 'new') submitView(current);
-  else if (section === 'executions' && arg) executionView(current, arg);
-  else if (section === 'executions') executionsView(current);
-  else runnersView(current);
+  try {
+    if (section === 'runners' && arg === 'new') createRunnerView(current);
+    else if (section === 'runners' && arg) runnerView(current, arg);
+    else if (section === 'projects') projectsView(current, arg);
+    else if (section === 'executions' && arg === 'new') submitView(current);
+    else if (section === 'executions' && arg) executionView(current, arg);
+    else if (section === 'executions') executionsView(current);
+    else runnersView(current);
+  } catch (err) {
+    // A fault of the page itself: say so rather than leave the last view.
+    page('This page failed', el('p', { class: 'error', role: 'alert' }, String(err && err.stack ? err.stack : err)));
+  }
   const h1 = main().querySelector('h1');
   if (h1) h1.focus();
 }
