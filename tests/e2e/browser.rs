@@ -33,7 +33,11 @@ async fn screenshot(browser: &Browser, name: &str) {
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images");
     fs::create_dir_all(&dir).unwrap();
-    // Let the last refresh and any focus ring settle.
+    // Each page from its top; the last refresh and focus ring settled.
+    browser
+        .execute("window.scrollTo(0, 0)", json!([]))
+        .await
+        .expect("scroll to the top");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let png = browser.screenshot().await.expect("screenshot");
     fs::write(dir.join(format!("{name}.png")), png).unwrap();

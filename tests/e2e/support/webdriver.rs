@@ -149,7 +149,7 @@ impl Browser {
             )
             .await;
         browser
-            .set_window(1280, 800)
+            .set_viewport(1280, 800)
             .await
             .map_err(|e| e.to_string())?;
         Ok(browser)
@@ -193,6 +193,20 @@ impl Browser {
         let path = format!("/session/{}{path}", self.session);
         let body = (method == "POST").then_some(body);
         self.raw(method, &path, body).await
+    }
+
+    /// Sizes the window so that the page itself (what a screenshot
+    /// shows) is `width` x `height`: the window's frame is added.
+    pub async fn set_viewport(&self, width: u32, height: u32) -> Result<(), WdError> {
+        self.set_window(width, height).await?;
+        let inner = self
+            .execute("return [window.innerWidth, window.innerHeight]", json!([]))
+            .await?;
+        let frame = |i: usize, want: u32| {
+            let got = inner[i].as_u64().map_or(want, |v| v as u32);
+            want + want.saturating_sub(got)
+        };
+        self.set_window(frame(0, width), frame(1, height)).await
     }
 
     pub async fn set_window(&self, width: u32, height: u32) -> Result<(), WdError> {
