@@ -166,7 +166,7 @@ async fn run(work: &Path, serve_page: bool) -> anyhow::Result<bool> {
     );
 
     // 4. The runner, in this process, from the daemon's own assembly.
-    let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings.clone())?;
+    let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings)?;
     section("runner started (HTTP transport, disk spool, local + SSH executors)");
 
     // 5. The job: a command with an option, a script with arguments, a copy.
@@ -213,14 +213,12 @@ async fn run(work: &Path, serve_page: bool) -> anyhow::Result<bool> {
     ));
     let status = follow(&admin, exec_id, nodes.len()).await;
 
-    // 6. Stop the runner cleanly (reports flushed, replica shut down).
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        runtime.drain(Duration::from_secs(5)),
-    )
-    .await
-    .context("the runner did not stop within 15 s")?;
-    logs.shutdown();
+    // 6. Stop the runner cleanly (reports flushed, replica shut down); with
+    //    the page served, it runs on until Ctrl-C.
+    let mut running = Some((runtime, logs));
+    if !serve_page {
+        stop_runner(running.take()).await?;
+    }
     let status = status?;
 
     summary(&harness, &status, &nodes);
@@ -245,9 +243,6 @@ async fn run(work: &Path, serve_page: bool) -> anyhow::Result<bool> {
         t0.elapsed().as_secs_f64()
     ));
     if serve_page {
-        // The runner again, from the same directory, so that the page shows
-        // a healthy runner that takes jobs.
-        let (runtime, logs) = start_runner(&creds_path, &runner_dir, ssh_settings)?;
         section(&format!(
             "serving the Runner Management page at {}/ until Ctrl-C",
             harness.base_url()
@@ -259,17 +254,26 @@ async fn run(work: &Path, serve_page: bool) -> anyhow::Result<bool> {
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
-        tokio::time::timeout(
-            Duration::from_secs(15),
-            runtime.drain(Duration::from_secs(5)),
-        )
-        .await
-        .context("the runner did not stop within 15 s")?;
-        logs.shutdown();
+        stop_runner(running.take()).await?;
     }
     drop(sshd);
     harness.stop();
     Ok(ok)
+}
+
+/// Drains the runner (reports flushed, replica shut down) and closes its logs.
+async fn stop_runner(runner: Option<(RuntimeHandle, Logs)>) -> anyhow::Result<()> {
+    let Some((runtime, logs)) = runner else {
+        return Ok(());
+    };
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        runtime.drain(Duration::from_secs(5)),
+    )
+    .await
+    .context("the runner did not stop within 15 s")?;
+    logs.shutdown();
+    Ok(())
 }
 
 /// A private sshd on loopback, or `None` (with the reason) when OpenSSH's
