@@ -161,7 +161,9 @@ async fn flow() {
         harness.admin_token(),
     )
     .await;
-    click(&browser, "#sign-in button[type=submit]").await;
+    // From the keyboard: Enter in the field signs in.
+    let field = browser.find("#sign-in input[type=password]").await.unwrap();
+    browser.keys(&field, "\u{E007}").await.unwrap();
     browser
         .wait_text("main", WAIT, |t| t.contains("No runners yet"))
         .await;
@@ -558,6 +560,25 @@ async fn flow() {
         })
         .await;
     assert!(admin.get_runner(&runner_id).await.is_err());
+
+    // At 200% zoom (half the width in CSS pixels) the pages reflow: no
+    // sideways scrolling of the page itself (wide tables scroll in place).
+    browser.set_viewport(640, 800).await.unwrap();
+    for (hash, ready) in [
+        ("#/executions/1", "#summary-text"),
+        ("#/executions/new", "#submit-form"),
+        ("#/projects/shop", "#nodes table"),
+        ("#/runners", "#runners"),
+    ] {
+        browser.goto(&format!("{base}/{hash}")).await.unwrap();
+        browser.wait_for(ready, WAIT).await;
+        let fits = script(
+            &browser,
+            "return document.documentElement.scrollWidth <= window.innerWidth",
+        )
+        .await;
+        assert_eq!(fits, json!(true), "{hash} scrolls sideways at 200% zoom");
+    }
 
     // Sign out: the token leaves the tab.
     click(&browser, "#sign-out").await;

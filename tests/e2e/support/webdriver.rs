@@ -321,6 +321,17 @@ impl Browser {
         .map(drop)
     }
 
+    /// Types `text` into the element as it is (`\u{E007}` is Enter).
+    pub async fn keys(&self, e: &Element, text: &str) -> Result<(), WdError> {
+        self.cmd(
+            "POST",
+            &format!("/element/{}/value", e.0),
+            json!({ "text": text }),
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn text(&self, e: &Element) -> Result<String, WdError> {
         let v = self
             .cmd("GET", &format!("/element/{}/text", e.0), Value::Null)
