@@ -23,6 +23,34 @@ use crate::support::{runner_toml, Runner};
 const PROJECT: &str = "shop";
 const HOSTILE_NAME: &str = "<img src=x onerror=alert(1)>";
 const HOSTILE_LINE: &str = "<script>alert(1)</script>";
+/// Answers the page's admin API calls as a control plane with the next
+/// status model would (`new|healthy|unhealthy|unknown|down` and values yet
+/// unknown, `statusReason`, `warnings`, replicas with `ip`, `startedAt`,
+/// `uptimeSecs`, `queued`, and the ping routes).
+const FUTURE_CONTROL_PLANE: &str = r#"
+const now = new Date().toISOString();
+const replica = { id: 'rep-1', hostname: 'edge-1', ip: '10.1.2.3', version: '0.2.0', pid: 7,
+  maxRunning: 4, status: 'healthy', lastCheckin: now, running: 1, queued: 2,
+  startedAt: now, uptimeSecs: 125, drainState: 'draining' };
+const future = { id: 'runner-future', name: 'future', description: '', tags: [], projects: {},
+  status: 'unhealthy', statusReason: 'no check-in for 45 s', warnings: ['clock skew of 3 s'],
+  lastCheckin: now, replicas: [replica] };
+const odd = { id: 'runner-odd', name: 'odd', description: '', tags: [], projects: {},
+  status: 'rebooting', lastCheckin: null, replicas: [] };
+const answer = (body) => Promise.resolve(new Response(JSON.stringify(body),
+  { status: 200, headers: { 'Content-Type': 'application/json' } }));
+window.realFetch = window.realFetch || window.fetch;
+window.fetch = (url, init) => {
+  const path = String(url);
+  const method = (init && init.method) || 'GET';
+  if (path === '/api/v1/runners') return answer([future, odd]);
+  if (path === '/api/v1/runners/runner-future') return answer(future);
+  if (path === '/api/v1/runners/runner-future/ping' && method === 'POST') return answer({ pingId: 'p1' });
+  if (path === '/api/v1/runners/runner-future/ping/p1') return answer({ state: 'answered', roundTripMs: 42 });
+  return window.realFetch(url, init);
+};
+"#;
+
 /// The longest any one thing on the page may take to appear.
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -560,6 +588,40 @@ async fn flow() {
         })
         .await;
     assert!(admin.get_runner(&runner_id).await.is_err());
+
+    // A control plane with a newer status model: statuses this page does
+    // not know are shown as they come, with a reason and warnings; replica
+    // fields beyond today's are shown; a ping is answered. The admin API is
+    // played by the page's own fetch, replaced for this part.
+    script(&browser, FUTURE_CONTROL_PLANE).await;
+    browser.goto(&format!("{base}/#/runners")).await.unwrap();
+    let row = browser
+        .wait_text("tr[data-runner='runner-future']", WAIT, |t| {
+            t.contains("unhealthy")
+        })
+        .await;
+    assert!(row.contains("no check-in for 45 s"), "{row}");
+    assert!(row.contains("clock skew of 3 s"), "{row}");
+    assert!(row.contains("1 / 2"), "running / queued: {row}");
+    let odd = browser
+        .wait_text("tr[data-runner='runner-odd']", WAIT, |t| !t.is_empty())
+        .await;
+    assert!(odd.contains("rebooting"), "{odd}");
+    browser
+        .goto(&format!("{base}/#/runners/runner-future"))
+        .await
+        .unwrap();
+    let replicas = browser
+        .wait_text("#replicas", WAIT, |t| t.contains("10.1.2.3"))
+        .await;
+    for expected in ["IP", "Uptime", "Queued", "2 min", "draining"] {
+        assert!(replicas.contains(expected), "{expected}: {replicas}");
+    }
+    click(&browser, "#ping").await;
+    browser
+        .wait_text("#ping-result", WAIT, |t| t == "Answered in 42 ms.")
+        .await;
+    script(&browser, "window.fetch = window.realFetch").await;
 
     // At 200% zoom (half the width in CSS pixels) the pages reflow: no
     // sideways scrolling of the page itself (wide tables scroll in place).
