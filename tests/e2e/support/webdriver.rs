@@ -4,6 +4,7 @@
 //! text and properties, run a script, take a screenshot. Every wait is
 //! bounded.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,7 +75,10 @@ impl Browser {
             .parent()
             .unwrap_or(downloads)
             .join("chromedriver.log");
+        // A process group of its own, with the browser it starts: a test
+        // that fails mid-way ends them all (see `Drop`).
         let driver = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg(format!("--log-path={}", log.display()))
             .stdin(Stdio::null())
@@ -387,16 +391,20 @@ impl Browser {
         }
     }
 
-    /// Ends the session and the driver.
-    pub async fn quit(mut self) {
+    /// Ends the session (chromium exits), then the driver (`Drop`).
+    pub async fn quit(self) {
         let _ = self.cmd("DELETE", "", Value::Null).await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The driver and every chromium process it started: a killed
+        // driver alone would leave the browser running.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
