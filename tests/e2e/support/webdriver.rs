@@ -3,6 +3,11 @@
 //! covers what the page's test needs: navigate, find, click, type, read
 //! text and properties, run a script, take a screenshot. Every wait is
 //! bounded.
+//!
+//! Why not a WebDriver crate: the dozen commands the test uses are plain
+//! JSON over HTTP, and awc is already built for the runner, so this adds
+//! no crate to the lock file (fantoccini would bring hyper, hyper-util, a
+//! second TLS stack and cookie handling for what is here ~300 lines).
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
