@@ -283,8 +283,11 @@ async fn flow() {
     browser
         .wait_for("#create-runner .node-filter[aria-invalid=true]", WAIT)
         .await;
-    fill(&browser, "#create-runner .project-row .node-filter", ".*").await;
     screenshot(&browser, "create-runner").await;
+    fill(&browser, "#create-runner .project-row .node-filter", ".*").await;
+    browser
+        .wait_for("#create-runner .node-filter:not([aria-invalid])", WAIT)
+        .await;
     click(&browser, "#create-runner button[type=submit]").await;
     let panel = browser
         .wait_text(".credentials", WAIT, |t| {

@@ -58,6 +58,9 @@ function field(labelText, input, hint) {
     described.unshift(hintNode.id);
   }
   input.setAttribute('aria-describedby', described.join(' '));
+  // An error says what was wrong with the value it was given; a new value
+  // takes it away.
+  input.addEventListener('input', () => error.textContent && setError(error, ''));
   const wrap = el('div', { class: 'field' }, el('label', { for: input.id }, labelText), input, hintNode, error);
   return { wrap, input, error };
 }
