@@ -8,7 +8,9 @@
 //!
 //! `cargo run --release --example demo [-- --keep]`. Everything lives in a
 //! temporary directory that is removed at the end (kept with `--keep`). The
-//! exit status is 0 only when the job succeeded.
+//! exit status is 0 only when the job succeeded. With `--keep` the control
+//! plane and the runner stay up after the job, serving the Runner
+//! Management page (its URL and the admin token are printed), until Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = actix_rt::System::new().block_on(demo(work.path()));
+    let result = actix_rt::System::new().block_on(run(work.path(), keep));
     if keep {
         let kept = work.keep();
         println!("\nkept {} (remove it when done)", kept.display());
@@ -64,6 +66,12 @@ fn main() -> ExitCode {
 /// Runs the demo in `work`; `Ok(true)` when the job succeeded.
 /// (`tests/e2e/demo.rs` runs it too.)
 pub async fn demo(work: &Path) -> anyhow::Result<bool> {
+    run(work, false).await
+}
+
+/// The demo; with `serve_page`, the control plane and a runner stay up
+/// after the job until Ctrl-C, for the Runner Management page.
+async fn run(work: &Path, serve_page: bool) -> anyhow::Result<bool> {
     let t0 = Instant::now();
 
     // 1. The control plane, with a brisk cadence so the demo is quick.
@@ -82,6 +90,16 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
         "control plane listening on {}",
         harness.base_url()
     ));
+    println!(
+        "Runner Management page: {}/ (admin token {}{})",
+        harness.base_url(),
+        harness.admin_token(),
+        if serve_page {
+            "; served until Ctrl-C after the job"
+        } else {
+            "; served while the demo runs, and after it with --keep"
+        }
+    );
 
     // 2. A runner on it, and its credentials saved as the operator would.
     let created = admin
@@ -195,14 +213,12 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
     ));
     let status = follow(&admin, exec_id, nodes.len()).await;
 
-    // 6. Stop the runner cleanly (reports flushed, replica shut down).
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        runtime.drain(Duration::from_secs(5)),
-    )
-    .await
-    .context("the runner did not stop within 15 s")?;
-    logs.shutdown();
+    // 6. Stop the runner cleanly (reports flushed, replica shut down); with
+    //    the page served, it runs on until Ctrl-C.
+    let mut running = Some((runtime, logs));
+    if !serve_page {
+        stop_runner(running.take()).await?;
+    }
     let status = status?;
 
     summary(&harness, &status, &nodes);
@@ -226,9 +242,38 @@ pub async fn demo(work: &Path) -> anyhow::Result<bool> {
         state_name(status.state),
         t0.elapsed().as_secs_f64()
     ));
+    if serve_page {
+        section(&format!(
+            "serving the Runner Management page at {}/ until Ctrl-C",
+            harness.base_url()
+        ));
+        println!(
+            "sign in with the admin token {}; project `{PROJECT}` has the nodes above",
+            harness.admin_token()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        stop_runner(running.take()).await?;
+    }
     drop(sshd);
     harness.stop();
     Ok(ok)
+}
+
+/// Drains the runner (reports flushed, replica shut down) and closes its logs.
+async fn stop_runner(runner: Option<(RuntimeHandle, Logs)>) -> anyhow::Result<()> {
+    let Some((runtime, logs)) = runner else {
+        return Ok(());
+    };
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        runtime.drain(Duration::from_secs(5)),
+    )
+    .await
+    .context("the runner did not stop within 15 s")?;
+    logs.shutdown();
+    Ok(())
 }
 
 /// A private sshd on loopback, or `None` (with the reason) when OpenSSH's

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: installs what the build and the tests
 # need when it is missing (OpenSSL's headers and pkg-config, which libssh2 is
 # built against; OpenSSH's server, for the SSH tests; Prometheus, whose
-# promtool checks contrib/prometheus), then format, lint, tests, the OpenAPI
+# promtool checks contrib/prometheus; chromium and its WebDriver, for the
+# Runner Management page's browser test), then format, lint, tests, the OpenAPI
 # conformance run, the Prometheus rules, a smoke run of the benchmark and a
 # quick seeded chaos run.
 set -euo pipefail
@@ -15,8 +16,10 @@ missing=()
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
 command -v promtool >/dev/null || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "== installing ${missing[*]} (the SSH tests start a private sshd on loopback; promtool checks the alert rules)"
+  echo "== installing ${missing[*]} (the SSH tests start a private sshd on loopback; promtool checks the alert rules; the page's test drives headless chromium)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -145,13 +145,16 @@ fn call_failure(what: &str, url: &str, e: ControlPlaneError) -> Failure {
         EXIT_UNREACHABLE
     };
     let hint = if e.is_auth() {
-        "check RUNDECK_RUNNER_ID and RUNDECK_RUNNER_TOKEN in the credentials file, or fetch new ones from the control plane"
+        "; check RUNDECK_RUNNER_ID and RUNDECK_RUNNER_TOKEN in the credentials file, or fetch new ones from the control plane"
+    } else if rdrunner::transport::TlsProblem::of_error(&e).is_some() {
+        // The transport's message already ends with this class's fix.
+        ""
     } else {
-        "check the server URL, the network path, the proxy and TLS settings"
+        "; check the server URL, the network path, the proxy and TLS settings"
     };
     Failure {
         code,
-        error: anyhow::anyhow!("{what} at {url} failed: {e}; {hint}"),
+        error: anyhow::anyhow!("{what} at {url} failed: {e}{hint}"),
     }
 }
 

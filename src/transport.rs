@@ -379,9 +379,121 @@ fn send_error(url: &str, e: awc::error::SendRequestError, deadline: Duration) ->
             ControlPlaneError::Timeout(deadline)
         }
         SendRequestError::Connect(ConnectError::Io(io)) => {
-            ControlPlaneError::Transport(TransportFailure::caused_by(format!("{url}: {io}"), io))
+            let hint = TlsProblem::of_io(&io)
+                .map(|p| format!("; {}", p.hint()))
+                .unwrap_or_default();
+            ControlPlaneError::Transport(TransportFailure::caused_by(
+                format!("{url}: {io}{hint}"),
+                io,
+            ))
         }
-        other => ControlPlaneError::Transport(format!("{url}: {other}").into()),
+        other => {
+            let text = other.to_string();
+            let hint = TlsProblem::of_text(&text)
+                .map(|p| format!("; {}", p.hint()))
+                .unwrap_or_default();
+            ControlPlaneError::Transport(format!("{url}: {text}{hint}").into())
+        }
+    }
+}
+
+/// A TLS failure class with a fix of its own: what the generic "check the
+/// TLS settings" leaves a newcomer to work out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate chains to no CA the runner trusts (a private CA).
+    UnknownIssuer,
+    /// The certificate's validity ended.
+    Expired,
+    /// The certificate's validity has not begun (a clock is wrong).
+    NotValidYet,
+    /// The certificate does not name the host the runner dialled.
+    NameMismatch,
+}
+
+impl TlsProblem {
+    /// The class of a rustls error, if it is one of these.
+    pub fn of_rustls(e: &rustls::Error) -> Option<TlsProblem> {
+        use rustls::CertificateError as C;
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::UnknownIssuer => Some(TlsProblem::UnknownIssuer),
+                C::Expired | C::ExpiredContext { .. } => Some(TlsProblem::Expired),
+                C::NotValidYet | C::NotValidYetContext { .. } => Some(TlsProblem::NotValidYet),
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    Some(TlsProblem::NameMismatch)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The class of an I/O error carrying a rustls error (what the TLS
+    /// stream gives back), falling back to its text.
+    pub fn of_io(e: &std::io::Error) -> Option<TlsProblem> {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(TlsProblem::of_rustls)
+            .or_else(|| TlsProblem::of_text(&e.to_string()))
+    }
+
+    /// The class from an error's text, for errors that carry only that
+    /// (rustls's `Display` of each class).
+    pub fn of_text(text: &str) -> Option<TlsProblem> {
+        let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+        if has(&["UnknownIssuer", "unknown issuer"]) {
+            Some(TlsProblem::UnknownIssuer)
+        } else if has(&["NotValidForName", "not valid for name"]) {
+            Some(TlsProblem::NameMismatch)
+        } else if has(&["NotValidYet", "certificate not valid yet"]) {
+            Some(TlsProblem::NotValidYet)
+        } else if has(&["Expired", "certificate expired"]) {
+            Some(TlsProblem::Expired)
+        } else {
+            None
+        }
+    }
+
+    /// The class of a failed control plane call, if TLS failed that way.
+    pub fn of_error(e: &ControlPlaneError) -> Option<TlsProblem> {
+        let ControlPlaneError::Transport(failure) = e else {
+            return None;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(failure);
+        while let Some(err) = next {
+            if let Some(r) = err.downcast_ref::<rustls::Error>() {
+                if let Some(p) = TlsProblem::of_rustls(r) {
+                    return Some(p);
+                }
+            }
+            if let Some(p) = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(TlsProblem::of_io)
+            {
+                return Some(p);
+            }
+            next = err.source();
+        }
+        TlsProblem::of_text(failure.message())
+    }
+
+    /// What to do about it.
+    pub fn hint(self) -> &'static str {
+        match self {
+            TlsProblem::UnknownIssuer => {
+                "the control plane's certificate is signed by a CA this runner does not trust: set `tls.caFile` to the CA that signed the control plane's certificate (a PEM file)"
+            }
+            TlsProblem::Expired => {
+                "the control plane's certificate has expired: renew it where TLS ends (the control plane or its TLS front), and check this host's clock"
+            }
+            TlsProblem::NotValidYet => {
+                "the control plane's certificate is not valid yet: check the clock of this host and of the control plane"
+            }
+            TlsProblem::NameMismatch => {
+                "the control plane's certificate is not issued for the host in RUNDECK_SERVER_URL: use a name the certificate lists (its subjectAltName) in the server URL, or reissue the certificate for this name"
+            }
+        }
     }
 }
 
@@ -665,6 +777,72 @@ fn encode_path_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error a TLS stream gives when the handshake fails on `c`.
+    fn tls_failure(c: rustls::CertificateError) -> ControlPlaneError {
+        let rustls_error = rustls::Error::InvalidCertificate(c);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_error);
+        let url = "https://cp.example:4443/api/runner/v1/startup";
+        send_error(
+            url,
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(io)),
+            Duration::from_secs(5),
+        )
+    }
+
+    #[test]
+    fn an_unknown_issuer_says_to_set_the_ca_file() {
+        let e = tls_failure(rustls::CertificateError::UnknownIssuer);
+        assert_eq!(TlsProblem::of_error(&e), Some(TlsProblem::UnknownIssuer));
+        let text = e.to_string();
+        assert!(text.contains("UnknownIssuer"), "{text}");
+        assert!(
+            text.contains("set `tls.caFile` to the CA that signed the control plane's certificate"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_expired_certificate_says_to_renew_it() {
+        for c in [
+            rustls::CertificateError::Expired,
+            rustls::CertificateError::ExpiredContext {
+                time: UnixTime::since_unix_epoch(Duration::from_secs(2_000_000_000)),
+                not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_900_000_000)),
+            },
+        ] {
+            let e = tls_failure(c);
+            assert_eq!(TlsProblem::of_error(&e), Some(TlsProblem::Expired));
+            assert!(e.to_string().contains("has expired: renew it"), "{e}");
+        }
+        let e = tls_failure(rustls::CertificateError::NotValidYet);
+        assert_eq!(TlsProblem::of_error(&e), Some(TlsProblem::NotValidYet));
+        assert!(e.to_string().contains("clock"), "{e}");
+    }
+
+    #[test]
+    fn a_name_mismatch_says_which_name_to_use() {
+        let e = tls_failure(rustls::CertificateError::NotValidForName);
+        assert_eq!(TlsProblem::of_error(&e), Some(TlsProblem::NameMismatch));
+        assert!(e.to_string().contains("subjectAltName"), "{e}");
+    }
+
+    #[test]
+    fn other_transport_failures_get_no_tls_hint() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = send_error(
+            "https://cp.example",
+            awc::error::SendRequestError::Connect(awc::error::ConnectError::Io(io)),
+            Duration::from_secs(5),
+        );
+        assert_eq!(TlsProblem::of_error(&e), None);
+        assert!(!e.to_string().contains("tls.caFile"), "{e}");
+        // Text alone (an error that kept no type) is classified the same.
+        assert_eq!(
+            TlsProblem::of_text("invalid peer certificate: UnknownIssuer"),
+            Some(TlsProblem::UnknownIssuer)
+        );
+    }
 
     #[test]
     fn status_mapping() {

@@ -137,6 +137,11 @@ async fn check_over_https_trusts_a_private_ca_only_through_ca_file() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(4), "{t}");
     assert!(t.to_lowercase().contains("certificate"), "{t}");
+    // ... and saying what to do about it.
+    assert!(
+        t.contains("set `tls.caFile` to the CA that signed the control plane's certificate"),
+        "{t}"
+    );
 
     std::fs::write(d.path().join("runner.toml"), "[tls]\ncaFile = \"ca.pem\"\n").unwrap();
     let dir = d.path().to_owned();
@@ -144,4 +149,19 @@ async fn check_over_https_trusts_a_private_ca_only_through_ca_file() {
         .await
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // The certificate names 127.0.0.1 only: dialled as localhost, it is
+    // refused with the name mismatch's own hint.
+    let by_name = created
+        .credentials
+        .replace("https://127.0.0.1:", "https://localhost:");
+    std::fs::write(&creds, by_name).unwrap();
+    let dir = d.path().to_owned();
+    let o = actix_rt::task::spawn_blocking(move || rdrunner(&dir, &["check"]))
+        .await
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(t.contains("subjectAltName"), "{t}");
+    assert!(!t.contains("tls.caFile"), "{t}");
 }

@@ -3,12 +3,13 @@
 //! private sshd (`dispatch`, `abort`, `secure`, `restart`, `metrics`, and
 //! `fleet`: status, ping and the control plane's metrics, on the shared setup in
 //! `support`), the same binary against a hostile control plane (`hostile`),
-//! and the demo and the embedding example run as tests
-//! (`demo`, `embed`).
+//! the demo and the embedding example run as tests (`demo`, `embed`), and
+//! the Runner Management page in headless chromium (`browser`).
 
 mod support;
 
 mod abort;
+mod browser;
 mod demo;
 mod dispatch;
 mod embed;

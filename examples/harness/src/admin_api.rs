@@ -319,6 +319,13 @@ pub struct NodeStatus {
     pub message: Option<String>,
     /// The runner the node was given to; `None` when no runner covers it.
     pub runner: Option<String>,
+    /// When the runner reported the node's first state (RFC 3339, the
+    /// runner's clock); absent before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the runner reported the node's end; absent until it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
 }
 
 /// `GET /executions/{id}/output?after=n`.

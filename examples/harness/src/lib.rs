@@ -7,7 +7,8 @@
 //! thin HTTP layer over it, built from the named route table in `routes`;
 //! `client` is the typed admin client; `persist` writes the state file;
 //! `faults` injects seeded faults per runner API route; `proxy` is a TCP
-//! fault proxy; `metrics` writes `/metrics`.
+//! fault proxy; `metrics` writes `/metrics`; `page` serves the Runner
+//! Management page (static files over the public admin API).
 //! [`Harness::start`] runs the server on its own thread and actix System.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod error;
 pub mod faults;
 pub mod invariants;
 mod metrics;
+mod page;
 mod persist;
 pub mod proxy;
 pub mod routes;
@@ -68,6 +70,10 @@ pub struct HarnessConfig {
     pub state_file: Option<PathBuf>,
     /// Serve HTTPS with these files instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The URL runners reach the control plane at (behind a TLS front or a
+    /// proxy), written into credentials as `RUNDECK_SERVER_URL`; the
+    /// listen address when `None`.
+    pub public_url: Option<String>,
     /// The cadence `POST /startup` hands out (tests use small values).
     pub cadence: Cadence,
     /// When silent replicas count as unknown, then down (and lose their operations).
@@ -104,6 +110,7 @@ impl Default for HarnessConfig {
             admin_token: None,
             state_file: None,
             tls: None,
+            public_url: None,
             cadence: Cadence::default(),
             thresholds: Thresholds::default(),
             body_limit: 8 * 1024 * 1024,
@@ -158,8 +165,12 @@ impl Harness {
         };
         let base_url = format!("{scheme}://{addr}");
 
-        let mut control =
-            ControlState::new(config.cadence.clone(), config.thresholds, base_url.clone());
+        let server_url = config
+            .public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| base_url.clone());
+        let mut control = ControlState::new(config.cadence.clone(), config.thresholds, server_url);
         control.set_max_replicas(config.max_replicas);
         control.set_prune_after(config.prune_down_replicas_after);
         control.set_ping_timeout(config.ping_timeout);
@@ -371,6 +382,40 @@ impl Drop for Harness {
     }
 }
 
+/// Why a public URL is refused, or `Ok(Some(warning))` when it is plain
+/// `http://` to a host other than loopback (runner tokens would cross the
+/// network unencrypted).
+pub fn check_public_url(url: &str) -> Result<Option<String>, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("public URL `{url}` has no scheme; write https://HOST[:PORT]"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("public URL `{url}` has no host"));
+    }
+    match scheme {
+        "https" => Ok(None),
+        "http" => {
+            let host = match authority.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or_default(),
+                None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+            };
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            Ok((!loopback).then(|| {
+                format!(
+                    "warning: the public URL {url} is plain http:// to a host that is not loopback: runner tokens would cross the network unencrypted (and runners refuse it unless http.allowPlaintext is on); serve https:// or put a TLS front before the control plane"
+                )
+            }))
+        }
+        other => Err(format!(
+            "public URL `{url}` has the scheme `{other}`; use https:// (or http:// on loopback)"
+        )),
+    }
+}
+
 /// A random lowercase hex id of `bytes` bytes.
 pub(crate) fn random_id(bytes: usize) -> String {
     let mut rng = rand::thread_rng();
@@ -432,4 +477,25 @@ fn load_tls(
         )
     })?;
     Ok((config, roots))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_public_url;
+
+    #[test]
+    fn a_plain_http_public_url_off_loopback_is_warned_about() {
+        assert_eq!(check_public_url("https://cp.example.com"), Ok(None));
+        assert_eq!(check_public_url("http://127.0.0.1:4440"), Ok(None));
+        assert_eq!(check_public_url("http://localhost:4440/"), Ok(None));
+        assert_eq!(check_public_url("http://[::1]:4440"), Ok(None));
+        let w = check_public_url("http://cp.example.com:4440")
+            .unwrap()
+            .unwrap();
+        assert!(w.contains("unencrypted"), "{w}");
+        assert!(check_public_url("http://10.1.2.3").unwrap().is_some());
+        assert!(check_public_url("cp.example.com").is_err());
+        assert!(check_public_url("ftp://cp.example.com").is_err());
+        assert!(check_public_url("https://").is_err());
+    }
 }

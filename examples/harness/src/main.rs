@@ -44,6 +44,13 @@ struct Serve {
     /// across restarts.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// The URL runners reach this control plane at, when it is not the
+    /// listen address (behind a TLS front or a proxy): written into every
+    /// credentials file as RUNDECK_SERVER_URL, and so shown by the Runner
+    /// Management page. A plain http:// URL that is not loopback is
+    /// allowed with a warning.
+    #[arg(long, value_name = "URL", env = "RDRUNNER_HARNESS_PUBLIC_URL")]
+    public_url: Option<String>,
     /// PEM certificate chain; serves HTTPS (needs --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -183,10 +190,18 @@ fn main() -> anyhow::Result<()> {
     let Command::Serve(args) = Cli::parse().command;
     let token = admin_token(&args, std::env::var(ADMIN_TOKEN_ENV).ok())?;
     let generated = token.is_none();
+    if let Some(url) = &args.public_url {
+        if let Some(warning) =
+            rdrunner_harness::check_public_url(url).map_err(anyhow::Error::msg)?
+        {
+            eprintln!("rdrunner-harness: {warning}");
+        }
+    }
     let config = HarnessConfig {
         listen: args.listen,
         admin_token: token,
         state_file: args.state,
+        public_url: args.public_url,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => None,
@@ -215,6 +230,7 @@ fn main() -> anyhow::Result<()> {
     println!("rdrunner-harness listening on {}", harness.base_url());
     println!("runner API: {}/api/runner/v1", harness.base_url());
     println!("admin API:  {}/api/v1", harness.base_url());
+    println!("Runner Management page: {}/", harness.base_url());
     println!("fault seed: {}", harness.fault_seed());
     for rule in &harness.faults().status().rules {
         println!(
@@ -314,6 +330,12 @@ mod tests {
             Duration::from_secs(90)
         );
         assert_eq!(serve(&[]).ping_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_public_url_comes_from_the_flag_or_the_environment() {
+        let s = serve(&["--public-url", "https://cp.example.com"]);
+        assert_eq!(s.public_url.as_deref(), Some("https://cp.example.com"));
     }
 
     #[test]

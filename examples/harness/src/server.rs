@@ -172,9 +172,11 @@ fn handler(name: RouteName, route: actix_web::Route) -> actix_web::Route {
         RouteName::Credentials => route.to(credentials),
         RouteName::RegenerateCredentials => route.to(regenerate_credentials),
         RouteName::AssignProject => route.to(assign_project),
+        RouteName::UnassignProject => route.to(unassign_project),
         RouteName::SetNodes => route.to(set_nodes),
         RouteName::GetNodes => route.to(get_nodes),
         RouteName::SubmitExecution => route.to(submit_execution),
+        RouteName::ListExecutions => route.to(list_executions),
         RouteName::GetExecution => route.to(get_execution),
         RouteName::Output => route.to(output),
         RouteName::Abort => route.to(abort),
@@ -222,6 +224,7 @@ pub(crate) fn app(
                 .error_handler(|e, _| ApiError::bad_request(format!("path: {e}")).into()),
         )
         .configure(move |cfg| configure(cfg, faults))
+        .configure(crate::page::configure)
         .default_service(web::to(not_found))
 }
 
@@ -552,9 +555,43 @@ async fn set_nodes(req: HttpRequest, payload: web::Payload, data: Data) -> Answe
     ok(&data.lock().nodes(project)?)
 }
 
+#[derive(Deserialize)]
+struct NodesQuery {
+    filter: Option<String>,
+}
+
 async fn get_nodes(req: HttpRequest, data: Data) -> Answer {
     admin_auth(&req, &data)?;
-    ok(&data.lock().nodes(param(&req, "project"))?)
+    let q: NodesQuery = query(&req)?;
+    ok(&data
+        .lock()
+        .nodes_matching(param(&req, "project"), q.filter.as_deref())?)
+}
+
+async fn unassign_project(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let answer = data
+        .lock()
+        .unassign_project(param(&req, "id"), param(&req, "project"))?;
+    data.persist()?;
+    ok(&answer)
+}
+
+#[derive(Deserialize)]
+struct ExecutionsQuery {
+    #[serde(default = "default_executions_limit")]
+    limit: u64,
+}
+
+fn default_executions_limit() -> u64 {
+    20
+}
+
+async fn list_executions(req: HttpRequest, data: Data) -> Answer {
+    admin_auth(&req, &data)?;
+    let q: ExecutionsQuery = query(&req)?;
+    let limit = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    ok(&data.lock().list_executions(limit))
 }
 
 async fn submit_execution(req: HttpRequest, payload: web::Payload, data: Data) -> Answer {

@@ -177,6 +177,12 @@ struct NodeProgress {
     step: u32,
     exit_code: Option<i32>,
     message: Option<String>,
+    /// Report time of the node's first state report, and of the one that
+    /// ended it: the node's duration, as the runner measured it.
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    ended_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,6 +316,10 @@ impl OperationRecord {
             exit_code,
             message,
             runner: Some(self.runner.clone()),
+            started_at: progress.and_then(|p| p.started_at.clone()),
+            ended_at: progress
+                .filter(|_| state.is_terminal())
+                .and_then(|p| p.ended_at.clone()),
         }
     }
 }
@@ -600,6 +610,19 @@ impl ControlState {
         self.get_runner(id, Instant::now())
     }
 
+    /// Removes the runner's assignment to `project`; operations already
+    /// given to it go on.
+    pub fn unassign_project(&mut self, id: &str, project: &str) -> Result<RunnerInfo, ApiError> {
+        if self.runner_mut(id)?.projects.remove(project).is_none() {
+            return Err(ApiError::not_found(
+                ErrorCode::UnknownProject,
+                format!("runner `{id}` is not assigned to project `{project}`"),
+            ));
+        }
+        self.dirty = true;
+        self.get_runner(id, Instant::now())
+    }
+
     // ---- admin: projects and executions ----------------------------------
 
     pub fn set_nodes(&mut self, project: &str, nodes: Vec<Node>) -> Result<(), ApiError> {
@@ -636,6 +659,31 @@ impl ControlState {
                 format!("project `{project}` has no node inventory; PUT /api/v1/projects/{project}/nodes first"),
             )
         })
+    }
+
+    /// The project's nodes that `filter` selects (all of them without one).
+    pub fn nodes_matching(
+        &self,
+        project: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Node>, ApiError> {
+        let nodes = self.nodes(project)?;
+        let Some(text) = filter else {
+            return Ok(nodes);
+        };
+        let filter = parse_filter(text, "filter")?;
+        Ok(nodes.into_iter().filter(|n| filter.matches(n)).collect())
+    }
+
+    /// The `limit` most recent executions, newest first.
+    pub fn list_executions(&self, limit: usize) -> Vec<ExecutionStatus> {
+        self.data
+            .executions
+            .keys()
+            .rev()
+            .take(limit)
+            .filter_map(|id| self.execution(*id).ok())
+            .collect()
     }
 
     /// Splits the matching nodes by the runner assigned to them (the first
@@ -776,6 +824,8 @@ impl ControlState {
                     exit_code: None,
                     message: Some(why.clone()),
                     runner: None,
+                    started_at: None,
+                    ended_at: None,
                 },
             );
         }
@@ -1498,6 +1548,8 @@ fn apply_report(op: &mut OperationRecord, rep: &Report, exec: Option<&mut Execut
                 step: node.step,
                 exit_code: node.exit_code,
                 message: node.message.clone(),
+                started_at: Some(rep.ts.clone()),
+                ended_at: None,
             });
             // A failed step stays failed: later reports of the node do not undo it.
             if !(entry.state.is_terminal() && entry.state != State::Succeeded) {
@@ -1505,6 +1557,9 @@ fn apply_report(op: &mut OperationRecord, rep: &Report, exec: Option<&mut Execut
                 entry.step = node.step;
                 entry.exit_code = node.exit_code;
                 entry.message = node.message.clone();
+                if node.state.is_terminal() {
+                    entry.ended_at = Some(rep.ts.clone());
+                }
             }
         }
         ReportBody::Op(o) => {

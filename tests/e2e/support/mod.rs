@@ -201,7 +201,7 @@ impl World {
 
 /// The runner's configuration: everything under the working directory,
 /// debug logging (the most a log could leak), quick cadence and aborts.
-fn runner_toml(work: &Path) -> String {
+pub fn runner_toml(work: &Path) -> String {
     let w = work.display();
     format!(
         r#"[runner]
@@ -283,5 +283,6 @@ pub fn pgrep(pattern: &str) -> Vec<String> {
 
 pub mod hostile;
 pub mod runner;
+pub mod webdriver;
 
 pub use runner::Runner;
