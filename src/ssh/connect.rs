@@ -154,6 +154,20 @@ fn resolve_error(node: &str, host: &str, why: &str) -> ExecutorError {
     )
 }
 
+/// Ciphers in the order the runner offers them: AES-GCM first, which the
+/// crypto library runs on the CPU's AES instructions, where libssh2's own
+/// ChaCha20-Poly1305 (its first choice otherwise) is portable C that costs
+/// the runner more CPU than the rest of a step's output path. Every one of
+/// them is an authenticated or counter mode that OpenSSH offers by default;
+/// names this libssh2 lacks are left out of the offer.
+const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,chacha20-poly1305@openssh.com";
+
+fn prefer_fast_ciphers(session: &Session) {
+    for method in [MethodType::CryptCs, MethodType::CryptSc] {
+        let _ = session.method_pref(method, CIPHERS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,19 +224,5 @@ mod tests {
             ExecutorErrorKind::Config,
             "a port given twice"
         );
-    }
-}
-
-/// Ciphers in the order the runner offers them: AES-GCM first, which the
-/// crypto library runs on the CPU's AES instructions, where libssh2's own
-/// ChaCha20-Poly1305 (its first choice otherwise) is portable C that costs
-/// the runner more CPU than the rest of a step's output path. Every one of
-/// them is an authenticated or counter mode that OpenSSH offers by default;
-/// names this libssh2 lacks are left out of the offer.
-const CIPHERS: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,chacha20-poly1305@openssh.com";
-
-fn prefer_fast_ciphers(session: &Session) {
-    for method in [MethodType::CryptCs, MethodType::CryptSc] {
-        let _ = session.method_pref(method, CIPHERS);
     }
 }
