@@ -32,8 +32,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use rdrunner_actors::model::Report;
 use rdrunner_actors::model::Stream;
+use rdrunner_actors::model::{EncodedReport, Report};
 use rdrunner_actors::{
     JournalEntry, Mark, NodeState, ProgressMap, Spool, SpoolError, SpooledOperation, StepProgress,
 };
@@ -833,6 +833,17 @@ impl DiskSpool {
     }
 
     fn read_at(&mut self, loc: Loc) -> Result<Report, SpoolError> {
+        let payload = self.payload_at(loc)?;
+        serde_json::from_slice(&payload).map_err(|e| {
+            err(
+                &segment_path(&self.dir, loc.segment),
+                format!("bad record at offset {}: {e}", loc.offset),
+            )
+        })
+    }
+
+    /// The payload of the record at `loc`, its checksum checked.
+    fn payload_at(&mut self, loc: Loc) -> Result<Vec<u8>, SpoolError> {
         let path = segment_path(&self.dir, loc.segment);
         let file = match self.readers.entry(loc.segment) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -860,17 +871,17 @@ impl DiskSpool {
                 format!("checksum mismatch at offset {}", loc.offset),
             ));
         }
-        serde_json::from_slice(&payload)
-            .map_err(|e| err(&path, format!("bad record at offset {}: {e}", loc.offset)))
+        Ok(payload)
     }
 }
 
-impl Spool for DiskSpool {
-    fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError> {
+impl DiskSpool {
+    /// Appends reports, each with its JSON (the record's payload).
+    fn append_json(&mut self, reports: &[(&Report, &[u8])]) -> Result<(), SpoolError> {
         let path = segment_path(&self.dir, self.active_id);
         // Check the whole batch first, so that a refused batch writes nothing.
         let mut next: HashMap<&str, u64> = HashMap::new();
-        for r in reports {
+        for (r, _) in reports {
             let expected = next
                 .entry(&r.op_id)
                 .or_insert_with(|| self.ops.get(&r.op_id).map_or(0, |o| o.last_seq) + 1);
@@ -887,9 +898,9 @@ impl Spool for DiskSpool {
         }
         let mut buf = Vec::new();
         let mut locs = Vec::with_capacity(reports.len());
-        for r in reports {
+        for (_, json) in reports {
             let offset = self.active_len + buf.len() as u64;
-            frame(&serde_json::to_vec(r).expect("serializable"), &mut buf);
+            frame(json, &mut buf);
             locs.push(offset);
         }
         self.active
@@ -897,7 +908,7 @@ impl Spool for DiskSpool {
             .map_err(|e| io_err(&path, "append", e))?;
         self.active_len += buf.len() as u64;
         self.dirty_segment = true;
-        for (r, offset) in reports.iter().zip(locs) {
+        for ((r, _), offset) in reports.iter().zip(locs) {
             self.forgotten.remove(&r.op_id);
             let op = self.ops.entry(r.op_id.clone()).or_default();
             op.last_seq = r.seq;
@@ -916,6 +927,63 @@ impl Spool for DiskSpool {
             self.rotate()?;
         }
         Ok(())
+    }
+}
+
+impl Spool for DiskSpool {
+    fn append(&mut self, reports: &[Report]) -> Result<(), SpoolError> {
+        let json: Vec<String> = reports.iter().map(Report::to_json).collect();
+        let pairs: Vec<(&Report, &[u8])> = reports
+            .iter()
+            .zip(&json)
+            .map(|(r, j)| (r, j.as_bytes()))
+            .collect();
+        self.append_json(&pairs)
+    }
+
+    fn append_encoded(&mut self, report: &Report, json: &str) -> Result<(), SpoolError> {
+        self.append_json(&[(report, json.as_bytes())])
+    }
+
+    fn read_encoded(
+        &mut self,
+        op_id: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<EncodedReport>, SpoolError> {
+        let Some(op) = self.ops.get(op_id) else {
+            return Ok(Vec::new());
+        };
+        let first = op.acked + 1;
+        let skip = after.saturating_add(1).saturating_sub(first);
+        let (last_seq, terminal) = (op.last_seq, op.terminal);
+        let locs: Vec<Loc> = op
+            .live
+            .iter()
+            .skip(skip as usize)
+            .take(max)
+            .copied()
+            .collect();
+        let mut out = Vec::with_capacity(locs.len());
+        for (i, loc) in locs.into_iter().enumerate() {
+            // The record as stored, checksum checked: no decoding and
+            // encoding again on its way to the control plane.
+            let payload = self.payload_at(loc)?;
+            let json = String::from_utf8(payload).map_err(|_| {
+                err(
+                    &segment_path(&self.dir, loc.segment),
+                    format!("bad record at offset {}: not UTF-8", loc.offset),
+                )
+            })?;
+            let seq = first + skip + i as u64;
+            out.push(EncodedReport {
+                op_id: op_id.to_owned(),
+                seq,
+                terminal: terminal && seq == last_seq,
+                json: json.into(),
+            });
+        }
+        Ok(out)
     }
 
     fn flush(&mut self) -> Result<(), SpoolError> {
@@ -1145,6 +1213,38 @@ mod tests {
 
     fn open(dir: &Path) -> DiskSpool {
         DiskSpool::open(dir, FsyncPolicy::Batch, 4096).unwrap()
+    }
+
+    /// What goes to the control plane is the JSON stored at append, as it
+    /// was encoded then: before and after a reopen, past an ack.
+    #[test]
+    fn encoded_reads_hand_over_the_stored_json() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = open(d.path());
+        let mut reports: Vec<Report> = (1..=30).map(|q| log("a", q)).collect();
+        reports.push(terminal("a", 31));
+        for r in &reports {
+            s.append_encoded(r, &r.to_json()).unwrap();
+        }
+        s.append(&[log("b", 1)]).unwrap();
+        let want = |from: usize| -> Vec<EncodedReport> {
+            reports[from..].iter().map(EncodedReport::of).collect()
+        };
+        assert_eq!(s.read_encoded("a", 0, 100).unwrap(), want(0));
+        s.ack("a", 10).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        let mut s = open(d.path());
+        let got = s.read_encoded("a", 10, 100).unwrap();
+        assert_eq!(got, want(10));
+        assert!(got.last().unwrap().terminal);
+        assert!(got[..got.len() - 1].iter().all(|r| !r.terminal));
+        assert_eq!(s.read_encoded("a", 20, 3).unwrap(), want(20)[..3].to_vec());
+        assert_eq!(
+            s.read_encoded("b", 0, 10).unwrap(),
+            vec![EncodedReport::of(&log("b", 1))]
+        );
+        assert!(s.read_encoded("c", 0, 10).unwrap().is_empty());
     }
 
     #[test]

@@ -21,8 +21,8 @@ use std::time::Duration;
 use actix_tls::connect::{ConnectError as TcpConnectError, ConnectInfo, Connection};
 use awc::http::{StatusCode, Uri};
 use rdrunner_actors::model::{
-    CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, ErrorBody, ErrorCode,
-    ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse, ShutdownRequest,
+    CheckinRequest, CheckinResponse, ClaimRequest, ClaimResponse, EncodedReport, ErrorBody,
+    ErrorCode, ReportsRequest, ReportsResponse, ResumeRequest, ResumeResponse, ShutdownRequest,
     StartupRequest, StartupResponse,
 };
 use rdrunner_actors::{
@@ -281,11 +281,28 @@ impl Shared {
             .finish()
     }
 
-    /// POSTs `body` to `path` with a deadline; returns status and body bytes.
+    /// POSTs `body` as JSON to `path` with a deadline; returns status and
+    /// body bytes.
     async fn post<T: serde::Serialize>(
         &self,
         path: &str,
         body: &T,
+        deadline: Duration,
+    ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), ControlPlaneError> {
+        let json = serde_json::to_vec(body).map_err(|e| {
+            ControlPlaneError::Transport(TransportFailure::caused_by(
+                format!("{}{path}: cannot encode the request", self.base),
+                e,
+            ))
+        })?;
+        self.post_json(path, json, deadline).await
+    }
+
+    /// POSTs `json`, a JSON document, to `path` with a deadline.
+    async fn post_json(
+        &self,
+        path: &str,
+        json: Vec<u8>,
         deadline: Duration,
     ) -> Result<(StatusCode, Option<Duration>, Vec<u8>), ControlPlaneError> {
         let url = format!("{}{path}", self.base);
@@ -308,7 +325,8 @@ impl Shared {
         }
         let call = async {
             let mut resp = req
-                .send_json(body)
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(json)
                 .await
                 .map_err(|e| send_error(&url, e, deadline))?;
             let status = resp.status();
@@ -745,6 +763,25 @@ impl ControlPlane for HttpControlPlane {
         Box::pin(async move { s.call("/reports", &req, s.settings.request_timeout).await })
     }
 
+    fn reports_encoded(
+        &self,
+        replica_id: String,
+        reports: Vec<EncodedReport>,
+    ) -> CallResult<ReportsResponse> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            let body = reports_body(&replica_id, &reports);
+            let path = "/reports";
+            let (status, retry_after, bytes) =
+                s.post_json(path, body, s.settings.request_timeout).await?;
+            if !status.is_success() {
+                return Err(Shared::error(status, retry_after, &bytes));
+            }
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ControlPlaneError::Protocol(format!("{}{path}: {e}", s.base)))
+        })
+    }
+
     fn shutdown(&self, req: ShutdownRequest) -> CallResult<()> {
         let s = self.shared.clone();
         Box::pin(async move {
@@ -758,6 +795,25 @@ impl ControlPlane for HttpControlPlane {
             }
         })
     }
+}
+
+/// The body of `POST /reports` (a `ReportsRequest`), the reports' JSON as
+/// they were encoded when made.
+fn reports_body(replica_id: &str, reports: &[EncodedReport]) -> Vec<u8> {
+    let size: usize = reports.iter().map(|r| r.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + replica_id.len() + 32);
+    body.extend_from_slice(b"{\"replicaId\":");
+    // A string is always serializable.
+    body.extend_from_slice(&serde_json::to_vec(replica_id).unwrap_or_default());
+    body.extend_from_slice(b",\"reports\":[");
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(r.json.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// Percent-encodes everything but unreserved characters, so that an
@@ -777,6 +833,52 @@ fn encode_path_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reports_body_of_encoded_reports_is_the_request_serde_would_write() {
+        use rdrunner_actors::model::{LogReport, OpReport, Report, ReportBody, State, Stream};
+        let reports = vec![
+            Report {
+                op_id: "op \"1\"".into(),
+                seq: 1,
+                ts: "2026-11-30T08:00:00.000Z".into(),
+                body: ReportBody::Log(LogReport {
+                    node: "n\u{1}".into(),
+                    step: 1,
+                    stream: Stream::Stdout,
+                    text: "<line> \\ \u{7f} é".into(),
+                }),
+            },
+            Report {
+                op_id: "op \"1\"".into(),
+                seq: 2,
+                ts: "2026-11-30T08:00:00.001Z".into(),
+                body: ReportBody::Op(OpReport {
+                    state: State::Succeeded,
+                    message: None,
+                }),
+            },
+        ];
+        let encoded: Vec<EncodedReport> = reports.iter().map(EncodedReport::of).collect();
+        let replica = "replica \"x\"";
+        let body = reports_body(replica, &encoded);
+        let want = serde_json::to_vec(&ReportsRequest {
+            replica_id: replica.into(),
+            reports: reports.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            String::from_utf8(want).unwrap()
+        );
+        let back: ReportsRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back.reports, reports);
+        assert!(encoded[1].terminal && !encoded[0].terminal);
+        assert_eq!(
+            reports_body(replica, &[]),
+            br#"{"replicaId":"replica \"x\"","reports":[]}"#
+        );
+    }
 
     /// The error a TLS stream gives when the handshake fails on `c`.
     fn tls_failure(c: rustls::CertificateError) -> ControlPlaneError {

@@ -7,18 +7,18 @@
 use std::collections::BTreeMap;
 
 use crate::control_plane::ControlPlaneError;
-use crate::model::Report;
+use crate::model::{EncodedReport, Report};
 use crate::spool::SpooledOperation;
 
 /// Picks the reports to send: per operation, from its ack + 1, at most
 /// `batch_max` in all. An operation's terminal report goes only when every
 /// report before it is acked, so that it is the last one the control plane
 /// stores.
-pub fn plan_batch(
+pub fn plan_batch<R: Planned>(
     ops: &[SpooledOperation],
     batch_max: usize,
-    read: &mut dyn FnMut(&str, u64, usize) -> Vec<Report>,
-) -> Vec<Report> {
+    read: &mut dyn FnMut(&str, u64, usize) -> Vec<R>,
+) -> Vec<R> {
     let mut out = Vec::new();
     for op in ops {
         if out.len() >= batch_max {
@@ -30,13 +30,37 @@ pub fn plan_batch(
         let mut reports = read(&op.op_id, op.acked, batch_max - out.len());
         if reports
             .last()
-            .is_some_and(|r| r.is_terminal() && r.seq != op.acked + 1)
+            .is_some_and(|r| r.terminal() && r.seq() != op.acked + 1)
         {
             reports.pop();
         }
         out.extend(reports);
     }
     out
+}
+
+/// What batch planning needs of a report.
+pub trait Planned {
+    fn seq(&self) -> u64;
+    fn terminal(&self) -> bool;
+}
+
+impl Planned for Report {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn terminal(&self) -> bool {
+        self.is_terminal()
+    }
+}
+
+impl Planned for EncodedReport {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn terminal(&self) -> bool {
+        self.terminal
+    }
 }
 
 /// What one operation's ack changes in the spool.

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    CheckinRequest, CheckinResponse, ErrorCode, Operation, ReportsRequest, ReportsResponse,
-    ResumeRequest, ResumeResponse, ShutdownRequest, StartupRequest, StartupResponse,
+    CheckinRequest, CheckinResponse, EncodedReport, ErrorCode, Operation, ReportsRequest,
+    ReportsResponse, ResumeRequest, ResumeResponse, ShutdownRequest, StartupRequest,
+    StartupResponse,
 };
 
 /// A boxed future run on the calling actor's thread.
@@ -34,6 +35,29 @@ pub trait ControlPlane: Send + Sync + 'static {
     fn claim(&self, op_id: &str, replica_id: &str) -> CallResult<ClaimOutcome>;
     /// `POST /reports`.
     fn reports(&self, req: ReportsRequest) -> CallResult<ReportsResponse>;
+    /// `POST /reports` with reports already encoded (the LogShipper's
+    /// call): an implementation over HTTP sends their JSON as it is. The
+    /// default decodes them and calls [`ControlPlane::reports`], so an
+    /// implementation written before this call existed keeps working.
+    fn reports_encoded(
+        &self,
+        replica_id: String,
+        reports: Vec<EncodedReport>,
+    ) -> CallResult<ReportsResponse> {
+        let decoded: Result<Vec<_>, _> = reports.iter().map(EncodedReport::decode).collect();
+        match decoded {
+            Ok(reports) => self.reports(ReportsRequest {
+                replica_id,
+                reports,
+            }),
+            Err(e) => Box::pin(async move {
+                Err(ControlPlaneError::Transport(TransportFailure::caused_by(
+                    "a spooled report is not valid JSON",
+                    e,
+                )))
+            }),
+        }
+    }
     /// `POST /shutdown`.
     fn shutdown(&self, req: ShutdownRequest) -> CallResult<()>;
     /// `POST /resume`. The default answers as a control plane without the

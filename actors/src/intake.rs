@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use crate::backlog::Backlog;
 use crate::batch::{ack_steps, plan_batch};
 use crate::clock::Clock;
-use crate::model::{rfc3339, OpReport, Report, ReportBody, State};
+use crate::model::{rfc3339, EncodedReport, OpReport, Report, ReportBody, State};
 use crate::spool::{JournalEntry, ProgressMap, Spool, SpoolError, SpooledOperation};
 use crate::stats::StatsCell;
 
@@ -67,7 +67,7 @@ struct IntakeInner {
     waiting: usize,
     /// The newest reports spooled per operation, contiguous in seq, not yet
     /// acked: a copy of the spool's tail, [`RECENT_MAX`] at most in all.
-    recent: HashMap<String, VecDeque<Report>>,
+    recent: HashMap<String, VecDeque<EncodedReport>>,
     recent_len: usize,
     batch_max: usize,
 }
@@ -151,14 +151,14 @@ impl ReportIntake {
         self.backlog.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Numbers `body` as the next report of `op_id` and spools it. Returns
-    /// `false` when refused: the operation's terminal report is already
-    /// spooled (so the terminal report stays the last), or the spool failed.
     /// The wall clock report times are read from.
     pub fn wall(&self) -> std::time::SystemTime {
         self.clock.wall()
     }
 
+    /// Numbers `body` as the next report of `op_id` and spools it. Returns
+    /// `false` when refused: the operation's terminal report is already
+    /// spooled (so the terminal report stays the last), or the spool failed.
     pub fn push(&self, op_id: &str, body: ReportBody) -> bool {
         let mut g = self.lock();
         if g.closed.contains(op_id) {
@@ -173,12 +173,16 @@ impl ReportIntake {
             body,
         };
         let terminal = report.is_terminal();
-        if let Err(e) = g.spool.append(std::slice::from_ref(&report)) {
+        // Encoded once: the spool stores these bytes and `POST /reports`
+        // sends them.
+        let encoded = EncodedReport::of(&report);
+        if let Err(e) = g.spool.append_encoded(&report, &encoded.json) {
             error!(self.log, "could not spool a report"; "op" => op_id, "error" => %e);
             self.stats.error(e.to_string());
             return false;
         }
-        g.keep_recent(&report);
+        let bytes = encoded.json.len() as u64;
+        g.keep_recent(encoded);
         self.lock_backlog().spooled(op_id, seq, self.clock.now());
         if terminal {
             g.next_seq.remove(op_id);
@@ -193,7 +197,6 @@ impl ReportIntake {
         let first = g.waiting == 1;
         let full = g.waiting >= g.batch_max;
         drop(g);
-        let bytes = json_len(&report);
         self.stats.update(|s| {
             s.reports_spooled += 1;
             s.report_bytes += bytes;
@@ -301,7 +304,7 @@ impl ReportIntake {
         batch_max: usize,
         cursor: usize,
         single_op: bool,
-    ) -> Result<Vec<Report>, SpoolError> {
+    ) -> Result<Vec<EncodedReport>, SpoolError> {
         let mut g = self.lock();
         g.batch_max = batch_max;
         g.waiting = 0;
@@ -329,7 +332,7 @@ impl ReportIntake {
                     .cloned()
                     .collect();
             }
-            spool.read(op, after, max).unwrap_or_else(|e| {
+            spool.read_encoded(op, after, max).unwrap_or_else(|e| {
                 err = Some(e);
                 Vec::new()
             })
@@ -437,41 +440,23 @@ impl ReportIntake {
     }
 }
 
-/// The length of `report`'s JSON encoding, counted without building it.
-fn json_len(report: &Report) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    match serde_json::to_writer(&mut c, report) {
-        Ok(()) => c.0,
-        Err(_) => 0,
-    }
-}
-
 impl IntakeInner {
     /// Keeps a copy of a report just spooled, dropping the oldest kept ones
     /// past [`RECENT_MAX`].
-    fn keep_recent(&mut self, report: &Report) {
-        let kept = self.recent.entry(report.op_id.clone()).or_default();
-        kept.push_back(report.clone());
+    fn keep_recent(&mut self, report: EncodedReport) {
+        let op_id = report.op_id.clone();
+        let kept = self.recent.entry(op_id.clone()).or_default();
+        kept.push_back(report);
         self.recent_len += 1;
         while self.recent_len > RECENT_MAX {
             // The operation's own oldest first; when it has nothing older,
             // the whole copy goes (the spool still holds everything).
-            let kept = self.recent.get_mut(&report.op_id).expect("just inserted");
+            let kept = self.recent.get_mut(&op_id).expect("just inserted");
             if kept.len() > 1 {
                 kept.pop_front();
                 self.recent_len -= 1;
             } else {
-                self.recent.retain(|op, _| op == &report.op_id);
+                self.recent.retain(|op, _| op == &op_id);
                 self.recent_len = 1;
             }
         }
@@ -539,7 +524,7 @@ mod tests {
         let last = batch.iter().find(|r| r.op_id == "old").unwrap();
         assert_eq!(last.seq, 3);
         assert_eq!(
-            last.body,
+            last.decode().unwrap().body,
             ReportBody::Op(OpReport {
                 state: State::Failed,
                 message: Some(RESTARTED_MESSAGE.into())
@@ -570,7 +555,7 @@ mod tests {
         let batch = intake.next_batch(10, 0, false).unwrap();
         let got: Vec<_> = batch
             .iter()
-            .map(|r| (r.op_id.as_str(), r.seq, r.is_terminal()))
+            .map(|r| (r.op_id.as_str(), r.seq, r.terminal))
             .collect();
         assert_eq!(
             got,
@@ -587,7 +572,7 @@ mod tests {
         let batch = intake.next_batch(10, 0, false).unwrap();
         let ended = batch.iter().find(|r| r.op_id == "b").unwrap();
         assert_eq!(
-            (ended.seq, &ended.body),
+            (ended.seq, &ended.decode().unwrap().body),
             (
                 2,
                 &ReportBody::Op(OpReport {

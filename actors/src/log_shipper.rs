@@ -19,7 +19,6 @@ use crate::control_plane::{ControlPlane, ControlPlaneError};
 use crate::failpoints::{fail_point, failed, FailPoints};
 use crate::inbox::{RegistryCommand, RegistryInbox};
 use crate::intake::ReportIntake;
-use crate::model::ReportsRequest;
 use crate::retry::RetryPolicy;
 use crate::session::SessionStore;
 use crate::settings::RuntimeConfig;
@@ -99,16 +98,13 @@ async fn ship(p: Arc<ShipperParts>) {
         let mut ops_in_batch: Vec<String> = batch.iter().map(|r| r.op_id.clone()).collect();
         ops_in_batch.dedup();
         p.stats.update(|s| s.reports_sent += n as u64);
-        let req = ReportsRequest {
-            replica_id,
-            reports: batch,
-        };
         let answer = if failed(&p.fail_points, "log_shipper::send") {
             Err(ControlPlaneError::Transport(
                 "fail point log_shipper::send".into(),
             ))
         } else {
-            match tokio::time::timeout(cfg.request_timeout, p.control_plane.reports(req)).await {
+            let call = p.control_plane.reports_encoded(replica_id, batch);
+            match tokio::time::timeout(cfg.request_timeout, call).await {
                 Ok(r) => r,
                 Err(_) => Err(ControlPlaneError::Timeout(cfg.request_timeout)),
             }

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::model::{Report, ReportBody, State, Stream};
+use crate::model::{EncodedReport, Report, ReportBody, State, Stream};
 
 /// What the spool knows of one operation after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +218,29 @@ pub trait Spool: Send + 'static {
     fn operations(&mut self) -> Result<Vec<SpooledOperation>, SpoolError>;
     /// Forgets an operation whose terminal report is acked.
     fn forget(&mut self, op_id: &str) -> Result<(), SpoolError>;
+
+    /// Appends one report given with its JSON (`EncodedReport::of`), so a
+    /// spool that stores JSON need not encode it again. The default appends
+    /// the report.
+    fn append_encoded(&mut self, report: &Report, json: &str) -> Result<(), SpoolError> {
+        let _ = json;
+        self.append(std::slice::from_ref(report))
+    }
+
+    /// As [`Spool::read`], each report with its JSON. The default encodes
+    /// what `read` gives; a spool that stores JSON hands it over as stored.
+    fn read_encoded(
+        &mut self,
+        op_id: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<EncodedReport>, SpoolError> {
+        Ok(self
+            .read(op_id, after, max)?
+            .iter()
+            .map(EncodedReport::of)
+            .collect())
+    }
 
     /// Where each node step of `op_id` stands, from every report of it
     /// appended (acked or not) since it was last forgotten, in step and

@@ -21,6 +21,43 @@ impl Report {
     }
 }
 
+/// A report with its JSON, encoded once when it is made: the spool writes
+/// those bytes, and `POST /reports` sends the same bytes, so a line of
+/// output is turned into JSON once on its way to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedReport {
+    pub op_id: String,
+    pub seq: u64,
+    /// Whether it is the operation's terminal report.
+    pub terminal: bool,
+    /// The report as JSON (the `Report` object of protocol.md).
+    pub json: std::sync::Arc<str>,
+}
+
+impl EncodedReport {
+    pub fn of(report: &Report) -> Self {
+        EncodedReport {
+            op_id: report.op_id.clone(),
+            seq: report.seq,
+            terminal: report.is_terminal(),
+            json: report.to_json().into(),
+        }
+    }
+
+    /// The report again; for a control plane that takes reports as values.
+    pub fn decode(&self) -> Result<Report, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+}
+
+impl Report {
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        // A report is strings, numbers and enums: always serializable.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// What a report says; `kind` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", tag = "kind", rename_all = "lowercase")]
