@@ -95,7 +95,13 @@ pub fn may_be_cut(line: &str, max: usize) -> bool {
 }
 
 fn decode(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    // Valid UTF-8 (nearly every line) is checked by the validator's ASCII
+    // fast path; only a line that is not goes through the lossy decoder,
+    // which looks at every byte.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 #[cfg(test)]
