@@ -178,6 +178,25 @@ impl Nodes {
         ]
     }
 
+    /// The pid of the listening sshd (a child of this process whose command
+    /// line names the private server's directory).
+    pub fn sshd_pid(&self) -> Option<u32> {
+        let dir = self.sshd.dir().display().to_string();
+        let me = std::process::id();
+        fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid: u32 = stat[stat.rfind(')')? + 2..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == me && cmdline.contains("sshd") && cmdline.contains(&dir)).then_some(pid)
+        })
+    }
+
     pub fn key_path(&self) -> PathBuf {
         self.key_store.join(KEY_NAME)
     }
