@@ -134,6 +134,9 @@ fn main() -> anyhow::Result<()> {
     if argv.get(1).map(String::as_str) == Some(curves::LOAD_FLAG) {
         return curves::load_child(&argv[2..]);
     }
+    if argv.get(1).map(String::as_str) == Some(curves::CONTROL_PLANE_FLAG) {
+        return curves::control_plane_child(&argv[2..]);
+    }
     if argv.get(1).map(String::as_str) == Some(CHILD_FLAG) {
         let dir = argv
             .get(2)

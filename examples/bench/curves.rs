@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _};
 use rdrunner_actors::model::{ReportBody, Stream};
 use rdrunner_harness::{Cadence, CreateRunner, RunState};
 
-use crate::fixture::{Nodes, Plane, RunnerOptions, RunnerProcess, PROJECT};
+use crate::fixture::{Nodes, RunnerOptions, RunnerProcess, PROJECT};
 use crate::measure::{cpu_with_children, proc_usage, threads, wall_ns, Samples};
 use crate::peers;
 use crate::plot::Curve;
@@ -40,6 +40,8 @@ fn cores() -> f64 {
 struct FanRun {
     wall: Duration,
     sshd_cpu: Option<Duration>,
+    /// rdrunner's own CPU across the run (its runs only).
+    runner_cpu: Option<Duration>,
 }
 
 /// The sshd's CPU so far (its own and its reaped sessions').
@@ -61,6 +63,7 @@ where
     Ok(FanRun {
         wall,
         sshd_cpu: before.zip(after).map(|(a, b)| b.saturating_sub(a)),
+        runner_cpu: None,
     })
 }
 
@@ -73,7 +76,7 @@ where
 pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
     let points: Vec<usize> = env
         .size()
-        .pick(vec![10, 50, 200, 500], vec![10, 50, 200], vec![2, 4]);
+        .pick(vec![10, 50, 200, 500], vec![10, 50, 200], vec![3]);
     let reps_at = |n: usize| env.size().pick(if n <= 50 { 3 } else { 1 }, 1, 1);
     let largest = *points.last().expect("points");
     let mut nodes = env.nodes.ssh_nodes(largest);
@@ -110,9 +113,10 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
     let c_mitogen = curve.column("Ansible + Mitogen", "s", 2);
     let s_ours = curve.column(&format!("sshd CPU per login, {label}"), "ms", 1);
     let s_xargs = curve.column("sshd CPU per login, xargs", "ms", 1);
+    let r_ours = curve.column(&format!("{label} CPU per login"), "ms", 1);
     let floor = curve.column("sshd-bound floor (sshd CPU / cores)", "s", 2);
     curve.panel("wall time (s)", &[c_ours, c_xargs, c_ansible, c_mitogen, floor], true);
-    curve.panel("sshd CPU per login (ms)", &[s_ours, s_xargs], false);
+    curve.panel("CPU per login (ms)", &[s_ours, s_xargs, r_ours], false);
     if !have_ansible {
         curve.note(format!("Ansible: {ANSIBLE_HINT}."));
     }
@@ -135,9 +139,10 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
         let mut mito = Vec::new();
         let mut failure = Vec::new();
         for _ in 0..reps_at(n) {
-            if let Ok((plane, _)) = &started {
+            if let Ok((plane, runner)) = &started {
                 let filter = format!("tags: first-{n}");
-                let run = with_sshd_cpu(env, || async {
+                let cpu0 = proc_usage(runner.pid()).map(|u| u.cpu);
+                let mut run = with_sshd_cpu(env, || async {
                     let exec = submission("true", &filter, n as u32);
                     let start = Instant::now();
                     let id = plane.admin.submit_execution(PROJECT, &exec).await?;
@@ -152,6 +157,8 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                     Ok(end - start)
                 })
                 .await?;
+                let cpu1 = proc_usage(runner.pid()).map(|u| u.cpu);
+                run.runner_cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
                 ours.push(run);
             }
             let target = env.nodes.target();
@@ -214,6 +221,21 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
         }
         let login_ours = per_login(&ours);
         let login_xargs = per_login(&xargs);
+        let runner_login = {
+            let cpu: Vec<Duration> = ours.iter().filter_map(|r| r.runner_cpu).collect();
+            (!cpu.is_empty()).then(|| median(cpu) / n as u32)
+        };
+        if let Some(c) = runner_login {
+            curve.set(r_ours, i, ms_f(c));
+            rows.push(Row::measured(
+                &bench,
+                label,
+                "runner CPU per login (the client's half)",
+                format!("{:.1} ms", ms_f(c)),
+                "",
+                None,
+            ));
+        }
         if let Some(c) = login_ours {
             curve.set(s_ours, i, ms_f(c));
         }
@@ -306,9 +328,10 @@ impl Gate {
         Ok(Gate { path })
     }
 
-    /// What a step runs to wait at the gate.
+    /// What a step runs to wait at the gate: it says `up` first, so that
+    /// its session is known to run.
     fn wait_command(&self) -> String {
-        format!("cat {} > /dev/null", self.path.display())
+        format!("echo up; cat {} > /dev/null", self.path.display())
     }
 
     /// Opens the FIFO for writing and closes it: every reader waiting now
@@ -396,33 +419,34 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
             .admin
             .submit_execution(PROJECT, &submission(&gate.wait_command(), ".*", n as u32))
             .await?;
+        let op = crate::suites::op_id(&plane.harness.execution(id).context("execution vanished")?)?;
         let deadline = t0 + Duration::from_secs(env.size().pick(180, 120, 30));
         let mut most = 0usize;
         let all_running = loop {
-            let st = plane.harness.execution(id).context("execution vanished")?;
-            let running = st
-                .nodes
-                .values()
-                .filter(|n| n.state == RunState::Running)
+            let up = crate::suites::stdout_lines(&plane, &op)
+                .iter()
+                .filter(|l| l.trim() == "up")
                 .count();
-            most = most.max(running);
-            if running == n {
+            most = most.max(up);
+            if up == n {
                 break Some(t0.elapsed());
             }
-            if st.state.is_terminal() || Instant::now() > deadline {
-                let why = st
-                    .nodes
-                    .iter()
-                    .find(|(_, s)| s.state != RunState::Running && s.state != RunState::Succeeded)
+            let st = plane.harness.execution(id).context("execution vanished")?;
+            let failed = st
+                .nodes
+                .iter()
+                .find(|(_, s)| s.state.is_terminal());
+            if failed.is_some() || Instant::now() > deadline {
+                let why = failed
                     .map(|(k, s)| format!("{k}: {:?} {}", s.state, s.message.clone().unwrap_or_default()))
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| "no node step ended".into());
                 curve.note(format!(
-                    "{n} steps: at most {most} ran at once within {:.0} s ({why}).",
+                    "{n} steps: at most {most} sessions ran at once within {:.0} s; the first to end: {why}.",
                     t0.elapsed().as_secs_f64()
                 ));
                 break None;
             }
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
         };
         let s1 = snapshot(&runner)?;
         actix_rt::time::sleep(hold).await;
@@ -471,8 +495,13 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
                 &bench,
                 label,
                 "all steps running at once",
-                &format!("at most {most} of {n} ran at once (see the curve's note)"),
+                &format!("at most {most} of {n} sessions ran at once (see the curve's note)"),
             ));
+            // A larger size would fail the same way, only later.
+            for &bigger in &points[i + 1..] {
+                curve.note(format!("{bigger} steps: not tried, since {n} did not all run."));
+            }
+            break;
         }
     }
     if let (Some(idle), Some((n, full))) = (idle, last_full) {
@@ -503,7 +532,7 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
 pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
     let points: Vec<usize> = env
         .size()
-        .pick(vec![0, 1000, 10000], vec![0, 1000, 10000], vec![0, 20]);
+        .pick(vec![0, 1000, 10000], vec![0, 1000, 10000], vec![0, 10]);
     let k = env.size().pick(100usize, 40, 5);
     let label = env.runner_label();
     let xs: Vec<f64> = points.iter().map(|&q| q as f64 + 1.0).collect();
@@ -601,7 +630,9 @@ pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
         };
         let cp_cpu = proc_usage(std::process::id()).context("own /proc")?.cpu - cp_cpu0;
         let rss = proc_usage(runner.pid()).context("the runner exited")?;
-        runner.stop();
+        // The queue is left behind: no drain to wait for.
+        let _ = runner.child.kill();
+        let _ = runner.child.wait();
         let mut starts: Vec<u128> = Vec::new();
         for (op, _) in &done {
             let line = plane.harness.reports(op).into_iter().find_map(|r| match r.body {
@@ -656,15 +687,15 @@ pub const LOAD_FLAG: &str = "--checkin-load";
 /// its own, from a light load generator (this program re-executed, speaking
 /// the runner protocol: `/startup`, then `/checkin?waitMs=` in a loop), and
 /// one more replica checking in without a hold every 50 ms as the probe.
-/// The control plane runs in this process, which does nothing else
-/// meanwhile: its CPU and RSS are this process's.
+/// The control plane runs in a process of its own (this program re-executed
+/// around the reference control plane), so that its CPU and RSS are its own.
 pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
     let points: Vec<usize> = env
         .size()
         .pick(vec![10, 100, 1000], vec![10, 100, 1000], vec![3]);
     let window = env.size().pick(
         Duration::from_secs(20),
-        Duration::from_secs(8),
+        Duration::from_secs(5),
         Duration::from_secs(2),
     );
     let cadence = env.checkin_cadence();
@@ -680,25 +711,25 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
     let c_probe99 = curve.column("probe check-in p99", "ms", 2);
     let c_late99 = curve.column("held check-in answered late, p99", "ms", 2);
     let c_cpu = curve.column("control plane CPU", "% of a core", 2);
-    let c_rss = curve.column("control plane process RSS", "MiB", 1);
+    let c_rss = curve.column("control plane RSS", "MiB", 1);
     curve.panel("check-in latency (ms)", &[c_probe50, c_probe99, c_late99], true);
     curve.panel("control plane CPU (% of a core)", &[c_cpu], true);
     curve.panel("control plane RSS (MiB)", &[c_rss], false);
     curve.note(format!(
         "Each replica is a runner of its own holding check-ins of {} s (the default cadence); \
-         the probe checks in without a hold every 50 ms; a window of {} s. The control plane's \
-         process is the benchmark's own, idle meanwhile (the load generator is a process of its own).",
+         the probe checks in without a hold every 50 ms; a window of {} s. The control plane and \
+         the load generator run in processes of their own.",
         hold.as_secs_f64(),
         window.as_secs()
     ));
     let mut rows = Vec::new();
     for (i, &r) in points.iter().enumerate() {
         let bench = format!("control plane, {r} replicas long-polling");
-        let plane = Plane::start(cadence.clone(), &[]).await?;
+        let mut cp = ControlPlaneChild::start(&cadence)?;
+        let admin = rdrunner_harness::AdminClient::new(cp.base_url.clone(), cp.admin_token.clone());
         let mut creds = String::new();
         for k in 0..=r {
-            let c = plane
-                .admin
+            let c = admin
                 .create_runner(&CreateRunner {
                     name: format!("load-{k}"),
                     description: "check-in load".into(),
@@ -715,10 +746,11 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
         }
         let file = env.work.join(format!("load-{r}.txt"));
         fs::write(&file, creds)?;
-        let rss0 = proc_usage(std::process::id()).context("own /proc")?.rss_kib;
+        let cp_pid = cp.child.id();
+        let rss0 = proc_usage(cp_pid).context("the control plane exited")?.rss_kib;
         let mut child = Command::new(std::env::current_exe()?)
             .arg(LOAD_FLAG)
-            .arg(plane.harness.addr().to_string())
+            .arg(&cp.addr)
             .arg(&file)
             .arg(window.as_millis().to_string())
             .arg(hold.as_millis().to_string())
@@ -754,13 +786,13 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
         if ready != "ready" {
             bail!("the load generator said {ready:?}");
         }
-        let cpu0 = proc_usage(std::process::id()).context("own /proc")?.cpu;
+        let cpu0 = proc_usage(cp_pid).context("the control plane exited")?.cpu;
         let t0 = Instant::now();
         let mut rss_max = 0;
         let result = {
             let deadline = Instant::now() + window + hold + Duration::from_secs(30);
             loop {
-                rss_max = rss_max.max(proc_usage(std::process::id()).map_or(0, |u| u.rss_kib));
+                rss_max = rss_max.max(proc_usage(cp_pid).map_or(0, |u| u.rss_kib));
                 match rx.try_recv() {
                     Ok(l) => break l,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => {
@@ -779,9 +811,10 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
                 }
             }
         };
-        let cpu = proc_usage(std::process::id()).context("own /proc")?.cpu - cpu0;
+        let cpu = proc_usage(cp_pid).context("the control plane exited")?.cpu - cpu0;
         let took = t0.elapsed();
         let _ = child.wait();
+        cp.stop();
         let load = LoadResult::parse(&result)?;
         if load.errors > 0 {
             bail!("{} check-ins failed: {}", load.errors, load.first_error);
@@ -812,6 +845,77 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
     }
     env.curve(curve);
     Ok(rows)
+}
+
+/// Hidden flag: run as the reference control plane alone (see
+/// [`control_plane_child`]).
+pub const CONTROL_PLANE_FLAG: &str = "--control-plane";
+
+/// The reference control plane in a process of its own.
+struct ControlPlaneChild {
+    child: std::process::Child,
+    addr: String,
+    base_url: String,
+    admin_token: String,
+}
+
+impl ControlPlaneChild {
+    fn start(cadence: &Cadence) -> anyhow::Result<ControlPlaneChild> {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg(CONTROL_PLANE_FLAG)
+            .arg(cadence.long_poll_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the control plane")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped"))
+            .read_line(&mut line)
+            .context("reading the control plane's address")?;
+        let mut f = line.split_whitespace();
+        let (Some(addr), Some(token)) = (f.next(), f.next()) else {
+            let _ = child.kill();
+            bail!("the control plane said {line:?}");
+        };
+        Ok(ControlPlaneChild {
+            base_url: format!("http://{addr}"),
+            addr: addr.to_owned(),
+            admin_token: token.to_owned(),
+            child,
+        })
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControlPlaneChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `bench --control-plane LONG_POLL_MS`: the reference control plane with
+/// that hold; prints `ADDR ADMIN_TOKEN`, serves until its stdin closes.
+pub fn control_plane_child(args: &[String]) -> anyhow::Result<()> {
+    let [long_poll] = args else {
+        bail!("usage: {CONTROL_PLANE_FLAG} LONG_POLL_MS");
+    };
+    let harness = rdrunner_harness::Harness::start(rdrunner_harness::HarnessConfig {
+        cadence: Cadence {
+            long_poll_ms: long_poll.parse().context("LONG_POLL_MS")?,
+            ..Cadence::default()
+        },
+        ..Default::default()
+    })?;
+    println!("{} {}", harness.addr(), harness.admin_token());
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    harness.stop();
+    Ok(())
 }
 
 /// The load generator's one-line result: `probe N P50 P99 held N P99
@@ -1086,7 +1190,7 @@ pub async fn report_rate(env: &Env) -> anyhow::Result<Vec<Row>> {
     let window_for = |rate: u64| {
         env.size().pick(
             if rate >= 100 { 5.0 } else { 10.0 },
-            3.0,
+            2.0,
             1.0,
         )
     };
