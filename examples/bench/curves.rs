@@ -115,7 +115,11 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
     let s_xargs = curve.column("sshd CPU per login, xargs", "ms", 1);
     let r_ours = curve.column(&format!("{label} CPU per login"), "ms", 1);
     let floor = curve.column("sshd-bound floor (sshd CPU / cores)", "s", 2);
-    curve.panel("wall time (s)", &[c_ours, c_xargs, c_ansible, c_mitogen, floor], true);
+    curve.panel(
+        "wall time (s)",
+        &[c_ours, c_xargs, c_ansible, c_mitogen, floor],
+        true,
+    );
     curve.panel("CPU per login (ms)", &[s_ours, s_xargs, r_ours], false);
     if !have_ansible {
         curve.note(format!("Ansible: {ANSIBLE_HINT}."));
@@ -162,8 +166,10 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                 ours.push(run);
             }
             let target = env.nodes.target();
-            match with_sshd_cpu(env, || blocking(move || peers::openssh_fan_out(&target, n, n)))
-                .await
+            match with_sshd_cpu(env, || {
+                blocking(move || peers::openssh_fan_out(&target, n, n))
+            })
+            .await
             {
                 Ok(r) => xargs.push(r),
                 Err(e) => failure.push(format!("xargs: {e:#}")),
@@ -185,9 +191,7 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                 let dir = env.work.join("ansible-mitogen");
                 let strategies = strategies.clone();
                 match with_sshd_cpu(env, || {
-                    blocking(move || {
-                        peers::ansible_fan_out(&target, &dir, n, n, Some(&strategies))
-                    })
+                    blocking(move || peers::ansible_fan_out(&target, &dir, n, n, Some(&strategies)))
                 })
                 .await
                 {
@@ -254,7 +258,11 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                 &bench,
                 label,
                 "wall time vs xargs -P ssh",
-                format!("{:.2} s vs {:.2} s ({ratio:.2}x)", o.as_secs_f64(), x.as_secs_f64()),
+                format!(
+                    "{:.2} s vs {:.2} s ({ratio:.2}x)",
+                    o.as_secs_f64(),
+                    x.as_secs_f64()
+                ),
                 "<= 1.2x",
                 Some(ratio <= 1.2),
             ));
@@ -266,8 +274,16 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                     &bench,
                     label,
                     &format!("speed-up over {who}"),
-                    format!("{speedup:.1}x ({:.2} s vs {:.2} s)", a.as_secs_f64(), o.as_secs_f64()),
-                    if who == "Ansible -m raw" { ">= 10x" } else { "" },
+                    format!(
+                        "{speedup:.1}x ({:.2} s vs {:.2} s)",
+                        a.as_secs_f64(),
+                        o.as_secs_f64()
+                    ),
+                    if who == "Ansible -m raw" {
+                        ">= 10x"
+                    } else {
+                        ""
+                    },
                     (who == "Ansible -m raw").then_some(speedup >= 10.0),
                 ));
             }
@@ -365,9 +381,11 @@ fn snapshot(runner: &RunnerProcess) -> anyhow::Result<Snapshot> {
 /// N SSH node steps held open at once (each one session to the sshd):
 /// the runner's RSS, thread count and CPU, N along the curve.
 pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let points: Vec<usize> = env
-        .size()
-        .pick(vec![10, 100, 500, 1000], vec![10, 100, 500, 1000], vec![2, 5]);
+    let points: Vec<usize> = env.size().pick(
+        vec![10, 100, 500, 1000],
+        vec![10, 100, 500, 1000],
+        vec![2, 5],
+    );
     let hold = env.size().pick(
         Duration::from_secs(5),
         Duration::from_secs(2),
@@ -432,13 +450,16 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
                 break Some(t0.elapsed());
             }
             let st = plane.harness.execution(id).context("execution vanished")?;
-            let failed = st
-                .nodes
-                .iter()
-                .find(|(_, s)| s.state.is_terminal());
+            let failed = st.nodes.iter().find(|(_, s)| s.state.is_terminal());
             if failed.is_some() || Instant::now() > deadline {
                 let why = failed
-                    .map(|(k, s)| format!("{k}: {:?} {}", s.state, s.message.clone().unwrap_or_default()))
+                    .map(|(k, s)| {
+                        format!(
+                            "{k}: {:?} {}",
+                            s.state,
+                            s.message.clone().unwrap_or_default()
+                        )
+                    })
                     .unwrap_or_else(|| "no node step ended".into());
                 curve.note(format!(
                     "{n} steps: at most {most} sessions ran at once within {:.0} s; the first to end: {why}.",
@@ -499,7 +520,9 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
             ));
             // A larger size would fail the same way, only later.
             for &bigger in &points[i + 1..] {
-                curve.note(format!("{bigger} steps: not tried, since {n} did not all run."));
+                curve.note(format!(
+                    "{bigger} steps: not tried, since {n} did not all run."
+                ));
             }
             break;
         }
@@ -532,7 +555,7 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
 pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
     let points: Vec<usize> = env
         .size()
-        .pick(vec![0, 1000, 10000], vec![0, 1000, 10000], vec![0, 10]);
+        .pick(vec![0, 1000, 10000], vec![0, 1000, 10000], vec![10]);
     let k = env.size().pick(100usize, 40, 5);
     let label = env.runner_label();
     let xs: Vec<f64> = points.iter().map(|&q| q as f64 + 1.0).collect();
@@ -604,7 +627,9 @@ pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
             }
         }
         actix_rt::time::sleep(Duration::from_millis(500)).await;
-        let queued_rss = proc_usage(runner.pid()).context("the runner exited")?.rss_kib;
+        let queued_rss = proc_usage(runner.pid())
+            .context("the runner exited")?
+            .rss_kib;
         let cp_cpu0 = proc_usage(std::process::id()).context("own /proc")?.cpu;
         fs::write(&go, b"")?;
         // Until K + 1 of the queued operations have run.
@@ -624,7 +649,11 @@ pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
                 break done;
             }
             if Instant::now() > deadline {
-                bail!("only {} of {} queued operations ran within 120 s", done.len(), k + 1);
+                bail!(
+                    "only {} of {} queued operations ran within 120 s",
+                    done.len(),
+                    k + 1
+                );
             }
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         };
@@ -635,10 +664,14 @@ pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
         let _ = runner.child.wait();
         let mut starts: Vec<u128> = Vec::new();
         for (op, _) in &done {
-            let line = plane.harness.reports(op).into_iter().find_map(|r| match r.body {
-                ReportBody::Log(l) if l.stream == Stream::Stdout => Some(l.text),
-                _ => None,
-            });
+            let line = plane
+                .harness
+                .reports(op)
+                .into_iter()
+                .find_map(|r| match r.body {
+                    ReportBody::Log(l) if l.stream == Stream::Stdout => Some(l.text),
+                    _ => None,
+                });
             let ts: u128 = line
                 .as_deref()
                 .and_then(|l| l.trim().parse().ok())
@@ -712,7 +745,11 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
     let c_late99 = curve.column("held check-in answered late, p99", "ms", 2);
     let c_cpu = curve.column("control plane CPU", "% of a core", 2);
     let c_rss = curve.column("control plane RSS", "MiB", 1);
-    curve.panel("check-in latency (ms)", &[c_probe50, c_probe99, c_late99], true);
+    curve.panel(
+        "check-in latency (ms)",
+        &[c_probe50, c_probe99, c_late99],
+        true,
+    );
     curve.panel("control plane CPU (% of a core)", &[c_cpu], true);
     curve.panel("control plane RSS (MiB)", &[c_rss], false);
     curve.note(format!(
@@ -747,7 +784,9 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
         let file = env.work.join(format!("load-{r}.txt"));
         fs::write(&file, creds)?;
         let cp_pid = cp.child.id();
-        let rss0 = proc_usage(cp_pid).context("the control plane exited")?.rss_kib;
+        let rss0 = proc_usage(cp_pid)
+            .context("the control plane exited")?
+            .rss_kib;
         let mut child = Command::new(std::env::current_exe()?)
             .arg(LOAD_FLAG)
             .arg(&cp.addr)
@@ -763,7 +802,10 @@ pub async fn replicas(env: &Env) -> anyhow::Result<Vec<Row>> {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -978,9 +1020,9 @@ pub fn load_child(args: &[String]) -> anyhow::Result<()> {
 /// The load generator's protocol client: HTTP/1.1 over one kept-alive
 /// connection per replica, nothing more than the runner protocol needs.
 mod load {
+    use std::cell::RefCell;
     use std::net::SocketAddr;
     use std::rc::Rc;
-    use std::cell::RefCell;
     use std::time::{Duration, Instant};
 
     use anyhow::{bail, Context as _};
@@ -1095,8 +1137,7 @@ mod load {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async move {
-                let (probe_creds, replica_creds) =
-                    creds.split_first().context("no credentials")?;
+                let (probe_creds, replica_creds) = creds.split_first().context("no credentials")?;
                 // Start every replica, 50 at a time.
                 let mut conns = Vec::new();
                 for (k, chunk) in replica_creds.chunks(50).enumerate() {
@@ -1188,11 +1229,8 @@ pub async fn report_rate(env: &Env) -> anyhow::Result<Vec<Row>> {
     let rates: Vec<u64> = env.size().pick(vec![1, 10, 100], vec![1, 10, 100], vec![1]);
     let node_count = env.size().pick(10usize, 10, 2);
     let window_for = |rate: u64| {
-        env.size().pick(
-            if rate >= 100 { 5.0 } else { 10.0 },
-            2.0,
-            1.0,
-        )
+        env.size()
+            .pick(if rate >= 100 { 5.0 } else { 10.0 }, 2.0, 1.0)
     };
     let label = env.runner_label();
     let xs: Vec<f64> = rates.iter().map(|&r| r as f64).collect();
@@ -1229,7 +1267,10 @@ pub async fn report_rate(env: &Env) -> anyhow::Result<Vec<Row>> {
         // Line i is written once i / rate has passed since the first line.
         let program = [
             "import sys,time".to_owned(),
-            format!("o=sys.stdout.buffer;r={per_node};n={lines};l=b'x'*{}+b'\\n'", RATE_LINE - 1),
+            format!(
+                "o=sys.stdout.buffer;r={per_node};n={lines};l=b'x'*{}+b'\\n'",
+                RATE_LINE - 1
+            ),
             "t=time.time_ns();o.write(b'%d\\n'%t);o.flush();i=0".to_owned(),
             "while i<n:".to_owned(),
             " d=min(n,int((time.time_ns()-t)*r/1e9)+1)".to_owned(),
@@ -1280,7 +1321,9 @@ pub async fn report_rate(env: &Env) -> anyhow::Result<Vec<Row>> {
                         _ => None,
                     });
                 }
-                let Some((base, start)) = first[k] else { continue };
+                let Some((base, start)) = first[k] else {
+                    continue;
+                };
                 let stored = o.reports_stored.saturating_sub(base).min(lines);
                 for line in seen[k]..stored {
                     let due = start + (line as f64 / per_node * 1e9) as u128;

@@ -102,12 +102,7 @@ impl Curve {
     /// The curve as a Markdown table under a heading that links its plot.
     pub fn markdown(&self) -> String {
         let mut m = String::new();
-        let _ = writeln!(
-            m,
-            "**{}** ([plot]({}))\n",
-            self.title,
-            self.rel_path()
-        );
+        let _ = writeln!(m, "**{}** ([plot]({}))\n", self.title, self.rel_path());
         let mut head = format!("| {} |", self.x_label);
         let mut rule = String::from("|---|");
         for c in &self.columns {
@@ -171,7 +166,8 @@ impl Curve {
         let ys = panel
             .columns
             .iter()
-            .flat_map(|&c| self.columns[c].values.iter().flatten().copied());
+            .flat_map(|&c| self.columns[c].values.iter().flatten().copied())
+            .filter(|y| !panel.log_y || *y > 0.0);
         let (ymin, ymax) = bounds(ys).unwrap_or((0.0, 1.0));
         // Some room around the points; a log axis needs a positive start.
         let (x0, x1) = if self.log_x {
@@ -206,6 +202,8 @@ impl Curve {
                         .iter()
                         .zip(&col.values)
                         .filter_map(|(x, v)| v.map(|v| (*x, v)))
+                        // A log axis has no place for zero.
+                        .filter(|(x, y)| (!self.log_x || *x > 0.0) && (!panel.log_y || *y > 0.0))
                         .collect();
                     let style = series_style(k);
                     chart
@@ -323,11 +321,13 @@ pub fn check_svg(text: &str) -> anyhow::Result<()> {
         }
         let self_closing = tag.ends_with('/');
         let tag = tag.trim_end_matches('/');
-        let name_end = tag
-            .find(|c: char| c.is_whitespace())
-            .unwrap_or(tag.len());
+        let name_end = tag.find(|c: char| c.is_whitespace()).unwrap_or(tag.len());
         let name = &tag[..name_end];
-        if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || "-_:.".contains(c)) {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-_:.".contains(c))
+        {
             bail!("a bad element name {name:?}");
         }
         check_attributes(&tag[name_end..]).with_context(|| format!("in <{name}>"))?;

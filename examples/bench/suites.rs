@@ -438,7 +438,8 @@ async fn report_latency_with(env: &Env, reattach: bool) -> anyhow::Result<Vec<Ro
 
 // ---- 3. fan-out ----------------------------------------------------------
 
-pub(crate) const ANSIBLE_HINT: &str = "not installed (install with apt-get install -y ansible-core)";
+pub(crate) const ANSIBLE_HINT: &str =
+    "not installed (install with apt-get install -y ansible-core)";
 
 /// Runs a peer (a blocking child process) off the actix thread, so the
 /// control plane's clients stay served meanwhile.
