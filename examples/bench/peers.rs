@@ -138,6 +138,10 @@ pub fn ansible_fan_out(
         .env("ANSIBLE_SSH_ARGS", &ssh_args)
         .env("ANSIBLE_HOST_KEY_CHECKING", "True")
         .env("ANSIBLE_GATHERING", "explicit")
+        .env(
+            "ANSIBLE_TIMEOUT",
+            crate::fixture::CONNECT_TIMEOUT_S.to_string(),
+        )
         .env("ANSIBLE_NOCOLOR", "1")
         .stdin(Stdio::null())
         .output()
