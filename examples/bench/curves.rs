@@ -568,7 +568,7 @@ pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
     let c_p50 = curve.column("hand-off p50", "ms", 1);
     let c_p99 = curve.column("hand-off p99", "ms", 1);
     let c_rss = curve.column("runner RSS", "MiB", 1);
-    let c_cp = curve.column("control plane CPU per hand-off", "ms", 2);
+    let c_cp = curve.column("control plane + benchmark CPU per hand-off", "ms", 2);
     curve.panel("latency (ms)", &[c_p50, c_p99], true);
     curve.panel("runner RSS (MiB)", &[c_rss], false);
     curve.note(format!(
