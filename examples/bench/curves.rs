@@ -146,7 +146,7 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
             if let Ok((plane, runner)) = &started {
                 let filter = format!("tags: first-{n}");
                 let cpu0 = proc_usage(runner.pid()).map(|u| u.cpu);
-                let mut run = with_sshd_cpu(env, || async {
+                let run = with_sshd_cpu(env, || async {
                     let exec = submission("true", &filter, n as u32);
                     let start = Instant::now();
                     let id = plane.admin.submit_execution(PROJECT, &exec).await?;
@@ -160,10 +160,15 @@ pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
                     all_succeeded(&status, n)?;
                     Ok(end - start)
                 })
-                .await?;
-                let cpu1 = proc_usage(runner.pid()).map(|u| u.cpu);
-                run.runner_cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
-                ours.push(run);
+                .await;
+                match run {
+                    Ok(mut run) => {
+                        let cpu1 = proc_usage(runner.pid()).map(|u| u.cpu);
+                        run.runner_cpu = cpu0.zip(cpu1).map(|(a, b)| b.saturating_sub(a));
+                        ours.push(run);
+                    }
+                    Err(e) => failure.push(format!("{label}: {e:#}")),
+                }
             }
             let target = env.nodes.target();
             match with_sshd_cpu(env, || {
@@ -655,7 +660,7 @@ pub async fn backlog(env: &Env) -> anyhow::Result<Vec<Row>> {
                     k + 1
                 );
             }
-            actix_rt::time::sleep(Duration::from_millis(20)).await;
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
         };
         let cp_cpu = proc_usage(std::process::id()).context("own /proc")?.cpu - cp_cpu0;
         let rss = proc_usage(runner.pid()).context("the runner exited")?;
