@@ -17,7 +17,7 @@ use rdrunner_actors::model::{ReportBody, Stream};
 use rdrunner_harness::{Cadence, CreateRunner, RunState};
 
 use crate::fixture::{Nodes, RunnerOptions, RunnerProcess, PROJECT};
-use crate::measure::{cpu_with_children, proc_usage, threads, wall_ns, Samples};
+use crate::measure::{cpu_with_children, listen_overflows, proc_usage, threads, wall_ns, Samples};
 use crate::peers;
 use crate::plot::Curve;
 use crate::report::Row;
@@ -437,6 +437,7 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
             idle = Some(s0);
         }
         let gate = Gate::new(&env.nodes.remote_tmp, &format!("gate-{n}"))?;
+        let overflows0 = listen_overflows();
         let t0 = Instant::now();
         let id = plane
             .admin
@@ -466,9 +467,15 @@ pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
                         )
                     })
                     .unwrap_or_else(|| "no node step ended".into());
+                let overflows = overflows0
+                    .zip(listen_overflows())
+                    .map(|(a, b)| b.saturating_sub(a));
                 curve.note(format!(
-                    "{n} steps: at most {most} sessions ran at once within {:.0} s; the first to end: {why}.",
-                    t0.elapsed().as_secs_f64()
+                    "{n} steps: at most {most} sessions ran at once within {:.0} s; the first to \
+                     end: {why}; connections dropped meanwhile at a full accept queue (this \
+                     machine's TcpExt ListenOverflows): {}.",
+                    t0.elapsed().as_secs_f64(),
+                    overflows.map_or("unknown".into(), |o| o.to_string())
                 ));
                 break None;
             }

@@ -123,6 +123,20 @@ pub fn threads(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// The machine's count of connections dropped because a listening
+/// socket's accept queue was full (`TcpExt: ListenOverflows` in
+/// `/proc/net/netstat`); machine-wide, so other work counts too.
+pub fn listen_overflows() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// CPU time of a process and of every child it has reaped (utime, stime,
 /// cutime, cstime): for a server that forks a process per connection
 /// (sshd), the CPU of every connection that has ended.
