@@ -3,19 +3,26 @@
 //!
 //! Starts what it needs (the reference control plane, a private sshd serving
 //! the nodes under distinct names, the runner), measures dispatch latency,
-//! report latency, fan-out against OpenSSH and Ansible, log throughput,
-//! footprint and check-in jitter, prints a Markdown table and writes it to
-//! BENCHMARKS.md with the machine and the exact command. A figure it did not
-//! measure is never printed: the row says why instead.
+//! report latency, log throughput, footprint and check-in jitter, and the
+//! cost curves (fan-out by node count against OpenSSH and Ansible, runner
+//! resources by concurrent SSH steps, queue hand-off by backlog, control
+//! plane load by replicas, report latency by output rate), prints Markdown
+//! tables and writes them to BENCHMARKS.md with the machine and the exact
+//! command, and draws each curve as an SVG plot under docs/bench/. A figure
+//! it did not measure is never printed: the row says why instead.
 
 #[path = "bench/child.rs"]
 mod child;
+#[path = "bench/curves.rs"]
+mod curves;
 #[path = "bench/fixture.rs"]
 mod fixture;
 #[path = "bench/measure.rs"]
 mod measure;
 #[path = "bench/peers.rs"]
 mod peers;
+#[path = "bench/plot.rs"]
+mod plot;
 #[path = "bench/report.rs"]
 mod report;
 #[path = "bench/suites.rs"]
@@ -37,6 +44,10 @@ pub const NAMES: &[&str] = &[
     "throughput",
     "footprint",
     "jitter",
+    "steps",
+    "backlog",
+    "replicas",
+    "report-rate",
 ];
 
 /// How much each benchmark does.
@@ -120,6 +131,12 @@ fn parse_args() -> anyhow::Result<Args> {
 
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(curves::LOAD_FLAG) {
+        return curves::load_child(&argv[2..]);
+    }
+    if argv.get(1).map(String::as_str) == Some(curves::CONTROL_PLANE_FLAG) {
+        return curves::control_plane_child(&argv[2..]);
+    }
     if argv.get(1).map(String::as_str) == Some(CHILD_FLAG) {
         let dir = argv
             .get(2)
@@ -165,6 +182,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         nodes,
         kind: kind.clone(),
         work: work.path().to_path_buf(),
+        curves: Default::default(),
     };
     let mut table = Table::default();
     for name in NAMES {
@@ -183,8 +201,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("   ({:.1} s)", t.elapsed().as_secs_f64());
         table.rows.extend(rows);
     }
+    let curves = env.curves.take();
     if args.size == Size::Smoke {
-        return smoke_verdict(&table, started.elapsed());
+        // The plots are drawn and checked, in the work directory only.
+        let mut plot_failures = Vec::new();
+        for c in &curves {
+            match c.write_svg(&work.path().join(plot::PLOT_DIR)) {
+                Ok(path) => println!("smoke: {} is a valid SVG", path.display()),
+                Err(e) => plot_failures.push(format!("plot {}: {e:#}", c.file)),
+            }
+        }
+        return smoke_verdict(&table, &plot_failures, started.elapsed());
     }
     let command = command_line(&args);
     let markdown = report::markdown(
@@ -200,6 +227,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
             env.nodes.user_note
         ),
     );
+    let mut markdown = markdown;
+    let plots = args
+        .out
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(plot::PLOT_DIR);
+    if !curves.is_empty() {
+        markdown.push_str("\n### Cost curves\n\n");
+    }
+    for c in &curves {
+        markdown.push_str(&c.markdown());
+        match c.write_svg(&plots) {
+            Ok(path) => println!("plot written to {}", path.display()),
+            Err(e) => {
+                println!("plot {}: {e:#}", c.file);
+                markdown.push_str(&format!("*The plot could not be drawn: {e:#}*\n\n"));
+            }
+        }
+    }
     println!("\n{markdown}");
     report::write_benchmarks_md(&args.out, &markdown)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -210,13 +256,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 /// The end of a smoke run: its figures are not worth a table, but a
 /// benchmark that failed (rather than one whose peer is not installed) fails
 /// the run, so that a change that breaks the benchmark is seen.
-fn smoke_verdict(table: &Table, took: std::time::Duration) -> anyhow::Result<()> {
-    let failed: Vec<String> = table
+fn smoke_verdict(
+    table: &Table,
+    plot_failures: &[String],
+    took: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut failed: Vec<String> = table
         .rows
         .iter()
         .filter(|r| r.is_failure())
         .map(Row::one_line)
         .collect();
+    failed.extend(plot_failures.iter().cloned());
     println!(
         "smoke: {} rows, {} failed, {:.1} s",
         table.rows.len(),

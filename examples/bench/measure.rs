@@ -111,6 +111,46 @@ pub fn proc_usage(pid: u32) -> Option<ProcUsage> {
     })
 }
 
+/// The number of threads of a process (`Threads:` in `/proc/PID/status`).
+pub fn threads(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Threads:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The machine's count of connections dropped because a listening
+/// socket's accept queue was full (`TcpExt: ListenOverflows` in
+/// `/proc/net/netstat`); machine-wide, so other work counts too.
+pub fn listen_overflows() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// CPU time of a process and of every child it has reaped (utime, stime,
+/// cutime, cstime): for a server that forks a process per connection
+/// (sshd), the CPU of every connection that has ended.
+pub fn cpu_with_children(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut ticks = 0u64;
+    for i in 11..=14 {
+        ticks += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
 /// CPU time of every thread of the process in nanoseconds, from
 /// `/proc/PID/task/*/schedstat` (first field: time spent on a CPU).
 /// Threads that already ended are not counted, so this is for long-lived

@@ -70,14 +70,28 @@ pub fn openssh_fan_out(
     Ok(wall)
 }
 
+/// Where Mitogen for Ansible is looked for: `RDRUNNER_BENCH_MITOGEN`, else
+/// `target/mitogen` (`pip install --target target/mitogen mitogen`); the
+/// directory that holds its strategy plugins, when it is there.
+pub fn mitogen_strategies() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("RDRUNNER_BENCH_MITOGEN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mitogen"));
+    let dir = base.join("ansible_mitogen/plugins/strategy");
+    dir.join("mitogen_linear.py").is_file().then_some(dir)
+}
+
 /// Runs `true` on `count` nodes with `ansible all -f FORKS -m raw -a true`;
 /// returns the wall time. Ansible's connection sharing is turned off, as it
-/// is for the other contenders, since all nodes are one server here.
+/// is for the other contenders, since all nodes are one server here. With
+/// `mitogen` (its strategy plugins' directory), Ansible runs under Mitogen's
+/// `mitogen_linear` strategy.
 pub fn ansible_fan_out(
     nodes: &SshTarget,
     dir: &Path,
     count: usize,
     forks: usize,
+    mitogen: Option<&Path>,
 ) -> anyhow::Result<Duration> {
     fs::create_dir_all(dir)?;
     let mut inventory = String::from("[bench]\n");
@@ -98,8 +112,14 @@ pub fn ansible_fan_out(
         .map(|o| format!("-o {o}"))
         .collect::<Vec<_>>()
         .join(" ");
+    let mut cmd = Command::new("ansible");
+    if let Some(strategies) = mitogen {
+        cmd.env("ANSIBLE_STRATEGY_PLUGINS", strategies)
+            .env("ANSIBLE_STRATEGY", "mitogen_linear")
+            .env("ANSIBLE_PYTHON_INTERPRETER", "/usr/bin/python3");
+    }
     let start = Instant::now();
-    let out = Command::new("ansible")
+    let out = cmd
         .arg("all")
         .arg("-i")
         .arg(&inv)
@@ -118,6 +138,10 @@ pub fn ansible_fan_out(
         .env("ANSIBLE_SSH_ARGS", &ssh_args)
         .env("ANSIBLE_HOST_KEY_CHECKING", "True")
         .env("ANSIBLE_GATHERING", "explicit")
+        .env(
+            "ANSIBLE_TIMEOUT",
+            crate::fixture::CONNECT_TIMEOUT_S.to_string(),
+        )
         .env("ANSIBLE_NOCOLOR", "1")
         .stdin(Stdio::null())
         .output()

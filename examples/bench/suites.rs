@@ -1,4 +1,4 @@
-//! The six benchmarks. Each starts its own control plane (with the cadence
+//! The benchmarks of single figures (the cost curves are in curves.rs). Each starts its own control plane (with the cadence
 //! it needs) and a fresh runner, measures, checks that what it measured
 //! really happened (every node step succeeded, every line arrived), and
 //! returns table rows.
@@ -26,17 +26,19 @@ pub struct Env {
     pub nodes: Nodes,
     pub kind: RunnerKind,
     pub work: PathBuf,
+    /// The cost curves measured so far, for the report and the plots.
+    pub curves: std::cell::RefCell<Vec<crate::plot::Curve>>,
 }
 
 impl Env {
-    fn size(&self) -> Size {
+    pub(crate) fn size(&self) -> Size {
         self.args.size
     }
 
     /// The control plane's cadence for the idle and load benchmarks: the
     /// default, but a smoke run holds check-ins 1 s so that its few seconds
     /// see several of them.
-    fn checkin_cadence(&self) -> Cadence {
+    pub(crate) fn checkin_cadence(&self) -> Cadence {
         self.size().pick(
             Cadence::default(),
             Cadence::default(),
@@ -47,7 +49,12 @@ impl Env {
         )
     }
 
-    fn runner_label(&self) -> &'static str {
+    /// Hands a measured curve to the report.
+    pub(crate) fn curve(&self, c: crate::plot::Curve) {
+        self.curves.borrow_mut().push(c);
+    }
+
+    pub(crate) fn runner_label(&self) -> &'static str {
         match self.kind {
             RunnerKind::Binary(_) => "rdrunner",
             RunnerKind::InProcess => "rdrunner (in-process)",
@@ -55,7 +62,7 @@ impl Env {
     }
 
     /// A control plane with `nodes` and a runner checked in to it.
-    async fn start(
+    pub(crate) async fn start(
         &self,
         name: &str,
         cadence: Cadence,
@@ -79,7 +86,11 @@ pub async fn run(name: &str, env: &Env) -> anyhow::Result<Vec<Row>> {
     match name {
         "dispatch" => dispatch(env).await,
         "report" => report_latency(env).await,
-        "fanout" => fan_out(env).await,
+        "fanout" => crate::curves::fan_out(env).await,
+        "steps" => crate::curves::concurrent_steps(env).await,
+        "backlog" => crate::curves::backlog(env).await,
+        "replicas" => crate::curves::replicas(env).await,
+        "report-rate" => crate::curves::report_rate(env).await,
         "throughput" => throughput(env).await,
         "footprint" => footprint(env).await,
         "jitter" => jitter(env).await,
@@ -87,13 +98,13 @@ pub async fn run(name: &str, env: &Env) -> anyhow::Result<Vec<Row>> {
     }
 }
 
-fn command(cmd: &str) -> Vec<Step> {
+pub(crate) fn command(cmd: &str) -> Vec<Step> {
     vec![Step::Command(CommandStep {
         command: cmd.to_owned(),
     })]
 }
 
-fn submission(cmd: &str, filter: &str, threads: u32) -> SubmitExecution {
+pub(crate) fn submission(cmd: &str, filter: &str, threads: u32) -> SubmitExecution {
     SubmitExecution {
         dispatch: Dispatch {
             thread_count: threads,
@@ -106,7 +117,7 @@ fn submission(cmd: &str, filter: &str, threads: u32) -> SubmitExecution {
 
 /// Polls the harness (in this process, no HTTP) until the execution is
 /// terminal; `every` bounds how late the end is seen.
-async fn wait_terminal(
+pub(crate) async fn wait_terminal(
     plane: &Plane,
     id: u64,
     every: Duration,
@@ -127,7 +138,7 @@ async fn wait_terminal(
 }
 
 /// Fails unless every node of the execution succeeded, `expected` of them.
-fn all_succeeded(status: &ExecutionStatus, expected: usize) -> anyhow::Result<()> {
+pub(crate) fn all_succeeded(status: &ExecutionStatus, expected: usize) -> anyhow::Result<()> {
     let ok = status
         .nodes
         .values()
@@ -155,7 +166,7 @@ fn all_succeeded(status: &ExecutionStatus, expected: usize) -> anyhow::Result<()
     Ok(())
 }
 
-fn op_id(status: &ExecutionStatus) -> anyhow::Result<String> {
+pub(crate) fn op_id(status: &ExecutionStatus) -> anyhow::Result<String> {
     status
         .operations
         .first()
@@ -164,7 +175,7 @@ fn op_id(status: &ExecutionStatus) -> anyhow::Result<String> {
 }
 
 /// The stdout lines stored for an operation.
-fn stdout_lines(plane: &Plane, op: &str) -> Vec<String> {
+pub(crate) fn stdout_lines(plane: &Plane, op: &str) -> Vec<String> {
     plane
         .harness
         .reports(op)
@@ -176,14 +187,14 @@ fn stdout_lines(plane: &Plane, op: &str) -> Vec<String> {
         .collect()
 }
 
-fn ns_to_duration(later: u128, earlier: u128) -> anyhow::Result<Duration> {
+pub(crate) fn ns_to_duration(later: u128, earlier: u128) -> anyhow::Result<Duration> {
     if later < earlier {
         bail!("a node timestamp ({later} ns) precedes its submission ({earlier} ns)");
     }
     Ok(Duration::from_nanos((later - earlier) as u64))
 }
 
-fn latency_rows(
+pub(crate) fn latency_rows(
     bench: &str,
     contender: &str,
     what: &str,
@@ -427,11 +438,12 @@ async fn report_latency_with(env: &Env, reattach: bool) -> anyhow::Result<Vec<Ro
 
 // ---- 3. fan-out ----------------------------------------------------------
 
-const ANSIBLE_HINT: &str = "not installed (install with apt-get install -y ansible-core)";
+pub(crate) const ANSIBLE_HINT: &str =
+    "not installed (install with apt-get install -y ansible-core)";
 
 /// Runs a peer (a blocking child process) off the actix thread, so the
 /// control plane's clients stay served meanwhile.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
     actix_rt::task::spawn_blocking(f)
@@ -439,168 +451,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| anyhow::anyhow!("a peer's thread failed: {e}"))?
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-/// `true` on N nodes, threadCount N and 32: rdrunner against OpenSSH's
-/// client under `xargs -P` (the floor) and against Ansible.
-async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let reps = env.size().pick(3, 1, 1);
-    // (a subset of the nodes, all of them); each at full width and 32 at a time.
-    let (small, large, narrow) = env.size().pick((50, 200, 32), (50, 200, 32), (4, 8, 2));
-    let mut nodes = env.nodes.ssh_nodes(large);
-    for n in nodes.iter_mut().take(small) {
-        n.tags.push("subset".into());
-    }
-    // The peers are measured even when the runner cannot start.
-    let started = env
-        .start(
-            "fanout",
-            Cadence::default(),
-            &nodes,
-            RunnerOptions::default(),
-        )
-        .await
-        .map_err(|e| format!("{e:#}"));
-    let have_ansible = peers::installed("ansible");
-    let label = env.runner_label();
-    let mut rows = Vec::new();
-    for (n, threads) in [
-        (small, small),
-        (small, narrow),
-        (large, large),
-        (large, narrow),
-    ] {
-        let bench = format!("fan-out N={n}, {threads} at a time");
-        let filter = if n == small {
-            "tags: subset"
-        } else {
-            "tags: ssh"
-        };
-        let mut ours = Vec::new();
-        let mut floor = Vec::new();
-        let mut ansible = Vec::new();
-        let mut failure = None;
-        for _ in 0..reps {
-            if let Ok((plane, _)) = &started {
-                let exec = submission("true", filter, threads as u32);
-                let start = Instant::now();
-                let id = plane.admin.submit_execution(PROJECT, &exec).await?;
-                let (status, end) = wait_terminal(
-                    plane,
-                    id,
-                    Duration::from_millis(1),
-                    Duration::from_secs(300),
-                )
-                .await?;
-                all_succeeded(&status, n)?;
-                ours.push(end - start);
-            }
-            let target = env.nodes.target();
-            match blocking(move || peers::openssh_fan_out(&target, n, threads)).await {
-                Ok(d) => floor.push(d),
-                Err(e) => failure = Some(format!("{e:#}")),
-            }
-            if have_ansible {
-                let target = env.nodes.target();
-                let dir = env.work.join("ansible");
-                match blocking(move || peers::ansible_fan_out(&target, &dir, n, threads)).await {
-                    Ok(d) => ansible.push(d),
-                    Err(e) => failure = Some(format!("ansible: {e:#}")),
-                }
-            }
-        }
-        let ours = match &started {
-            Ok(_) => Some(median(ours)),
-            Err(e) => {
-                rows.push(Row::missing(
-                    &bench,
-                    label,
-                    "wall time",
-                    &format!("failed: {e}"),
-                ));
-                None
-            }
-        };
-        if let Some(ours) = ours {
-            rows.push(Row::measured(
-                &bench,
-                label,
-                "wall time",
-                ms(ours),
-                "",
-                None,
-            ));
-        }
-        if floor.is_empty() {
-            rows.push(Row::missing(
-                &bench,
-                "OpenSSH xargs -P",
-                "wall time",
-                &format!("failed: {}", failure.clone().unwrap_or_default()),
-            ));
-        } else {
-            let floor = median(floor);
-            rows.push(Row::measured(
-                &bench,
-                "OpenSSH xargs -P",
-                "wall time",
-                ms(floor),
-                "",
-                None,
-            ));
-            if let Some(ours) = ours {
-                let ratio = ours.as_secs_f64() / floor.as_secs_f64();
-                rows.push(Row::measured(
-                    &bench,
-                    label,
-                    "vs OpenSSH floor",
-                    format!("{ratio:.2}x"),
-                    "<= 1.2x",
-                    Some(ratio <= 1.2),
-                ));
-            }
-        }
-        if !have_ansible {
-            rows.push(Row::missing(
-                &bench,
-                "Ansible -m raw",
-                "wall time",
-                ANSIBLE_HINT,
-            ));
-        } else if ansible.is_empty() {
-            rows.push(Row::missing(
-                &bench,
-                "Ansible -m raw",
-                "wall time",
-                &format!("failed: {}", failure.unwrap_or_default()),
-            ));
-        } else {
-            let ansible = median(ansible);
-            rows.push(Row::measured(
-                &bench,
-                "Ansible -m raw",
-                "wall time",
-                ms(ansible),
-                "",
-                None,
-            ));
-            if let Some(ours) = ours {
-                let speedup = ansible.as_secs_f64() / ours.as_secs_f64();
-                rows.push(Row::measured(
-                    &bench,
-                    label,
-                    "speed-up over Ansible",
-                    format!("{speedup:.1}x"),
-                    ">= 10x",
-                    Some(speedup >= 10.0),
-                ));
-            }
-        }
-    }
-    Ok(rows)
 }
 
 // ---- 4. log throughput ---------------------------------------------------
