@@ -56,6 +56,10 @@ echo "== runner.example.toml is a valid configuration"
 # breaks the benchmark fails here rather than on the next real run. Its
 # figures mean nothing in this build and it writes no file.
 echo "== benchmark smoke run"
+# The bench example has unit tests of its own (`test = true`), so `cargo
+# test` builds it as a test harness only: build the program itself (the
+# crates it links are the ones built above; this compiles the examples).
+cargo build --workspace --examples
 "$bin/examples/bench" --smoke
 # A quick seeded run of every chaos scenario (fault injection against the
 # real runner); the seed is printed first, so a failure can be replayed.
