@@ -164,8 +164,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("machine: {machine}; load average {load_start}");
     let nodes = fixture::Nodes::start(work.path()).context("starting the nodes' sshd")?;
     println!(
-        "nodes: private sshd on {}:{} ({})",
-        nodes.sshd.host(),
+        "nodes: private sshd on 127.0.0.1 to 127.0.0.{}, port {} ({})",
+        fixture::LISTEN_ADDRESSES,
         nodes.sshd.port(),
         fixture::SSHD_SETTINGS.join(", ")
     );
@@ -222,7 +222,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed(),
         &load_start,
         &format!(
-            "one private sshd on 127.0.0.1 ({}), {}",
+            "one private sshd on 127.0.0.1 to 127.0.0.{} ({}), {}",
+            fixture::LISTEN_ADDRESSES,
             fixture::SSHD_SETTINGS.join(", "),
             env.nodes.user_note
         ),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,8 @@ const KEY_NAME: &str = "node-key";
 pub const CHILD_FLAG: &str = "--runner-child";
 
 /// The private sshd and what a client needs to log in to it. Every node is
-/// this server under a name of its own (`node-001`, ...), and every
+/// this server under a name of its own (`node-001`, ...) at one of its
+/// addresses ([`node_host`]), and every
 /// contender (rdrunner, OpenSSH's client, Ansible) uses the same server,
 /// key, known_hosts entry and server settings.
 pub struct Nodes {
@@ -49,11 +51,27 @@ pub const BENCH_USER: &str = "rdrunner-bench";
 
 /// How long every contender waits for a node's SSH handshake, in seconds:
 /// one sshd on two cores serving hundreds of logins at once needs more
-/// than the usual 10 s (at ~40 ms of sshd CPU per login, 500 logins are
-/// ~10 s of both cores), and the same bound holds for all of them (the
+/// than the usual 10 s (at ~36 ms of sshd CPU per login, 1000 logins are
+/// ~18 s of both cores, and the client's half of each login runs on the
+/// same cores: the last of 1000 steps started at once got its banner
+/// after more than 60 s), and the same bound holds for all of them (the
 /// runner's `ssh.connectTimeoutMs`, OpenSSH's `ConnectTimeout`, Ansible's
 /// `timeout`).
-pub const CONNECT_TIMEOUT_S: u64 = 60;
+pub const CONNECT_TIMEOUT_S: u64 = 120;
+
+/// How many loopback addresses (`127.0.0.1` up) the nodes' sshd listens
+/// on. OpenSSH listens with a fixed backlog of 128 per address, so 500
+/// clients dialing one address at once overflow its accept queue (the
+/// kernel drops the handshakes it cannot queue, and a client waiting for
+/// the banner gives up); spread over 16 addresses, 1000 fit.
+pub const LISTEN_ADDRESSES: u8 = 16;
+
+/// The address node `i` (1-based) is reached at: the nodes are spread
+/// round-robin over the sshd's [`LISTEN_ADDRESSES`], the same for every
+/// contender.
+pub fn node_host(i: usize) -> String {
+    format!("127.0.0.{}", 1 + (i - 1) % LISTEN_ADDRESSES as usize)
+}
 
 /// Server settings raised for hundreds of parallel connections; the same
 /// for every contender.
@@ -70,6 +88,9 @@ impl Nodes {
             SshdOptions {
                 password_auth: false,
                 extra_config: SSHD_SETTINGS.iter().map(|s| s.to_string()).collect(),
+                also_listen_on: (2..=LISTEN_ADDRESSES)
+                    .map(|i| Ipv4Addr::new(127, 0, 0, i))
+                    .collect(),
             },
         )
         .context("starting the private sshd")?;
@@ -78,15 +99,17 @@ impl Nodes {
         fs::copy(sshd.client_key(), key_store.join(KEY_NAME))?;
         fs::set_permissions(key_store.join(KEY_NAME), fs::Permissions::from_mode(0o600))?;
         let known_hosts = dir.join("known_hosts");
-        // Both host keys: libssh2 and OpenSSH prefer different ones.
-        fs::write(
-            &known_hosts,
-            format!(
-                "{}\n{}\n",
-                sshd.known_hosts_line()?,
-                sshd.known_hosts_line_for(&sshd.ecdsa_host_public_key()?)?
-            ),
-        )?;
+        // Both host keys (libssh2 and OpenSSH prefer different ones), at
+        // every address the server listens on.
+        let mut lines = String::new();
+        for addr in sshd.addresses() {
+            let host = addr.ip().to_string();
+            for key in [sshd.host_public_key()?, sshd.ecdsa_host_public_key()?] {
+                lines.push_str(&sshd.known_hosts_line_at(&host, &key)?);
+                lines.push('\n');
+            }
+        }
+        fs::write(&known_hosts, lines)?;
         let remote_tmp = dir.join("remote-tmp");
         fs::create_dir_all(&remote_tmp)?;
         let (user, user_note) = match login_user() {
@@ -127,7 +150,7 @@ impl Nodes {
     pub fn ssh_nodes(&self, count: usize) -> Vec<Node> {
         (1..=count)
             .map(|i| {
-                let mut n = Node::new(format!("node-{i:03}"), self.sshd.host());
+                let mut n = Node::new(format!("node-{i:03}"), node_host(i));
                 n.port = Some(self.sshd.port());
                 n.username = Some(self.user.clone());
                 n.tags = vec!["ssh".into()];
@@ -155,6 +178,13 @@ impl Nodes {
     /// runner does: this key only, this known_hosts only, strict checking,
     /// no user or system config, no connection sharing.
     pub fn ssh_args(&self) -> Vec<String> {
+        let mut v = self.login_args();
+        v.push(node_host(1));
+        v
+    }
+
+    /// [`Nodes::ssh_args`] without the destination.
+    pub fn login_args(&self) -> Vec<String> {
         let mut v: Vec<String> = vec!["-F".into(), "/dev/null".into()];
         for o in self.ssh_options() {
             v.push("-o".into());
@@ -167,7 +197,6 @@ impl Nodes {
             self.sshd.port().to_string(),
             "-l".into(),
             self.user.clone(),
-            self.sshd.host().to_owned(),
         ]);
         v
     }
@@ -214,8 +243,8 @@ impl Nodes {
     pub fn target(&self) -> SshTarget {
         SshTarget {
             args: self.ssh_args(),
+            login_args: self.login_args(),
             options: self.ssh_options(),
-            host: self.sshd.host().to_owned(),
             port: self.sshd.port(),
             user: self.user.clone(),
             key: self.key_path(),
@@ -226,11 +255,14 @@ impl Nodes {
 /// The nodes' server as OpenSSH's client and Ansible are pointed at it.
 #[derive(Debug, Clone)]
 pub struct SshTarget {
-    /// Full `ssh` arguments up to the destination ([`Nodes::ssh_args`]).
+    /// Full `ssh` arguments up to the destination ([`Nodes::ssh_args`]),
+    /// which is node 1's address.
     pub args: Vec<String>,
+    /// The same without the destination ([`Nodes::login_args`]).
+    pub login_args: Vec<String>,
     /// The `-o` options alone ([`Nodes::ssh_options`]).
     pub options: Vec<String>,
-    pub host: String,
+    /// The port at every address ([`node_host`]).
     pub port: u16,
     pub user: String,
     pub key: PathBuf,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::fixture::SshTarget;
+use crate::fixture::{node_host, SshTarget};
 
 /// Whether `program` is on the PATH.
 pub fn installed(program: &str) -> bool {
@@ -32,18 +32,17 @@ pub fn openssh_fan_out(
     count: usize,
     parallel: usize,
 ) -> anyhow::Result<Duration> {
-    // `ssh ARGS true node-001`: the node name rides along as an argument of
-    // `true`, so each line is one connection.
+    // `ssh ARGS HOST true node-001`: each line is one connection, to the
+    // node's address; its name rides along as an argument of `true`.
     let mut cmd = Command::new("xargs");
     cmd.arg("-P")
         .arg(parallel.to_string())
         .arg("-n")
-        .arg("1")
+        .arg("3")
         .arg("ssh")
-        .args(&nodes.args)
-        .arg("true");
+        .args(&nodes.login_args);
     let names: String = (1..=count).fold(String::new(), |mut s, i| {
-        let _ = writeln!(s, "node-{i:03}");
+        let _ = writeln!(s, "{} true node-{i:03}", node_host(i));
         s
     });
     let start = Instant::now();
@@ -99,7 +98,9 @@ pub fn ansible_fan_out(
         let _ = writeln!(
             inventory,
             "node-{i:03} ansible_host={} ansible_port={} ansible_user={}",
-            nodes.host, nodes.port, nodes.user
+            node_host(i),
+            nodes.port,
+            nodes.user
         );
     }
     let inv = dir.join("inventory.ini");

@@ -230,11 +230,19 @@ impl Curve {
             }};
         }
         match (self.log_x, panel.log_y) {
+            // On a log x axis the labels are the measured sizes only: the
+            // axis's own key points crowd between two of them.
             (true, true) => draw!(builder
-                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .build_cartesian_2d(
+                    (x0..x1).log_scale().with_key_points(self.xs.clone()),
+                    (y0..y1).log_scale()
+                )
                 .map_err(plot_err)?),
             (true, false) => draw!(builder
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .build_cartesian_2d(
+                    (x0..x1).log_scale().with_key_points(self.xs.clone()),
+                    y0..y1
+                )
                 .map_err(plot_err)?),
             (false, true) => draw!(builder
                 .build_cartesian_2d(x0..x1, (y0..y1).log_scale())

@@ -816,7 +816,7 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
 }
 
 async fn jitter_once(env: &Env, metrics: bool) -> anyhow::Result<Vec<Row>> {
-    let window = Duration::from_secs(env.size().pick(60, 20, 3));
+    let window = Duration::from_secs(env.size().pick(60, 12, 3));
     let per_kind = env.size().pick(250usize, 250, 5);
     let mut nodes = Nodes::local_nodes("quiet", per_kind, "quiet");
     nodes.extend(Nodes::local_nodes("loud", per_kind, "loud"));

@@ -36,17 +36,23 @@ use super::settings::SshSettings;
 /// authentication as the first one.
 pub(crate) type Dial = Arc<dyn Fn() -> Result<Connection, ExecutorError> + Send + Sync>;
 
-/// How often the files are looked at when nothing new arrived: bounds the
-/// report latency (half of it on average) and the abort latency.
+/// How often the files are looked at when nothing new arrived lately:
+/// bounds the report latency of a step that prints (half of it on average).
 const TICK: Duration = Duration::from_millis(15);
+/// The longest pause between two looks at the files of a step that has
+/// been quiet a while (see [`idle_pause`]).
+const IDLE_TICK_MAX: Duration = Duration::from_secs(1);
 /// Most bytes read from one file before the loop looks at the abort
 /// signal and the other file again.
 const MAX_PER_TURN: usize = 256 * 1024;
 /// Pause between two failed dials.
 const REDIAL_PAUSE: Duration = Duration::from_millis(250);
 /// How long a step may print nothing before the executor looks whether
-/// its process group still exists (its status file may never come).
+/// its process group still exists (its status file may never come); the
+/// look is a command of its own on the node (see [`liveness_every`]).
 const LIVENESS_EVERY: Duration = Duration::from_secs(2);
+/// The longest time between two such looks at a step quiet for long.
+const LIVENESS_MAX: Duration = Duration::from_secs(15);
 /// libssh2's "would block" code, which keepalive_send may return.
 const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 /// libssh2's SFTP status for a file that does not exist.
@@ -461,6 +467,7 @@ fn follow_connected(
     let status_path = step.file("status");
     let mut buf = vec![0u8; 32 * 1024];
     let mut quiet_since = Instant::now();
+    let mut last_output = Instant::now();
     let mut next_keepalive = Instant::now() + run.settings.keepalive_interval;
     loop {
         if let Some(reason) = abort.reason() {
@@ -516,7 +523,9 @@ fn follow_connected(
         }
         if read > 0 {
             quiet_since = now;
-        } else if now.duration_since(quiet_since) >= LIVENESS_EVERY {
+            last_output = now;
+        } else if now.duration_since(quiet_since) >= liveness_every(now.duration_since(last_output))
+        {
             // Quiet and no status: is anything of the step left at all?
             quiet_since = now;
             session.set_timeout(millis(run.settings.call_timeout));
@@ -528,9 +537,28 @@ fn follow_connected(
                 return Ok(Turn::Vanished);
             }
         } else {
-            std::thread::sleep(TICK);
+            // An abort ends the pause at once.
+            abort.wait_timeout(idle_pause(now.duration_since(last_output)));
         }
     }
+}
+
+/// How long to wait before looking at the files again after `quiet` with
+/// no output: a [`TICK`] at first, so that a step that prints has its lines
+/// read within one; then a tenth of the silence, up to [`IDLE_TICK_MAX`].
+/// Every look is three SFTP round trips (both files and the status), so a
+/// step idle for long costs about 12 of them a second instead of 200, and
+/// the first line after a silence waits at most a tenth of it longer.
+fn idle_pause(quiet: Duration) -> Duration {
+    (quiet / 10).clamp(TICK, IDLE_TICK_MAX)
+}
+
+/// How long a step quiet for `quiet` goes between two looks at whether its
+/// process group still exists: [`LIVENESS_EVERY`], then a fifth of the
+/// silence, up to [`LIVENESS_MAX`]. Each look runs `kill -0` on the node (a
+/// channel and a process there), the dearest part of holding an idle step.
+fn liveness_every(quiet: Duration) -> Duration {
+    (quiet / 5).clamp(LIVENESS_EVERY, LIVENESS_MAX)
 }
 
 /// The bound of one blocking libssh2 call while polling the files.
@@ -837,5 +865,42 @@ fn reap_later(
         });
     if let Err(e) = spawned {
         warn!(run.log, "cannot start a thread to end the step's process group later"; "error" => %e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_step_is_looked_at_less_often_the_longer_it_is_quiet() {
+        let ms = Duration::from_millis;
+        // A step that prints keeps the short tick.
+        assert_eq!(idle_pause(ms(0)), TICK);
+        assert_eq!(idle_pause(ms(100)), TICK);
+        // Then a tenth of the silence.
+        assert_eq!(idle_pause(ms(1000)), ms(100));
+        // Never longer than the cap, however long the silence.
+        assert_eq!(idle_pause(ms(10_000)), IDLE_TICK_MAX);
+        assert_eq!(idle_pause(Duration::from_secs(3600)), IDLE_TICK_MAX);
+        let mut last = Duration::ZERO;
+        for q in (0..20_000).step_by(7) {
+            let p = idle_pause(ms(q));
+            assert!(
+                p >= last && p >= TICK && p <= IDLE_TICK_MAX,
+                "{q} ms: {p:?}"
+            );
+            last = p;
+        }
+    }
+
+    #[test]
+    fn a_quiet_step_is_checked_for_life_less_often_the_longer_it_is_quiet() {
+        let s = Duration::from_secs;
+        assert_eq!(liveness_every(s(0)), LIVENESS_EVERY);
+        assert_eq!(liveness_every(s(5)), LIVENESS_EVERY);
+        assert_eq!(liveness_every(s(20)), s(4));
+        assert_eq!(liveness_every(s(75)), LIVENESS_MAX);
+        assert_eq!(liveness_every(s(86_400)), LIVENESS_MAX);
     }
 }

@@ -197,6 +197,7 @@ impl World {
                 password_auth: false,
                 // Every node step is a connection of its own, all at once.
                 extra_config: vec!["MaxStartups 200".into(), "MaxSessions 200".into()],
+                ..Default::default()
             },
         )?;
         let proxy = FaultProxy::start(format!("127.0.0.1:{}", sshd.port()).parse()?)?;

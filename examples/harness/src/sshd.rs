@@ -32,6 +32,12 @@ pub struct SshdOptions {
     /// `ChannelTimeout session:command=1s` or `LogLevel DEBUG`. No `Match`
     /// blocks.
     pub extra_config: Vec<String>,
+    /// More loopback addresses to listen on, besides `127.0.0.1`, on the
+    /// same port. Each is a listening socket of its own, with its own
+    /// accept queue: OpenSSH listens with a fixed backlog of 128, so
+    /// hundreds of clients connecting at once to one address overflow it,
+    /// while the same clients spread over several addresses do not.
+    pub also_listen_on: Vec<Ipv4Addr>,
 }
 
 /// A running private sshd. Dropping it kills the server.
@@ -93,7 +99,7 @@ impl TestSshd {
         // sshd's bind; try a few before giving up.
         let mut last_err = None;
         for _ in 0..5 {
-            sshd.port = free_port()?;
+            sshd.port = free_port(&sshd.options.also_listen_on)?;
             match sshd.spawn() {
                 Ok(()) => return Ok(sshd),
                 Err(e) => last_err = Some(e),
@@ -153,10 +159,30 @@ impl TestSshd {
 
     /// A `known_hosts` line for this server and `public_key` (a `.pub` line).
     pub fn known_hosts_line_for(&self, public_key: &str) -> io::Result<String> {
-        let key = public_key;
-        let mut parts = key.split_whitespace();
+        self.known_hosts_line_at(self.host(), public_key)
+    }
+
+    /// A `known_hosts` line for this server reached at `host` (one of
+    /// [`TestSshd::addresses`]) and `public_key` (a `.pub` line).
+    pub fn known_hosts_line_at(&self, host: &str, public_key: &str) -> io::Result<String> {
+        let mut parts = public_key.split_whitespace();
         let (kind, blob) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        Ok(format!("[{}]:{} {} {}", self.host(), self.port, kind, blob))
+        Ok(format!("[{host}]:{} {kind} {blob}", self.port))
+    }
+
+    /// Every address the server listens on: `127.0.0.1` first, then
+    /// [`SshdOptions::also_listen_on`], all on [`TestSshd::port`].
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        std::iter::once(Ipv4Addr::LOCALHOST)
+            .chain(
+                self.options
+                    .also_listen_on
+                    .iter()
+                    .copied()
+                    .filter(|a| *a != Ipv4Addr::LOCALHOST),
+            )
+            .map(|a| SocketAddr::from((a, self.port)))
+            .collect()
     }
 
     /// Generates another client key pair named `name` in the directory,
@@ -268,7 +294,9 @@ impl TestSshd {
             let _ = writeln!(c, "{line}");
         }
         let d = self.dir.display();
-        let _ = writeln!(c, "ListenAddress 127.0.0.1:{}", self.port);
+        for addr in self.addresses() {
+            let _ = writeln!(c, "ListenAddress {addr}");
+        }
         let _ = writeln!(c, "HostKey {d}/host_ed25519");
         let _ = writeln!(c, "HostKey {d}/host_ecdsa");
         let _ = writeln!(c, "PidFile {d}/sshd.pid");
@@ -314,7 +342,7 @@ impl TestSshd {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot run {SSHD_PATH}: {e}")))?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let addresses = self.addresses();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait()? {
@@ -328,7 +356,9 @@ impl TestSshd {
             // process may have taken the port between our probe and sshd's
             // bind) and it greets like an SSH server. Neither depends on
             // the server's LogLevel, which callers may turn down.
-            if listener_owned_by(child.id(), self.port) != Some(false) && greets_with_ssh(&addr) {
+            if listener_owned_by(child.id(), self.port) != Some(false)
+                && addresses.iter().all(greets_with_ssh)
+            {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -438,10 +468,19 @@ fn run(cmd: &mut Command) -> io::Result<()> {
     }
 }
 
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+/// A port free on loopback and on every address of `also` (the first
+/// one that is, of a few tried).
+fn free_port(also: &[Ipv4Addr]) -> io::Result<u16> {
+    let mut port = 0;
+    for _ in 0..20 {
+        port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        if also.iter().all(|a| TcpListener::bind((*a, port)).is_ok()) {
+            break;
+        }
+    }
+    Ok(port)
 }
 
 /// The name of the user this process runs as (`id -un`; `$USER` may be unset
@@ -486,6 +525,31 @@ mod tests {
         .unwrap();
         assert!(banner(sshd.port()).unwrap().starts_with("SSH-2.0-OpenSSH"));
         assert!(!sshd.log().contains("Server listening"), "{}", sshd.log());
+    }
+
+    #[test]
+    fn listens_on_every_address_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let also = [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 9)];
+        let sshd = TestSshd::start_with(
+            dir.path(),
+            SshdOptions {
+                also_listen_on: also.to_vec(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let addresses = sshd.addresses();
+        assert_eq!(addresses.len(), 3, "{addresses:?}");
+        for addr in &addresses {
+            assert!(greets_with_ssh(addr), "no greeting at {addr}");
+        }
+        let key = sshd.host_public_key().unwrap();
+        let line = sshd.known_hosts_line_at("127.0.0.9", &key).unwrap();
+        assert!(
+            line.starts_with(&format!("[127.0.0.9]:{} ssh-ed25519 ", sshd.port())),
+            "{line}"
+        );
     }
 
     #[test]
