@@ -76,7 +76,7 @@ where
 pub async fn fan_out(env: &Env) -> anyhow::Result<Vec<Row>> {
     let points: Vec<usize> = env
         .size()
-        .pick(vec![10, 50, 200, 500], vec![10, 50, 100], vec![3]);
+        .pick(vec![10, 50, 200, 500], vec![10, 50], vec![3]);
     let reps_at = |n: usize| env.size().pick(if n <= 50 { 3 } else { 1 }, 1, 1);
     let largest = *points.last().expect("points");
     let mut nodes = env.nodes.ssh_nodes(largest);
@@ -386,9 +386,9 @@ fn snapshot(runner: &RunnerProcess) -> anyhow::Result<Snapshot> {
 /// N SSH node steps held open at once (each one session to the sshd):
 /// the runner's RSS, thread count and CPU, N along the curve.
 pub async fn concurrent_steps(env: &Env) -> anyhow::Result<Vec<Row>> {
-    let points: Vec<usize> =
-        env.size()
-            .pick(vec![10, 100, 500, 1000], vec![10, 100, 500], vec![2, 5]);
+    let points: Vec<usize> = env
+        .size()
+        .pick(vec![10, 100, 500, 1000], vec![10, 100], vec![2, 5]);
     let hold = env.size().pick(
         Duration::from_secs(5),
         Duration::from_secs(2),

@@ -817,7 +817,7 @@ async fn jitter(env: &Env) -> anyhow::Result<Vec<Row>> {
 
 async fn jitter_once(env: &Env, metrics: bool) -> anyhow::Result<Vec<Row>> {
     let window = Duration::from_secs(env.size().pick(60, 12, 3));
-    let per_kind = env.size().pick(250usize, 250, 5);
+    let per_kind = env.size().pick(250usize, 100, 5);
     let mut nodes = Nodes::local_nodes("quiet", per_kind, "quiet");
     nodes.extend(Nodes::local_nodes("loud", per_kind, "loud"));
     let cadence = env.checkin_cadence();
