@@ -537,8 +537,12 @@ fn follow_connected(
                 return Ok(Turn::Vanished);
             }
         } else {
-            // An abort ends the pause at once.
-            abort.wait_timeout(idle_pause(now.duration_since(last_output)));
+            // An abort ends the pause at once, and a keepalive due goes
+            // out on time.
+            let pause = idle_pause(now.duration_since(last_output))
+                .min(next_keepalive.saturating_duration_since(now))
+                .max(TICK);
+            abort.wait_timeout(pause);
         }
     }
 }
