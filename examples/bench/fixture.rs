@@ -101,11 +101,12 @@ impl Nodes {
         let known_hosts = dir.join("known_hosts");
         // Both host keys (libssh2 and OpenSSH prefer different ones), at
         // every address the server listens on.
+        let keys = [sshd.host_public_key()?, sshd.ecdsa_host_public_key()?];
         let mut lines = String::new();
         for addr in sshd.addresses() {
             let host = addr.ip().to_string();
-            for key in [sshd.host_public_key()?, sshd.ecdsa_host_public_key()?] {
-                lines.push_str(&sshd.known_hosts_line_at(&host, &key)?);
+            for key in &keys {
+                lines.push_str(&sshd.known_hosts_line_at(&host, key)?);
                 lines.push('\n');
             }
         }
